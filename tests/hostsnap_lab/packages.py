@@ -1,0 +1,74 @@
+"""Installs the Debian packages the lab and the project need, only those that are missing.
+
+Standard library only: `make` runs it with the system Python before the virtual environment
+exists (``PYTHONPATH=tests /usr/bin/python3 -m hostsnap_lab.packages``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterable
+
+# Debian 12 package names; real-stack.md says which need each one.
+REQUIRED = (
+    "python3-venv",
+    "python3-grpc-tools",
+    "qemu-system-x86",
+    "qemu-utils",
+    "qemu-block-extra",
+    "libvirt-daemon-system",
+    "libvirt-daemon-driver-qemu",
+    "libvirt-clients",
+    "python3-libvirt",
+    "qemu-guest-agent",
+    "linux-image-amd64",
+    "busybox-static",
+    "e2fsprogs",
+    "cpio",
+    "ceph-mon",
+    "ceph-osd",
+    "ceph-common",
+    "python3-rados",
+    "python3-rbd",
+)
+
+
+def missing(packages: Iterable[str]) -> list[str]:
+    """The packages of the list that dpkg does not report as installed."""
+    absent = []
+    for name in packages:
+        query = subprocess.run(
+            ["dpkg-query", "-W", "-f=${db:Status-Status}", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if query.stdout.strip() != "installed":
+            absent.append(name)
+    return absent
+
+
+def ensure_installed(packages: Iterable[str] = REQUIRED) -> list[str]:
+    """Installs what is missing with apt-get and returns what was installed."""
+    absent = missing(packages)
+    if not absent:
+        return []
+    if os.geteuid() != 0:
+        raise SystemExit(f"these Debian packages are missing and need root: {' '.join(absent)}")
+    print(f"installing Debian packages: {' '.join(absent)}", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", *absent],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    return absent
+
+
+if __name__ == "__main__":
+    ensure_installed()
+    sys.exit(0)

@@ -1,0 +1,27 @@
+"""Session fixtures that bring the real lab up once. If it cannot come up, every lab test
+fails with the reason; none is skipped."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import libvirt
+import pytest
+
+from hostsnap_lab import lab as lab_stack
+from hostsnap_lab.libvirtd import URI
+
+
+@pytest.fixture(scope="session")
+def lab() -> lab_stack.Lab:
+    try:
+        return lab_stack.up()
+    except Exception as e:  # any failure to come up is the reason every lab test fails
+        pytest.fail(f"the lab did not come up: {type(e).__name__}: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def conn(lab: lab_stack.Lab) -> Iterator[libvirt.virConnect]:
+    connection = libvirt.open(URI)
+    yield connection
+    connection.close()

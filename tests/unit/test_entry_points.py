@@ -1,0 +1,26 @@
+"""The console scripts the package installs answer --version and --help."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("script", ["hostsnap-agent", "hostsnap", "hostsnap-controller"])
+def test_version_names_the_program_and_release(script: str):
+    out = subprocess.run(
+        [str(BIN / script), "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == f"{script} 0.1.0"
+
+
+def test_lab_help_lists_its_commands():
+    out = subprocess.run(
+        [str(BIN / "hostsnap-lab"), "--help"], capture_output=True, text=True, check=True
+    )
+    assert "{up,status,down}" in out.stdout
