@@ -1,0 +1,31 @@
+"""The agent's settings. Seconds everywhere; the file format and overrides come with the
+service (agent.toml)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    state_dir: Path = Path("/var/lib/hostsnap")
+    libvirt_uri: str = "qemu:///system"
+    ceph_conf: str = "/etc/ceph/ceph.conf"
+    # The guest is thawed at this hard deadline after freeze even if a snapshot call hangs.
+    freeze_deadline: float = 5.0
+    guest_agent_timeout: int = 10
+    # A block commit that has not finished by then is aborted (the chain stays as it was).
+    block_job_timeout: float = 3600.0
+    # Free space a file pool must keep, as a fraction of the data a snapshot may add
+    # (the operator guidance is 25% overhead).
+    pool_headroom: float = 0.25
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.sqlite"
+
+    @property
+    def layers_path(self) -> Path:
+        """The active image and known layers of each file volume, read by the libvirt hook."""
+        return self.state_dir / "layers.json"

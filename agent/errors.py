@@ -1,0 +1,57 @@
+"""One exception hierarchy for the agent; the servicer maps each class to one gRPC code.
+
+Every error carries a machine-readable `reason` (UPPER_SNAKE) and a message that says what to
+do. Storage failures keep the underlying message: nothing is reported as done that did not
+happen.
+"""
+
+from __future__ import annotations
+
+
+class HostsnapError(Exception):
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, reason: str | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+
+class NotFound(HostsnapError):
+    reason = "NOT_FOUND"
+
+
+class InvalidArgument(HostsnapError):
+    reason = "INVALID_ARGUMENT"
+
+
+class Conflict(HostsnapError):
+    """The volume is held by another job or a libvirt block job (gRPC ABORTED)."""
+
+    reason = "VOLUME_BUSY"
+
+
+class Precondition(HostsnapError):
+    """The system is not in a state that allows the operation (gRPC FAILED_PRECONDITION)."""
+
+    reason = "FAILED_PRECONDITION"
+
+
+class Capacity(HostsnapError):
+    """Not enough space or headroom (gRPC RESOURCE_EXHAUSTED)."""
+
+    reason = "INSUFFICIENT_SPACE"
+    # CloudStack reports storage failures as 530, "Storage Provider Error".
+    cloudstack_code = 530
+
+
+class Unavailable(HostsnapError):
+    """libvirt, the guest agent or Ceph cannot be reached (gRPC UNAVAILABLE)."""
+
+    reason = "UNAVAILABLE"
+
+
+class OperationFailed(HostsnapError):
+    """A storage or hypervisor call failed; the message carries the underlying error."""
+
+    reason = "OPERATION_FAILED"

@@ -1,0 +1,126 @@
+"""RBD images and snapshots through python3-rados and python3-rbd."""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import subprocess
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC
+
+import rados
+import rbd
+
+from agent.errors import NotFound, OperationFailed, Precondition, Unavailable
+from agent.model import RbdSource
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT = 10
+
+
+@dataclass(frozen=True)
+class RbdSnap:
+    name: str
+    snap_id: int
+    created: float
+    protected: bool
+    size: int
+
+
+class CephRbd:
+    def __init__(self, default_conf: str) -> None:
+        self._default_conf = default_conf
+
+    @contextmanager
+    def _image(self, source: RbdSource) -> Iterator[rbd.Image]:
+        conf = source.config_file or self._default_conf
+        try:
+            cluster = rados.Rados(conffile=conf)
+            cluster.connect(timeout=CONNECT_TIMEOUT)
+        except (rados.Error, OSError) as e:
+            raise Unavailable(f"Ceph (config {conf}) cannot be reached: {e}") from e
+        try:
+            with cluster.open_ioctx(source.pool) as ioctx:
+                try:
+                    image = rbd.Image(ioctx, source.image)
+                except rbd.ImageNotFound as e:
+                    raise NotFound(f"RBD image {source.spec} does not exist") from e
+                with image:
+                    yield image
+        except rados.ObjectNotFound as e:
+            raise NotFound(f"Ceph pool {source.pool!r} does not exist") from e
+        finally:
+            cluster.shutdown()
+
+    def snapshots(self, source: RbdSource) -> list[RbdSnap]:
+        with self._image(source) as image:
+            return [
+                RbdSnap(
+                    name=s["name"],
+                    snap_id=int(s["id"]),
+                    # Ceph returns a naive datetime in UTC.
+                    created=image.get_snap_timestamp(s["id"]).replace(tzinfo=UTC).timestamp(),
+                    protected=bool(image.is_protected_snap(s["name"])),
+                    size=int(s["size"]),
+                )
+                for s in image.list_snaps()
+            ]
+
+    def create_snapshot(self, source: RbdSource, name: str) -> None:
+        log.info("RBD %s: creating snapshot %s", source.spec, name)
+        with self._image(source) as image:
+            try:
+                image.create_snap(name)
+            except rbd.Error as e:
+                raise OperationFailed(f"RBD snapshot {source.spec}@{name} failed: {e}") from e
+
+    def remove_snapshot(self, source: RbdSource, name: str) -> None:
+        """Removes a snapshot, unprotecting it first when no clone depends on it."""
+        with self._image(source) as image:
+            if name not in {s["name"] for s in image.list_snaps()}:
+                return
+            if image.is_protected_snap(name):
+                image.set_snap(name)
+                children = list(image.list_children())
+                image.set_snap(None)
+                if children:
+                    clones = ", ".join(f"{p}/{i}" for p, i in children)
+                    raise Precondition(
+                        f"RBD snapshot {source.spec}@{name} has clones ({clones}); "
+                        "flatten or remove them first",
+                        reason="SNAPSHOT_HAS_CLONES",
+                    )
+                image.unprotect_snap(name)
+            log.info("RBD %s: removing snapshot %s", source.spec, name)
+            try:
+                image.remove_snap(name)
+            except rbd.Error as e:
+                raise OperationFailed(f"removing {source.spec}@{name} failed: {e}") from e
+
+    def rollback(
+        self, source: RbdSource, name: str, progress: Callable[[float], None] | None = None
+    ) -> None:
+        """Rolls the image back to a snapshot. Through the rbd CLI: python3-rbd of Ceph 16 has
+        no progress callback for rollback, the CLI prints one."""
+        log.info("RBD %s: rolling back to %s", source.spec, name)
+        conf = source.config_file or self._default_conf
+        argv = ["rbd", "-c", conf, "snap", "rollback", f"{source.spec}@{name}"]
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        assert proc.stderr is not None
+        output = b""
+        while chunk := os.read(proc.stderr.fileno(), 4096):
+            output += chunk
+            percents = re.findall(rb"(\d+)% complete", chunk)
+            if progress is not None and percents:
+                progress(int(percents[-1]) / 100)
+        if proc.wait() != 0:
+            message = output.decode(errors="replace").strip().splitlines()
+            raise OperationFailed(
+                f"rollback of {source.spec} to {name} failed: {message[-1] if message else ''}"
+            )
+        if progress is not None:
+            progress(1.0)

@@ -1,0 +1,134 @@
+"""The narrow libvirt adapter: only the calls the operations need, with libvirt's errors
+turned into the agent's."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from xml.sax.saxutils import quoteattr
+
+import libvirt
+
+from agent.errors import NotFound, OperationFailed, Unavailable
+from agent.model import DomainState
+
+log = logging.getLogger(__name__)
+
+# libvirt prints every error to stderr by default; the agent reports them itself.
+libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
+
+_STATES = {
+    libvirt.VIR_DOMAIN_RUNNING: DomainState.RUNNING,
+    libvirt.VIR_DOMAIN_BLOCKED: DomainState.BLOCKED,
+    libvirt.VIR_DOMAIN_PAUSED: DomainState.PAUSED,
+    libvirt.VIR_DOMAIN_SHUTDOWN: DomainState.SHUTDOWN,
+    libvirt.VIR_DOMAIN_SHUTOFF: DomainState.SHUTOFF,
+    libvirt.VIR_DOMAIN_CRASHED: DomainState.CRASHED,
+    libvirt.VIR_DOMAIN_PMSUSPENDED: DomainState.PMSUSPENDED,
+}
+
+
+@contextmanager
+def _translated(what: str) -> Iterator[None]:
+    try:
+        yield
+    except libvirt.libvirtError as e:
+        code = e.get_error_code()
+        if code == libvirt.VIR_ERR_NO_DOMAIN:
+            raise NotFound(f"{what}: no such domain") from e
+        if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR):
+            raise Unavailable(f"{what}: libvirt cannot be reached: {e}") from e
+        raise OperationFailed(f"{what}: {e}") from e
+
+
+class LibvirtHost:
+    def __init__(self, uri: str) -> None:
+        self._uri = uri
+        self._conn: libvirt.virConnect | None = None
+        self._lock = threading.Lock()
+
+    def _connection(self) -> libvirt.virConnect:
+        with self._lock:
+            if self._conn is None or self._conn.isAlive() != 1:
+                try:
+                    self._conn = libvirt.open(self._uri)
+                except libvirt.libvirtError as e:
+                    raise Unavailable(f"libvirt at {self._uri} cannot be reached: {e}") from e
+            return self._conn
+
+    def domain(self, name: str) -> libvirt.virDomain:
+        with _translated(f"domain {name!r}"):
+            return self._connection().lookupByName(name)
+
+    def exists(self, name: str) -> bool:
+        try:
+            self.domain(name)
+        except NotFound:
+            return False
+        return True
+
+    def state(self, name: str) -> tuple[DomainState, int]:
+        """The domain's state and libvirt's reason code for it."""
+        with _translated(f"state of {name!r}"):
+            state, reason = self.domain(name).state()
+        return _STATES.get(state, DomainState.UNKNOWN), reason
+
+    def shut_off_cleanly(self, name: str) -> bool:
+        state, reason = self.state(name)
+        return state == DomainState.SHUTOFF and reason == libvirt.VIR_DOMAIN_SHUTOFF_SHUTDOWN
+
+    def xml(self, name: str, *, inactive: bool = False) -> str:
+        flags = libvirt.VIR_DOMAIN_XML_INACTIVE if inactive else 0
+        with _translated(f"XML of {name!r}"):
+            return str(self.domain(name).XMLDesc(flags))
+
+    def is_persistent(self, name: str) -> bool:
+        with _translated(f"persistence of {name!r}"):
+            return bool(self.domain(name).isPersistent())
+
+    def define(self, xml: str) -> None:
+        with _translated("defining a domain"):
+            self._connection().defineXML(xml)
+
+    def snapshot_external(self, name: str, overlays: dict[str, str], targets: list[str]) -> None:
+        """One atomic disk-only external snapshot: each target in `overlays` switches to its
+        pre-created overlay (REUSE_EXT); the other targets are left alone."""
+        disks = "".join(
+            f"<disk name={quoteattr(t)} snapshot='external' type='file'>"
+            f"<source file={quoteattr(overlays[t])}/></disk>"
+            if t in overlays
+            else f"<disk name={quoteattr(t)} snapshot='no'/>"
+            for t in targets
+        )
+        xml = f"<domainsnapshot><disks>{disks}</disks></domainsnapshot>"
+        flags = (
+            libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_DISK_ONLY
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA
+            | libvirt.VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT
+        )
+        log.info("domain %s: external snapshot of %s", name, ", ".join(sorted(overlays)))
+        with _translated(f"external snapshot of {name!r}"):
+            self.domain(name).snapshotCreateXML(xml, flags)
+
+    def block_job(self, name: str, target: str) -> dict[str, int] | None:
+        """The block job running on a disk ({type, cur, end, bandwidth}) or None."""
+        with _translated(f"block job of {name}/{target}"):
+            info = self.domain(name).blockJobInfo(target, 0)
+        return dict(info) if info else None
+
+    def block_commit(self, name: str, target: str, top: str, base: str, *, active: bool) -> None:
+        flags = libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE if active else 0
+        log.info("domain %s disk %s: block commit %s into %s", name, target, top, base)
+        with _translated(f"block commit on {name}/{target}"):
+            self.domain(name).blockCommit(target, base, top, 0, flags)
+
+    def block_job_pivot(self, name: str, target: str) -> None:
+        with _translated(f"pivot on {name}/{target}"):
+            self.domain(name).blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)
+
+    def block_job_abort(self, name: str, target: str) -> None:
+        with _translated(f"abort of the block job on {name}/{target}"):
+            self.domain(name).blockJobAbort(target, 0)

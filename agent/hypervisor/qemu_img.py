@@ -1,0 +1,59 @@
+"""qemu-img, wrapped once: each function builds an argv; `run` turns a failure into an error
+carrying the command, exit code and stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from collections.abc import Sequence
+
+from agent.errors import OperationFailed
+from agent.model import Layer
+
+log = logging.getLogger(__name__)
+
+TIMEOUT = 3600.0
+
+
+def run(argv: Sequence[str], timeout: float = TIMEOUT) -> str:
+    log.debug("running %s", " ".join(argv))
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as e:
+        raise OperationFailed(f"{' '.join(argv)} did not finish within {timeout:.0f} s") from e
+    if done.returncode != 0:
+        raise OperationFailed(
+            f"{' '.join(argv)} failed with exit code {done.returncode}: {done.stderr.strip()}"
+        )
+    return done.stdout
+
+
+def chain(path: str) -> list[Layer]:
+    """The backing chain of an image, active first; -U reads images a running QEMU holds."""
+    out = run(["qemu-img", "info", "--backing-chain", "-U", "--output=json", path], timeout=60)
+    return [
+        Layer(
+            path=entry["filename"],
+            format=entry["format"],
+            virtual_size=int(entry["virtual-size"]),
+            actual_size=int(entry.get("actual-size", 0)),
+            backing=entry.get("full-backing-filename") or entry.get("backing-filename"),
+        )
+        for entry in json.loads(out)
+    ]
+
+
+def create_overlay(path: str, backing: str, backing_format: str) -> None:
+    """An empty qcow2 image whose backing file is `backing` (recorded by absolute path)."""
+    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, path])
+
+
+def commit(top: str) -> None:
+    """Writes `top`'s data into its backing file (offline only)."""
+    run(["qemu-img", "commit", "-q", "-f", "qcow2", top])
+
+
+def rebase_unsafe(path: str, backing: str, backing_format: str) -> None:
+    """Points `path` at a new backing file without copying: only when both hold equal data."""
+    run(["qemu-img", "rebase", "-u", "-f", "qcow2", "-F", backing_format, "-b", backing, path])

@@ -1,0 +1,150 @@
+"""Plain data that travels between the layers: volumes, snapshots, requests and results."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class VolumeKind(enum.StrEnum):
+    FILE = "file"
+    RBD = "rbd"
+
+
+class Quiesce(enum.StrEnum):
+    REQUIRED = "required"  # fail if the guest cannot be frozen
+    PREFERRED = "preferred"  # fall back to crash-consistent, and say so
+    NONE = "none"
+
+
+class Consistency(enum.StrEnum):
+    APPLICATION = "application"
+    CRASH = "crash"
+
+
+class DomainState(enum.StrEnum):
+    RUNNING = "running"
+    BLOCKED = "blocked"
+    PAUSED = "paused"
+    SHUTDOWN = "shutdown"
+    SHUTOFF = "shutoff"
+    CRASHED = "crashed"
+    PMSUSPENDED = "pmsuspended"
+    UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class RbdSource:
+    pool: str
+    image: str
+    monitors: tuple[str, ...] = ()
+    config_file: str | None = None
+
+    @property
+    def spec(self) -> str:
+        return f"{self.pool}/{self.image}"
+
+
+@dataclass(frozen=True)
+class Volume:
+    """One disk of a domain. Its identity is domain + target and the file path or pool/image."""
+
+    domain: str
+    target: str
+    kind: VolumeKind
+    format: str
+    path: str | None = None  # the active image of a file disk
+    rbd: RbdSource | None = None
+
+    @property
+    def location(self) -> str:
+        if self.rbd is not None:
+            return self.rbd.spec
+        assert self.path is not None
+        return self.path
+
+    @property
+    def key(self) -> str:
+        return f"{self.domain}/{self.target}"
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One image of a file disk's backing chain, active first."""
+
+    path: str
+    format: str
+    virtual_size: int
+    actual_size: int
+    backing: str | None
+
+
+@dataclass(frozen=True)
+class SnapshotRequest:
+    domain: str
+    disks: tuple[str, ...] = ()  # target devs; empty means every disk
+    quiesce: Quiesce = Quiesce.PREFERRED
+    name: str = ""
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class DiskSnapshot:
+    """What one disk got: for a file disk the layer that now holds the snapshot's content and
+    the new active overlay; for RBD the snapshot name."""
+
+    target: str
+    kind: VolumeKind
+    snapshot_id: str
+    content: str  # file: the frozen layer's path; rbd: pool/image@snap
+    active_image: str  # the disk's active image after the operation
+
+
+@dataclass(frozen=True)
+class SnapshotResult:
+    job_id: str
+    domain: str
+    consistency: Consistency
+    frozen_seconds: float
+    disks: tuple[DiskSnapshot, ...]
+    quiesce_note: str = ""  # why the snapshot is only crash-consistent
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SnapshotResult:
+        disks = tuple(DiskSnapshot(**{**d, "kind": VolumeKind(d["kind"])}) for d in data["disks"])
+        return cls(**{**data, "consistency": Consistency(data["consistency"]), "disks": disks})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    id: str
+    name: str
+    domain: str
+    target: str
+    kind: VolumeKind
+    created: float
+    consistency: Consistency
+    content: str
+    size_on_disk: int
+    chain_position: int | None  # 0 is the layer right below the active image; None off-chain
+    protected: bool = False
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    job_id: str
+    snapshot_id: str
+    domain: str
+    target: str
+    active_image: str
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    job_id: str
+    snapshot_id: str
+    domain: str
+    target: str
+    active_image: str
+    removed: tuple[str, ...] = field(default_factory=tuple)

@@ -1,0 +1,78 @@
+"""Runs an operation as a journalled job: idempotency key, volume locks, and a final state
+that tells the truth (succeeded with its result, or failed with the underlying error)."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from agent.errors import Conflict, HostsnapError, OperationFailed
+from agent.jobs import Job, JobState
+from agent.operations.services import Services
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    operation: str
+    domain: str
+    volumes: list[str]
+    request: dict[str, Any]
+
+
+def to_json(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_json(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    return value
+
+
+def run(
+    svc: Services,
+    spec: JobSpec,
+    idempotency_key: str | None,
+    body: Callable[[str], R],
+    from_dict: Callable[[dict[str, Any]], R],
+) -> R:
+    job_id = uuid.uuid4().hex
+    with svc.locks.hold(spec.volumes, job_id, spec.operation):
+        job, created = svc.journal.start(
+            job_id, spec.operation, spec.domain, to_json(spec.request), idempotency_key
+        )
+        if not created:
+            return replay(job, from_dict)
+        log.info("job %s: %s of %s started", job_id, spec.operation, spec.domain)
+        try:
+            result = body(job_id)
+        except HostsnapError as e:
+            log.error("job %s: %s failed: %s", job_id, spec.operation, e)
+            svc.journal.fail(job_id, str(e), e.reason)
+            raise
+        except Exception as e:
+            log.exception("job %s: %s failed unexpectedly", job_id, spec.operation)
+            svc.journal.fail(job_id, f"{type(e).__name__}: {e}", "INTERNAL")
+            raise OperationFailed(f"{spec.operation} failed: {type(e).__name__}: {e}") from e
+        svc.journal.succeed(job_id, to_json(result))
+        log.info("job %s: %s of %s succeeded", job_id, spec.operation, spec.domain)
+        return result
+
+
+def replay(job: Job, from_dict: Callable[[dict[str, Any]], R]) -> R:
+    """The outcome of an earlier job with the same idempotency key."""
+    if job.state == JobState.SUCCEEDED:
+        assert job.result is not None
+        return from_dict(job.result)
+    if job.state == JobState.FAILED:
+        raise HostsnapError(job.error or "failed", reason=job.error_reason or "INTERNAL")
+    raise Conflict(f"job {job.id} with this idempotency key is still running")

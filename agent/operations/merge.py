@@ -1,0 +1,113 @@
+"""Merging one layer of a file disk into its backing file: libvirt block commit for a running
+domain (active commit with pivot when the layer is the active image), qemu-img offline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+from agent.errors import OperationFailed, Precondition
+from agent.hypervisor import domain_xml, qemu_img
+from agent.operations.services import Services
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 0.05
+
+
+def children(path: str) -> list[str]:
+    """The images in the same directory whose backing file is `path`."""
+    directory = Path(path).parent
+    found = []
+    for candidate in sorted(directory.iterdir()):
+        if not candidate.is_file() or str(candidate) == path:
+            continue
+        try:
+            layer = qemu_img.chain(str(candidate))[0]
+        except OperationFailed:
+            continue  # not an image
+        if layer.backing == path:
+            found.append(str(candidate))
+    return found
+
+
+def merge_into_backing(
+    svc: Services, domain: str, target: str, top: str, base: str, live: bool
+) -> str:
+    """Writes `top` into `base` (its backing file), takes `top` out of the chain and deletes
+    it. Returns the disk's active image afterwards."""
+    other_children = [c for c in children(base) if c != top]
+    if other_children:
+        raise Precondition(
+            f"{base} is also the backing file of {', '.join(other_children)}; merging {top} into "
+            "it would change what those images read",
+            reason="LAYER_SHARED",
+        )
+    if live:
+        active = _merge_live(svc, domain, target, top, base)
+    else:
+        active = _merge_offline(svc, domain, target, top, base)
+    os.unlink(top)
+    return active
+
+
+def _merge_live(svc: Services, domain: str, target: str, top: str, base: str) -> str:
+    chain = domain_xml.backing_chain(svc.host.xml(domain), target)
+    if top not in chain or base not in chain:
+        raise Precondition(f"{top} and {base} are not both in the running chain of {target}")
+    is_active = chain[0] == top
+    svc.host.block_commit(domain, target, top, base, active=is_active)
+    deadline = time.monotonic() + svc.config.block_job_timeout
+    while True:
+        info = svc.host.block_job(domain, target)
+        if is_active:
+            if (
+                info
+                and info["cur"] == info["end"]
+                and domain_xml.mirror_ready(svc.host.xml(domain), target)
+            ):
+                svc.host.block_job_pivot(domain, target)
+                break
+            if not info:
+                raise OperationFailed(f"the block commit of {top} on {domain}/{target} vanished")
+        elif not info:
+            break
+        if time.monotonic() > deadline:
+            svc.host.block_job_abort(domain, target)
+            raise OperationFailed(
+                f"block commit of {top} did not finish in {svc.config.block_job_timeout:.0f} s; "
+                "aborted, the chain is unchanged"
+            )
+        time.sleep(POLL_SECONDS)
+    chain_after = _wait_chain_without(svc, domain, target, top)
+    log.info("domain %s disk %s: merged %s; active image %s", domain, target, top, chain_after[0])
+    return chain_after[0]
+
+
+def _wait_chain_without(svc: Services, domain: str, target: str, top: str) -> list[str]:
+    """libvirt updates the chain right after the job ends; verify it really lost `top`."""
+    deadline = time.monotonic() + 10
+    while True:
+        chain = domain_xml.backing_chain(svc.host.xml(domain), target)
+        if top not in chain and not svc.host.block_job(domain, target):
+            return chain
+        if time.monotonic() > deadline:
+            raise OperationFailed(f"after the commit, {top} is still in the chain {chain}")
+        time.sleep(POLL_SECONDS)
+
+
+def _merge_offline(svc: Services, domain: str, target: str, top: str, base: str) -> str:
+    base_format = qemu_img.chain(base)[0].format
+    qemu_img.commit(top)
+    for child in children(top):
+        qemu_img.rebase_unsafe(child, base, base_format)
+    xml = svc.host.xml(domain, inactive=True)
+    sources = {v.target: v.path for v in domain_xml.volumes(domain, xml)}
+    if sources.get(target) == top:
+        svc.host.define(domain_xml.with_disk_source(xml, target, base))
+        return base
+    active = sources.get(target)
+    assert active is not None
+    return active

@@ -1,0 +1,48 @@
+"""What every operation works with: configuration, adapters, journal, locks, clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from agent.config import AgentConfig
+from agent.hypervisor.ceph_rbd import CephRbd
+from agent.hypervisor.guest_agent import GuestAgent
+from agent.hypervisor.libvirt_host import LibvirtHost
+from agent.jobs import Journal
+from agent.locks import VolumeLocks
+
+
+@dataclass
+class Services:
+    config: AgentConfig
+    host: LibvirtHost
+    rbd: CephRbd
+    journal: Journal
+    locks: VolumeLocks = field(default_factory=VolumeLocks)
+    monotonic: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+
+    @classmethod
+    def open(cls, config: AgentConfig) -> Services:
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        return cls(
+            config=config,
+            host=LibvirtHost(config.libvirt_uri),
+            rbd=CephRbd(config.ceph_conf),
+            journal=Journal(config.journal_path),
+        )
+
+    def guest_agent(self, domain: str) -> GuestAgent:
+        return GuestAgent(self.host.domain(domain), self.config.guest_agent_timeout)
+
+    def publish_layers(self) -> None:
+        """Writes the stale-layer map the libvirt hook reads (atomically: write, rename)."""
+        path = self.config.layers_path
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.journal.stale_layers(), indent=1, sort_keys=True))
+        tmp.chmod(0o644)
+        os.replace(tmp, path)

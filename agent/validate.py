@@ -1,0 +1,41 @@
+"""Checks on names and ids that come from callers, before anything is looked up."""
+
+from __future__ import annotations
+
+import re
+
+from agent.errors import InvalidArgument
+
+MAX_NAME = 200
+_SNAPSHOT_ID = re.compile(r"^[0-9a-f]{32}$")
+_SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+_DISK = re.compile(r"^[a-z]{2,3}[a-z]{1,3}$")  # vda, sdb, hdc, vdaa
+
+
+def domain_name(name: str) -> str:
+    if not name or len(name) > MAX_NAME:
+        raise InvalidArgument(f"a domain name has 1 to {MAX_NAME} characters, got {len(name)}")
+    if "/" in name or ".." in name or any(ord(c) < 32 for c in name):
+        raise InvalidArgument(f"domain name {name!r} may not contain '/', '..' or control chars")
+    return name
+
+
+def disk_target(target: str) -> str:
+    if not _DISK.match(target):
+        raise InvalidArgument(f"disk {target!r} is not a target device name such as vda or sdb")
+    return target
+
+
+def snapshot_id(value: str) -> str:
+    if not _SNAPSHOT_ID.match(value):
+        raise InvalidArgument(f"snapshot id {value!r} is not a hostsnap id (32 hex digits)")
+    return value
+
+
+def snapshot_name(name: str) -> str:
+    if len(name) > MAX_NAME or (name and (".." in name or not _SNAPSHOT_NAME.match(name))):
+        raise InvalidArgument(
+            f"snapshot name {name!r}: up to {MAX_NAME} letters, digits, '.', '_', '-' or spaces, "
+            "starting with a letter or digit, without '..'"
+        )
+    return name
