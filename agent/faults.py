@@ -1,11 +1,14 @@
-"""Fault switch for crash-recovery tests: HOSTSNAP_FAULT=<step> makes the agent process die
-(SIGKILL, no cleanup) when it reaches that step."""
+"""Fault switch for recovery tests. HOSTSNAP_FAULT=<step> makes the agent process die
+(SIGKILL, no cleanup) when it reaches that step; HOSTSNAP_FAULT=fail:<step> makes the step
+fail with an error instead, to exercise the undo path."""
 
 from __future__ import annotations
 
 import logging
 import os
 import signal
+
+from agent.errors import OperationFailed
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +24,9 @@ STEPS = (
 
 
 def point(step: str) -> None:
-    if os.environ.get(FAULT_ENV) == step:
+    wanted = os.environ.get(FAULT_ENV)
+    if wanted == step:
         log.error("fault switch %s=%s: dying now", FAULT_ENV, step)
         os.kill(os.getpid(), signal.SIGKILL)
+    if wanted == f"fail:{step}":
+        raise OperationFailed(f"injected failure at step {step} ({FAULT_ENV}={wanted})")

@@ -21,6 +21,7 @@ class Quiesce(enum.StrEnum):
 class Consistency(enum.StrEnum):
     APPLICATION = "application"
     CRASH = "crash"
+    UNKNOWN = "unknown"  # a snapshot in the agent's namespace that its journal does not know
 
 
 class DomainState(enum.StrEnum):
@@ -129,6 +130,20 @@ class Snapshot:
     size_on_disk: int
     chain_position: int | None  # 0 is the layer right below the active image; None off-chain
     protected: bool = False
+
+
+@dataclass(frozen=True)
+class VolumeSnapshots:
+    """A volume, its chain (file disks, active first) and its snapshots, newest first."""
+
+    volume: Volume
+    active_image: str
+    chain: tuple[Layer, ...]
+    snapshots: tuple[Snapshot, ...]
+
+    @property
+    def chain_depth(self) -> int:
+        return len(self.chain)
 
 
 @dataclass(frozen=True)

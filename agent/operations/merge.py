@@ -53,12 +53,35 @@ def merge_into_backing(
     return active
 
 
+def resume(svc: Services, domain: str, target: str, top: str, base: str, live: bool) -> None:
+    """Finishes a merge an earlier agent process started: waits for (and pivots) a block
+    commit QEMU still runs, or runs the merge again (committing the same data twice is
+    harmless); then deletes `top`."""
+    chain = domain_xml.backing_chain(svc.host.xml(domain), target) if live else []
+    if live and svc.host.block_job(domain, target):
+        _wait_commit(svc, domain, target, top, is_active=chain[:1] == [top])
+        _wait_chain_without(svc, domain, target, top)
+    elif live and top in chain:
+        _merge_live(svc, domain, target, top, base)
+    else:
+        _merge_offline(svc, domain, target, top, base)
+    os.unlink(top)
+
+
 def _merge_live(svc: Services, domain: str, target: str, top: str, base: str) -> str:
     chain = domain_xml.backing_chain(svc.host.xml(domain), target)
     if top not in chain or base not in chain:
         raise Precondition(f"{top} and {base} are not both in the running chain of {target}")
     is_active = chain[0] == top
     svc.host.block_commit(domain, target, top, base, active=is_active)
+    _wait_commit(svc, domain, target, top, is_active)
+    chain_after = _wait_chain_without(svc, domain, target, top)
+    log.info("domain %s disk %s: merged %s; active image %s", domain, target, top, chain_after[0])
+    return chain_after[0]
+
+
+def _wait_commit(svc: Services, domain: str, target: str, top: str, is_active: bool) -> None:
+    """Waits for a block commit to end; an active commit is pivoted once really ready."""
     deadline = time.monotonic() + svc.config.block_job_timeout
     while True:
         info = svc.host.block_job(domain, target)
@@ -81,9 +104,6 @@ def _merge_live(svc: Services, domain: str, target: str, top: str, base: str) ->
                 "aborted, the chain is unchanged"
             )
         time.sleep(POLL_SECONDS)
-    chain_after = _wait_chain_without(svc, domain, target, top)
-    log.info("domain %s disk %s: merged %s; active image %s", domain, target, top, chain_after[0])
-    return chain_after[0]
 
 
 def _wait_chain_without(svc: Services, domain: str, target: str, top: str) -> list[str]:

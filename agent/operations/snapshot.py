@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from agent import faults, validate
 from agent.errors import HostsnapError, Precondition
 from agent.hypervisor import domain_xml, qemu_img
-from agent.jobs import SnapshotRecord
+from agent.jobs import Job, SnapshotRecord
 from agent.model import (
     Consistency,
     DiskSnapshot,
@@ -128,35 +128,47 @@ def _snapshot(
         _undo(svc, plan, by_target, made_rbd, switched)
         raise
     svc.journal.record(job_id, "thawed", frozen_seconds=window.frozen_seconds)
-    return _commit_result(svc, job_id, request, by_target, plan, window)
+    return commit_result(svc, job_id, request, by_target, plan, window)
 
 
-class _Window:
+class Window:
     """The consistency a snapshot got: a freeze window, or none."""
 
-    def __init__(self, consistency: Consistency, note: str = "") -> None:
+    def __init__(self, consistency: Consistency, note: str = "", frozen: float = 0.0) -> None:
         self.consistency = consistency
         self.note = note
-        self.frozen_seconds = 0.0
+        self.frozen_seconds = frozen
+
+    @classmethod
+    def for_recovered(cls, job: Job, now: float) -> Window:
+        """A snapshot the agent took before it died: frozen from the freeze step until
+        recovery thawed the guest."""
+        freeze = job.step("freeze")
+        if freeze is not None:
+            note = "completed by recovery; the guest stayed frozen until the agent restarted"
+            return cls(Consistency.APPLICATION, note, now - freeze.at)
+        if job.request["quiesce"] == Quiesce.NONE:
+            return cls(Consistency.CRASH, "quiesce was not requested")
+        return cls(Consistency.CRASH, "completed by recovery; the guest was not frozen")
 
 
 @contextlib.contextmanager
 def _consistency_window(
     svc: Services, job_id: str, request: SnapshotRequest, live: bool
-) -> Iterator[_Window]:
+) -> Iterator[Window]:
     if not live:
         clean = svc.host.shut_off_cleanly(request.domain)
         note = "" if clean else "the domain was not shut down cleanly"
-        yield _Window(Consistency.APPLICATION if clean else Consistency.CRASH, note)
+        yield Window(Consistency.APPLICATION if clean else Consistency.CRASH, note)
         return
     if request.quiesce == Quiesce.NONE:
-        yield _Window(Consistency.CRASH, "quiesce was not requested")
+        yield Window(Consistency.CRASH, "quiesce was not requested")
         return
     freeze = _freeze(svc, job_id, request)
     if freeze is None:
-        yield _Window(Consistency.CRASH, "the guest could not be frozen")
+        yield Window(Consistency.CRASH, "the guest could not be frozen")
         return
-    window = _Window(Consistency.APPLICATION)
+    window = Window(Consistency.APPLICATION)
     try:
         faults.point("after-freeze")
         yield window
@@ -230,13 +242,13 @@ def _undo(
                 os.unlink(overlay)
 
 
-def _commit_result(
+def commit_result(
     svc: Services,
     job_id: str,
     request: SnapshotRequest,
     by_target: dict[str, Volume],
     plan: Plan,
-    window: _Window,
+    window: Window,
 ) -> SnapshotResult:
     now = svc.wall_clock()
     disks = []

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import libvirt
 
-from . import ceph, domains, guest_agent, guest_image, libvirtd, packages
+from . import ceph, domains, guest_agent, guest_image, hook, libvirtd, packages
 from .paths import QCOW2_DOMAIN, RBD_DOMAIN, RBD_POOL, LabPaths
 from .procs import processes_using, terminate
 from .run import LabError, run
@@ -40,7 +40,12 @@ class Lab:
 
     @property
     def qcow2_disk(self) -> Path:
+        """The disk's original image (after snapshots, a layer below the active one)."""
         return self.paths.qcow2_disk
+
+    @property
+    def agent_state(self) -> Path:
+        return self.paths.agent_state
 
     @property
     def rbd_image(self) -> str:
@@ -54,15 +59,18 @@ def up(paths: LabPaths | None = None) -> Lab:
         d.mkdir(parents=True, exist_ok=True)
         d.chmod(0o755)
     libvirtd.ensure_running(paths)
+    hook.ensure_installed(paths)
     guest_image.ensure_built(paths)
     ceph_rebuilt = ceph.ensure_running(paths)
     conn = libvirt.open(libvirtd.URI)
     try:
         if not domains.is_running_from(conn, QCOW2_DOMAIN, paths):
+            forget_agent_state(paths)
             domains.remove(conn, QCOW2_DOMAIN)
             fresh_qcow2_disk(paths)
             domains.define_and_start(conn, paths, domains.qcow2_domain(paths))
         if ceph_rebuilt or not domains.is_running_from(conn, RBD_DOMAIN, paths):
+            forget_agent_state(paths)
             domains.remove(conn, RBD_DOMAIN)
             fresh_rbd_disk(paths)
             domains.define_and_start(conn, paths, domains.rbd_domain(paths))
@@ -70,6 +78,12 @@ def up(paths: LabPaths | None = None) -> Lab:
     finally:
         conn.close()
     return Lab(paths)
+
+
+def forget_agent_state(paths: LabPaths) -> None:
+    """A guest with a fresh disk makes the agent's journal and layer map describe images that
+    no longer exist."""
+    shutil.rmtree(paths.agent_state, ignore_errors=True)
 
 
 def fresh_qcow2_disk(paths: LabPaths) -> None:
@@ -163,6 +177,7 @@ def down(paths: LabPaths | None = None) -> None:
     # Anything left that still uses the lab's files (a guest libvirt lost track of).
     terminate(processes_using(paths.root, LAB_PROCESS_NAMES), timeout=20)
     ceph.stop(paths)
+    hook.remove()
     libvirtd.stop_if_started_by_lab(paths)
     shutil.rmtree(paths.root, ignore_errors=True)
 

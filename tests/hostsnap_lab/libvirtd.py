@@ -49,14 +49,24 @@ def ensure_running(paths: LabPaths, timeout: float = 30.0) -> bool:
     return True
 
 
-def stop_if_started_by_lab(paths: LabPaths, timeout: float = 15.0) -> None:
-    if not paths.libvirtd_marker.exists():
-        return
+def restart(paths: LabPaths) -> None:
+    """Restarts libvirtd (so it reads the hooks directory again) if it runs."""
+    if answers():
+        stop(paths)
+        ensure_running(paths)
+
+
+def stop_if_started_by_lab(paths: LabPaths) -> None:
+    if paths.libvirtd_marker.exists():
+        stop(paths)
+
+
+def stop(paths: LabPaths, timeout: float = 15.0) -> None:
     try:
         pid = int(PID_FILE.read_text().strip())
     except (OSError, ValueError):
         return
-    log.info("stopping libvirtd (pid %d), which the lab started", pid)
+    log.info("stopping libvirtd (pid %d)", pid)
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:

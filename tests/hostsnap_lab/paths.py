@@ -41,6 +41,11 @@ class LabPaths:
         return self.ceph / "ceph.conf"
 
     @property
+    def agent_state(self) -> Path:
+        """The state directory of the agent the lab tests run (journal, layer map)."""
+        return self.root / "agent"
+
+    @property
     def logs(self) -> Path:
         return self.root / "logs"
 

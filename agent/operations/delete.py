@@ -1,0 +1,79 @@
+"""Delete a snapshot. qcow2: the layer above the snapshot's content is merged into it (live
+block commit or qemu-img), so every other snapshot still reads what it did. RBD: the
+snapshot is removed (unprotected first when no clone depends on it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.errors import Precondition
+from agent.jobs import SnapshotRecord
+from agent.model import DeleteResult, Volume, VolumeKind
+from agent.operations import jobrun, merge, volumes
+from agent.operations.revert import find
+from agent.operations.services import Services
+from agent.operations.snapshot import RBD_PREFIX
+
+
+@dataclass(frozen=True)
+class DeleteRequest:
+    snapshot_id: str
+    domain: str = ""  # when given, the snapshot must belong to this domain
+    idempotency_key: str | None = None
+
+
+def delete(svc: Services, request: DeleteRequest) -> DeleteResult:
+    record, volume = find(svc, request.snapshot_id, request.domain)
+    live = volumes.is_live(svc.host.state(record.domain)[0])
+    if live:
+        volumes.ensure_no_block_job(svc, volume)
+
+    def body(job_id: str) -> DeleteResult:
+        if volume.kind == VolumeKind.FILE:
+            return _delete_file(svc, job_id, record, volume, live)
+        assert volume.rbd is not None
+        svc.journal.record(job_id, "remove-rbd-snapshot", name=f"{RBD_PREFIX}{record.id}")
+        svc.rbd.remove_snapshot(volume.rbd, f"{RBD_PREFIX}{record.id}")
+        svc.journal.mark_snapshot_deleted(record.id)
+        return DeleteResult(job_id, record.id, record.domain, record.target, volume.location)
+
+    spec = jobrun.JobSpec("delete", record.domain, [volume.key], {"snapshot_id": record.id})
+    return jobrun.run(svc, spec, request.idempotency_key, body, _result)
+
+
+def _result(data: dict[str, object]) -> DeleteResult:
+    return DeleteResult(**{**data, "removed": tuple(data["removed"])})  # type: ignore[arg-type]
+
+
+def layer_above(
+    svc: Services, record: SnapshotRecord, volume: Volume, live: bool
+) -> tuple[str, bool]:
+    """The image whose backing file is the snapshot's layer, and whether it is in the
+    running chain."""
+    chain = [layer.path for layer in volumes.file_chain(svc, volume, live)]
+    if record.content in chain[1:]:
+        return chain[chain.index(record.content) - 1], live
+    above = merge.children(record.content)
+    if len(above) != 1:
+        raise Precondition(
+            f"the snapshot's layer {record.content} is the backing file of "
+            f"{len(above)} images ({', '.join(above) or 'none'}); it cannot be merged",
+            reason="LAYER_SHARED",
+        )
+    return above[0], False
+
+
+def _delete_file(
+    svc: Services, job_id: str, record: SnapshotRecord, volume: Volume, live: bool
+) -> DeleteResult:
+    top, in_running_chain = layer_above(svc, record, volume, live)
+    svc.journal.record(job_id, "merge", top=top, base=record.content, live=in_running_chain)
+    active = merge.merge_into_backing(
+        svc, record.domain, record.target, top, record.content, in_running_chain
+    )
+    svc.journal.move_snapshot_content(top, record.content)
+    svc.journal.forget_layer(top)
+    svc.journal.mark_snapshot_deleted(record.id)
+    svc.journal.set_active_layer(record.domain, record.target, active, [])
+    svc.publish_layers()
+    return DeleteResult(job_id, record.id, record.domain, record.target, active, (top,))

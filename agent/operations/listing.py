@@ -1,0 +1,87 @@
+"""List: each volume's snapshots, chain and chain depth. Only snapshots in the agent's own
+namespace are listed; foreign RBD snapshots (CloudStack's, `.mirror.*`) are never counted."""
+
+from __future__ import annotations
+
+from agent.errors import OperationFailed
+from agent.hypervisor import qemu_img
+from agent.jobs import SnapshotRecord
+from agent.model import Consistency, Snapshot, Volume, VolumeKind, VolumeSnapshots
+from agent.operations import volumes
+from agent.operations.services import Services
+from agent.operations.snapshot import RBD_PREFIX
+
+
+def list_snapshots(
+    svc: Services, domain: str, disks: tuple[str, ...] = ()
+) -> list[VolumeSnapshots]:
+    chosen = volumes.select(volumes.domain_volumes(svc, domain), disks)
+    live = volumes.is_live(svc.host.state(domain)[0])
+    return [
+        _file_volume(svc, v, live) if v.kind == VolumeKind.FILE else _rbd_volume(svc, v)
+        for v in chosen
+    ]
+
+
+def _snapshot(
+    record: SnapshotRecord, size: int, position: int | None, protected: bool = False
+) -> Snapshot:
+    return Snapshot(
+        id=record.id,
+        name=record.name,
+        domain=record.domain,
+        target=record.target,
+        kind=VolumeKind(record.kind),
+        created=record.created,
+        consistency=Consistency(record.consistency),
+        content=record.content,
+        size_on_disk=size,
+        chain_position=position,
+        protected=protected,
+    )
+
+
+def _file_volume(svc: Services, volume: Volume, live: bool) -> VolumeSnapshots:
+    chain = volumes.file_chain(svc, volume, live)
+    paths = [layer.path for layer in chain]
+    found = []
+    for record in svc.journal.snapshots(volume.domain, volume.target):
+        if record.kind != VolumeKind.FILE:
+            continue
+        try:
+            size = qemu_img.chain(record.content)[0].actual_size
+        except OperationFailed:
+            continue  # its layer is gone; nothing to list
+        position = paths.index(record.content) if record.content in paths else None
+        found.append(_snapshot(record, size, position))
+    found.sort(key=lambda s: s.created, reverse=True)
+    return VolumeSnapshots(volume, paths[0], tuple(chain), tuple(found))
+
+
+def _rbd_volume(svc: Services, volume: Volume) -> VolumeSnapshots:
+    assert volume.rbd is not None
+    ours = [s for s in svc.rbd.snapshots(volume.rbd) if s.name.startswith(RBD_PREFIX)]
+    ours.sort(key=lambda s: s.snap_id, reverse=True)
+    records = {
+        r.id: r
+        for r in svc.journal.snapshots(volume.domain, volume.target)
+        if r.kind == VolumeKind.RBD
+    }
+    found = []
+    for position, snap in enumerate(ours):
+        sid = snap.name.removeprefix(RBD_PREFIX)
+        record = records.get(sid) or SnapshotRecord(
+            id=sid,
+            name=snap.name,
+            domain=volume.domain,
+            target=volume.target,
+            kind=VolumeKind.RBD,
+            content=f"{volume.location}@{snap.name}",
+            overlay=None,
+            consistency=Consistency.UNKNOWN,
+            created=snap.created,
+            job_id="",
+            deleted=None,
+        )
+        found.append(_snapshot(record, snap.size, position, snap.protected))
+    return VolumeSnapshots(volume, volume.location, (), tuple(found))

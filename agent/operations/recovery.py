@@ -1,0 +1,163 @@
+"""Start-up recovery: every job the journal shows as running was interrupted by the agent's
+death. Thaw what it froze, then finish or roll back each job from libvirt's and Ceph's facts,
+and leave the job in a truthful final state."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from agent.errors import HostsnapError
+from agent.hypervisor import domain_xml
+from agent.jobs import Job, JobState
+from agent.model import DeleteResult, RbdSource, RevertResult, SnapshotRequest, Volume, VolumeKind
+from agent.operations import merge, snapshot, volumes
+from agent.operations.jobrun import to_json
+from agent.operations.services import Services
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Recovered:
+    job_id: str
+    operation: str
+    state: JobState
+    detail: str
+
+
+def recover(svc: Services) -> list[Recovered]:
+    outcomes = []
+    for job in svc.journal.jobs(JobState.RUNNING):
+        log.warning(
+            "job %s: %s of %s was interrupted; recovering", job.id, job.operation, job.domain
+        )
+        if job.step("freeze") and not job.step("thawed"):
+            _thaw(svc, job.domain)
+        try:
+            handler = {"snapshot": _snapshot, "revert": _revert, "delete": _delete}[job.operation]
+            state, detail = handler(svc, job)
+        except HostsnapError as e:
+            state, detail = JobState.FAILED, f"recovery could not finish the job: {e}"
+        if state == JobState.FAILED:
+            svc.journal.fail(job.id, f"interrupted by an agent restart; {detail}", "INTERRUPTED")
+        outcomes.append(Recovered(job.id, job.operation, state, detail))
+        log.warning("job %s: %s (%s)", job.id, state, detail)
+    svc.publish_layers()
+    return outcomes
+
+
+def _thaw(svc: Services, domain: str) -> None:
+    if not svc.host.exists(domain) or not volumes.is_live(svc.host.state(domain)[0]):
+        return
+    guest = svc.guest_agent(domain)
+    guest.thaw()
+    status = guest.freeze_status()
+    if status != "thawed":
+        raise HostsnapError(f"domain {domain} still reports {status} after thaw")
+    log.warning("domain %s: thawed by recovery", domain)
+
+
+def _volume(svc: Services, domain: str, target: str) -> Volume:
+    return volumes.select(domain_xml.volumes(domain, svc.host.xml(domain)), (target,))[0]
+
+
+def _active_file(svc: Services, domain: str, target: str) -> str | None:
+    """The image the disk uses now: the running chain's top, or the definition's source."""
+    live = volumes.is_live(svc.host.state(domain)[0])
+    xml = svc.host.xml(domain, inactive=not live)
+    return {v.target: v.path for v in domain_xml.volumes(domain, xml)}.get(target)
+
+
+def _rbd_source(svc: Services, domain: str, target: str) -> RbdSource:
+    source = _volume(svc, domain, target).rbd
+    assert source is not None
+    return source
+
+
+def _snapshot(svc: Services, job: Job) -> tuple[JobState, str]:
+    plan_step = job.step("plan")
+    if plan_step is None:
+        return JobState.FAILED, "it stopped before changing anything"
+    plan = snapshot.Plan(**plan_step.detail)
+    switched = all(
+        _active_file(svc, job.domain, t) == overlay for t, overlay in plan.overlays.items()
+    )
+    rbd_made = {
+        t: name
+        for t, name in plan.rbd_snaps.items()
+        if name in {s.name for s in svc.rbd.snapshots(_rbd_source(svc, job.domain, t))}
+    }
+    complete = len(rbd_made) == len(plan.rbd_snaps) and (
+        not plan.overlays or (switched and job.step("switch-active") is not None)
+    )
+    if complete:
+        request = SnapshotRequest(**{**job.request, "disks": tuple(job.request["disks"])})
+        by_target = {t: _volume(svc, job.domain, t) for t in plan.snapshot_ids}
+        window = snapshot.Window.for_recovered(job, svc.wall_clock())
+        result = snapshot.commit_result(svc, job.id, request, by_target, plan, window)
+        svc.journal.succeed(job.id, to_json(result))
+        return JobState.SUCCEEDED, f"the snapshot had been taken; completed ({window.consistency})"
+    for target, name in rbd_made.items():
+        svc.rbd.remove_snapshot(_rbd_source(svc, job.domain, target), name)
+    for target, overlay in plan.overlays.items():
+        if _active_file(svc, job.domain, target) != overlay:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(overlay)
+    return JobState.FAILED, "the snapshot had not been taken; its partial parts were removed"
+
+
+def _revert(svc: Services, job: Job) -> tuple[JobState, str]:
+    rollback = job.step("rollback")
+    if rollback is not None:
+        # An interrupted RBD rollback leaves the image half rolled back: run it to the end.
+        source = _rbd_source(svc, job.domain, rollback.detail["target"])
+        svc.rbd.rollback(source, rollback.detail["name"])
+        svc.journal.succeed(job.id, _revert_result(job, source.spec, rollback.detail["target"]))
+        return JobState.SUCCEEDED, "the RBD rollback was run again to completion"
+    plan = job.step("plan")
+    if plan is None:
+        return JobState.FAILED, "it stopped before changing anything"
+    target, overlay = plan.detail["target"], plan.detail["overlay"]
+    if _active_file(svc, job.domain, target) == overlay:
+        svc.journal.set_active_layer(job.domain, target, overlay, [plan.detail["previous"]])
+        svc.journal.succeed(job.id, _revert_result(job, overlay, target))
+        return JobState.SUCCEEDED, "the domain already used the new overlay; completed"
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(overlay)
+    return JobState.FAILED, f"the domain still used its old image; {overlay} was removed"
+
+
+def _revert_result(job: Job, active: str, target: str) -> dict[str, Any]:
+    return to_json(RevertResult(job.id, job.request["snapshot_id"], job.domain, target, active))
+
+
+def _delete(svc: Services, job: Job) -> tuple[JobState, str]:
+    sid = job.request["snapshot_id"]
+    record = svc.journal.snapshot(sid)
+    if record is None:
+        return JobState.FAILED, "its snapshot record is gone"
+    if record.kind == VolumeKind.RBD:
+        svc.rbd.remove_snapshot(_rbd_source(svc, job.domain, record.target), f"hostsnap-{sid}")
+        svc.journal.mark_snapshot_deleted(sid)
+        result = DeleteResult(job.id, sid, job.domain, record.target, record.content.split("@")[0])
+        svc.journal.succeed(job.id, to_json(result))
+        return JobState.SUCCEEDED, "the RBD snapshot removal was run again"
+    step = job.step("merge")
+    if step is None:
+        return JobState.FAILED, "it stopped before changing anything"
+    top, base = step.detail["top"], step.detail["base"]
+    live = volumes.is_live(svc.host.state(job.domain)[0])
+    if os.path.exists(top):
+        merge.resume(svc, job.domain, record.target, top, base, live)
+    svc.journal.move_snapshot_content(top, base)
+    svc.journal.forget_layer(top)
+    svc.journal.mark_snapshot_deleted(sid)
+    active = _active_file(svc, job.domain, record.target) or base
+    svc.journal.set_active_layer(job.domain, record.target, active, [])
+    result = DeleteResult(job.id, sid, job.domain, record.target, active, (top,))
+    svc.journal.succeed(job.id, to_json(result))
+    return JobState.SUCCEEDED, f"the merge of {top} was finished"

@@ -1,0 +1,102 @@
+"""Revert a stopped domain's disk to a snapshot. qcow2: a fresh empty overlay on the
+snapshot's layer becomes the active image (later layers stay until purged). RBD: rollback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+
+from agent import faults, validate
+from agent.errors import InvalidArgument, NotFound, Precondition
+from agent.hypervisor import domain_xml, qemu_img
+from agent.jobs import SnapshotRecord
+from agent.model import DomainState, RevertResult, Volume, VolumeKind
+from agent.operations import jobrun, volumes
+from agent.operations.services import Services
+from agent.operations.snapshot import RBD_PREFIX
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RevertRequest:
+    snapshot_id: str
+    domain: str = ""  # when given, the snapshot must belong to this domain
+    idempotency_key: str | None = None
+
+
+def find(svc: Services, snapshot_id: str, domain: str = "") -> tuple[SnapshotRecord, Volume]:
+    """The snapshot's record and its volume as the domain has it now."""
+    validate.snapshot_id(snapshot_id)
+    if domain:
+        validate.domain_name(domain)
+    record = svc.journal.snapshot(snapshot_id)
+    if record is None:
+        raise NotFound(f"no snapshot {snapshot_id} on this host", reason="SNAPSHOT_NOT_FOUND")
+    if domain and record.domain != domain:
+        raise InvalidArgument(
+            f"snapshot {snapshot_id} belongs to {record.domain}/{record.target}, not to {domain}",
+            reason="SNAPSHOT_OF_ANOTHER_VOLUME",
+        )
+    volume = volumes.select(volumes.domain_volumes(svc, record.domain), (record.target,))[0]
+    if volume.kind != record.kind:
+        raise Precondition(f"disk {volume.key} is no longer a {record.kind} disk")
+    return record, volume
+
+
+def revert(svc: Services, request: RevertRequest) -> RevertResult:
+    record, volume = find(svc, request.snapshot_id, request.domain)
+    state, _ = svc.host.state(record.domain)
+    if state != DomainState.SHUTOFF:
+        raise Precondition(
+            f"domain {record.domain} is {state}; revert needs it shut off (stop it first)",
+            reason="DOMAIN_NOT_STOPPED",
+        )
+    if volume.kind == VolumeKind.FILE:
+        if not os.path.exists(record.content):
+            raise Precondition(f"the snapshot's layer {record.content} no longer exists")
+    else:
+        assert volume.rbd is not None
+        if f"{RBD_PREFIX}{record.id}" not in {s.name for s in svc.rbd.snapshots(volume.rbd)}:
+            raise Precondition(f"RBD snapshot {record.content} no longer exists in Ceph")
+
+    def body(job_id: str) -> RevertResult:
+        if volume.kind == VolumeKind.FILE:
+            active = _revert_file(svc, job_id, record, volume)
+        else:
+            active = _revert_rbd(svc, job_id, record, volume)
+        return RevertResult(job_id, record.id, record.domain, record.target, active)
+
+    spec = jobrun.JobSpec("revert", record.domain, [volume.key], {"snapshot_id": record.id})
+    return jobrun.run(svc, spec, request.idempotency_key, body, lambda d: RevertResult(**d))
+
+
+def _revert_file(svc: Services, job_id: str, record: SnapshotRecord, volume: Volume) -> str:
+    assert volume.path is not None
+    overlay = volumes.overlay_path(volume.path, uuid.uuid4().hex)
+    svc.journal.record(job_id, "plan", target=volume.target, overlay=overlay, previous=volume.path)
+    qemu_img.create_overlay(overlay, record.content, qemu_img.chain(record.content)[0].format)
+    faults.point("during-revert")
+    try:
+        xml = svc.host.xml(record.domain, inactive=True)
+        svc.host.define(domain_xml.with_disk_source(xml, volume.target, overlay))
+    except BaseException:
+        os.unlink(overlay)
+        raise
+    svc.journal.set_active_layer(record.domain, volume.target, overlay, [volume.path])
+    svc.publish_layers()
+    log.info("job %s: %s now runs on %s over %s", job_id, volume.key, overlay, record.content)
+    return overlay
+
+
+def _revert_rbd(svc: Services, job_id: str, record: SnapshotRecord, volume: Volume) -> str:
+    assert volume.rbd is not None
+    name = f"{RBD_PREFIX}{record.id}"
+    svc.journal.record(job_id, "rollback", target=volume.target, name=name)
+    faults.point("during-revert")
+    svc.rbd.rollback(
+        volume.rbd, name, lambda done: log.info("job %s: rollback %.0f%%", job_id, done * 100)
+    )
+    return volume.location
