@@ -127,8 +127,11 @@ class Snapshot:
     created: float
     consistency: Consistency
     content: str
-    size_on_disk: int
-    chain_position: int | None  # 0 is the layer right below the active image; None off-chain
+    # Bytes the snapshot's layer occupies (file disks); None where not measured (RBD).
+    size_on_disk: int | None
+    # File: index in the active chain (1 = right below the active image; None = on another
+    # branch after a revert). RBD: 0 for the newest snapshot, counting back.
+    chain_position: int | None
     protected: bool = False
 
 

@@ -24,7 +24,7 @@ def list_snapshots(
 
 
 def _snapshot(
-    record: SnapshotRecord, size: int, position: int | None, protected: bool = False
+    record: SnapshotRecord, size: int | None, position: int | None, protected: bool = False
 ) -> Snapshot:
     return Snapshot(
         id=record.id,
@@ -83,5 +83,5 @@ def _rbd_volume(svc: Services, volume: Volume) -> VolumeSnapshots:
             job_id="",
             deleted=None,
         )
-        found.append(_snapshot(record, snap.size, position, snap.protected))
+        found.append(_snapshot(record, None, position, snap.protected))
     return VolumeSnapshots(volume, volume.location, (), tuple(found))

@@ -132,7 +132,10 @@ def _revert(svc: Services, job: Job) -> tuple[JobState, str]:
 
 
 def _revert_result(job: Job, active: str, target: str) -> dict[str, Any]:
-    return to_json(RevertResult(job.id, job.request["snapshot_id"], job.domain, target, active))
+    result: dict[str, Any] = to_json(
+        RevertResult(job.id, job.request["snapshot_id"], job.domain, target, active)
+    )
+    return result
 
 
 def _delete(svc: Services, job: Job) -> tuple[JobState, str]:

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 import libvirt
 import pytest
 
+from agent.config import AgentConfig
+from agent.operations.services import Services
 from hostsnap_lab import lab as lab_stack
 from hostsnap_lab.libvirtd import URI
 
@@ -25,3 +27,15 @@ def conn(lab: lab_stack.Lab) -> Iterator[libvirt.virConnect]:
     connection = libvirt.open(URI)
     yield connection
     connection.close()
+
+
+@pytest.fixture(scope="session")
+def agent_config(lab: lab_stack.Lab) -> AgentConfig:
+    return AgentConfig(state_dir=lab.agent_state, ceph_conf=str(lab.ceph_conf))
+
+
+@pytest.fixture
+def svc(agent_config: AgentConfig) -> Iterator[Services]:
+    services = Services.open(agent_config)
+    yield services
+    services.journal.close()
