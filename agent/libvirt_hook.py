@@ -12,6 +12,7 @@ Installed as /etc/libvirt/hooks/qemu (a wrapper that passes --layers); libvirt c
 from __future__ import annotations
 
 import json
+import os
 import sys
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -29,7 +30,9 @@ def refusals(domain_xml: str, stale: dict[str, dict[str, str]]) -> list[str]:
         source = disk.find("source")
         target = disk.find("target")
         path = source.get("file") if source is not None else None
-        if path and path in stale:
+        # A record whose active image is gone is obsolete (the volume was removed and made
+        # anew): it must not block a start.
+        if path and path in stale and os.path.exists(stale[path]["active"]):
             dev = target.get("dev") if target is not None else "?"
             messages.append(
                 f"hostsnap: refusing to start {name}: disk {dev} points at {path}, which is no "

@@ -1,0 +1,62 @@
+"""The freeze window thaws in every case, and at the deadline even if the snapshot hangs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from agent.errors import OperationFailed
+from agent.operations.quiesce import FreezeWindow
+
+
+class FakeGuest:
+    def __init__(self, stuck_frozen: bool = False) -> None:
+        self.frozen = False
+        self.stuck_frozen = stuck_frozen
+        self.thaws = 0
+        self.thawed = threading.Event()
+
+    def freeze(self) -> int:
+        self.frozen = True
+        return 1
+
+    def thaw(self) -> int:
+        self.thaws += 1
+        if not self.stuck_frozen:
+            self.frozen = False
+            self.thawed.set()
+        return 1
+
+    def freeze_status(self) -> str:
+        return "frozen" if self.frozen else "thawed"
+
+
+def test_close_thaws_and_measures_the_window():
+    guest = FakeGuest()
+    window = FreezeWindow(guest, deadline=5, clock=time.monotonic, domain="vm")  # type: ignore[arg-type]
+    window.start()
+    assert guest.frozen
+    window.close()
+    assert not guest.frozen and not window.watchdog_fired
+    assert 0 <= window.frozen_seconds < 1
+
+
+def test_watchdog_thaws_at_the_deadline_while_the_snapshot_call_hangs():
+    guest = FakeGuest()
+    window = FreezeWindow(guest, deadline=0.2, clock=time.monotonic, domain="vm")  # type: ignore[arg-type]
+    window.start()
+    assert guest.thawed.wait(timeout=5), "the watchdog did not thaw"
+    assert window.watchdog_fired
+    window.close()  # the hung call returns later: no second thaw needed
+    assert guest.thaws == 1
+
+
+def test_a_guest_that_stays_frozen_is_an_error_that_says_how_to_recover():
+    guest = FakeGuest(stuck_frozen=True)
+    window = FreezeWindow(guest, deadline=5, clock=time.monotonic, domain="vm")  # type: ignore[arg-type]
+    window.start()
+    with pytest.raises(OperationFailed, match="hostsnap thaw vm"):
+        window.close()
+    assert guest.thaws == 3
