@@ -10,6 +10,7 @@ INSTALLED := $(VENV)/.installed
 
 demo: env
 	$(VENV)/bin/hostsnap-lab up
+	$(VENV)/bin/hostsnap-lab demo
 
 test: env
 	@$(MAKE) --no-print-directory lint

@@ -15,15 +15,19 @@ from .run import LabError
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="hostsnap-lab",
-        description="Bring up, inspect or remove the hostsnap lab: libvirt, two TCG guests with "
-        "qemu-guest-agent (lab-qcow2 on a qcow2 file, lab-rbd on RBD) and a one-node Ceph "
-        "cluster on loopback.",
+        description="Bring up, inspect, demonstrate or remove the hostsnap lab: libvirt, two "
+        "TCG guests with qemu-guest-agent (lab-qcow2 on a qcow2 file, lab-rbd on RBD) and a "
+        "one-node Ceph cluster on loopback.",
     )
     parser.add_argument(
         "--state-dir",
         help=f"where the lab keeps everything (default ${STATE_DIR_ENV} or {DEFAULT_STATE_DIR})",
     )
-    parser.add_argument("command", choices=("up", "status", "down"))
+    parser.add_argument(
+        "command",
+        choices=("up", "status", "down", "demo"),
+        help="demo: a snapshot, revert and verify cycle on both guests (brings the lab up)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="hostsnap-lab: %(message)s")
     if args.state_dir:
@@ -38,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
             print_status(paths)
         elif args.command == "status":
             print_status(paths)
+        elif args.command == "demo":
+            from . import demo  # imports the agent, which `up` alone does not need
+
+            demo.run(lab.up(paths))
         else:
             lab.down(paths)
             left = lab.leftover_processes(paths)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import logging
+import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from xml.sax.saxutils import quoteattr
 
@@ -94,6 +95,14 @@ def is_running_from(conn: libvirt.virConnect, name: str, paths: LabPaths) -> boo
     """True when the domain runs with this lab's files (not those of another state dir)."""
     dom = lookup(conn, name)
     return dom is not None and dom.isActive() == 1 and str(paths.kernel) in dom.XMLDesc()
+
+
+def disk_source(dom: libvirt.virDomain) -> str:
+    """The first disk's active image: a file path, or rbd:pool/image."""
+    source = ET.fromstring(dom.XMLDesc()).find("devices/disk/source")
+    if source is None:
+        return "(no disk)"
+    return source.get("file") or f"rbd:{source.get('name')}"
 
 
 def remove(conn: libvirt.virConnect, name: str) -> None:

@@ -147,14 +147,12 @@ def status(paths: LabPaths | None = None) -> list[tuple[str, str]]:
     )
     conn = libvirt.open(libvirtd.URI)
     try:
-        for name, disk in (
-            (QCOW2_DOMAIN, str(paths.qcow2_disk)),
-            (RBD_DOMAIN, f"rbd:{RBD_POOL}/{RBD_DOMAIN}"),
-        ):
+        for name in (QCOW2_DOMAIN, RBD_DOMAIN):
             dom = domains.lookup(conn, name)
             if dom is None or not dom.isActive():
                 report.append((name, "not running"))
                 continue
+            disk = domains.disk_source(dom)
             agent = (
                 "answers guest-ping" if guest_agent.answers_ping(dom) else "no guest-ping answer"
             )

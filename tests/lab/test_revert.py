@@ -4,6 +4,7 @@ what was written before is there; later layers are kept."""
 from __future__ import annotations
 
 import os
+import subprocess
 
 import libvirt
 import pytest
@@ -52,3 +53,18 @@ def test_revert_brings_back_the_snapshot_and_drops_later_writes(
         assert all(os.path.exists(p) for p in layers_before)
     else:
         assert result.active_image == "rbd/lab-rbd"
+
+
+def test_rbd_rollback_reports_progress_to_the_end(lab: Lab, svc: Services):
+    from agent.model import RbdSource
+
+    rbd = ["rbd", "-c", str(lab.ceph_conf)]
+    subprocess.run([*rbd, "create", "--size", "16M", "rbd/progress-probe"], check=True)
+    try:
+        subprocess.run([*rbd, "snap", "create", "rbd/progress-probe@start"], check=True)
+        seen: list[float] = []
+        svc.rbd.rollback(RbdSource("rbd", "progress-probe"), "start", seen.append)
+        assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 2
+    finally:
+        subprocess.run([*rbd, "snap", "purge", "rbd/progress-probe"], capture_output=True)
+        subprocess.run([*rbd, "rm", "rbd/progress-probe"], capture_output=True)

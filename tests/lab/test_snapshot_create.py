@@ -8,14 +8,14 @@ import uuid
 import libvirt
 import pytest
 
-from agent.errors import Conflict
+from agent.errors import Conflict, Precondition
 from agent.model import Consistency, Quiesce, SnapshotRequest, VolumeKind
 from agent.operations import listing, snapshot
 from agent.operations.services import Services
 from hostsnap_lab import guest_agent
 from hostsnap_lab.lab import Lab
 
-from .support import chain, disk_source, rbd_snapshots
+from .support import chain, disk_source, has_marker, rbd_snapshots, start, stop, write_marker
 
 
 def test_quiesced_qcow2_snapshot_is_application_consistent_and_leaves_guest_thawed(
@@ -95,3 +95,28 @@ def test_a_running_libvirt_block_job_is_a_conflict(conn: libvirt.virConnect, svc
             snapshot.create(svc, SnapshotRequest("lab-qcow2"))
     finally:
         dom.blockJobAbort("vda", 0)
+
+
+def test_a_stopped_domain_gets_an_offline_overlay_and_boots_from_it(
+    lab: Lab, conn: libvirt.virConnect, svc: Services
+):
+    dom = conn.lookupByName("lab-qcow2")
+    write_marker(dom, "before-offline-snapshot")
+    stop(dom)  # destroyed, not shut down cleanly: only crash consistency is true
+    try:
+        before = disk_source(dom, inactive=True)
+        with pytest.raises(Precondition, match="not shut down cleanly"):
+            snapshot.create(svc, SnapshotRequest("lab-qcow2", quiesce=Quiesce.REQUIRED))
+        assert disk_source(dom, inactive=True) == before
+
+        result = snapshot.create(svc, SnapshotRequest("lab-qcow2", quiesce=Quiesce.PREFERRED))
+        assert result.consistency == Consistency.CRASH
+        assert "not shut down cleanly" in result.quiesce_note
+        (disk,) = result.disks
+        assert disk.content == before
+        assert disk_source(dom, inactive=True) == disk.active_image
+        assert chain(disk.active_image)[:2] == [disk.active_image, before]
+    finally:
+        start(dom)
+    assert disk_source(dom) == disk.active_image
+    assert has_marker(dom, "before-offline-snapshot")

@@ -23,4 +23,4 @@ def test_lab_help_lists_its_commands():
     out = subprocess.run(
         [str(BIN / "hostsnap-lab"), "--help"], capture_output=True, text=True, check=True
     )
-    assert "{up,status,down}" in out.stdout
+    assert "{up,status,down,demo}" in out.stdout
