@@ -6,10 +6,13 @@ import json
 import subprocess
 import uuid
 
+import libvirt
 import rados
 import rbd
 
 from hostsnap_lab.lab import Lab
+
+from .support import disk_source
 
 
 def test_rbd_image_is_created_and_snapshotted_with_python_rbd(lab: Lab):
@@ -44,16 +47,19 @@ def qemu_img_info(path: str, *extra: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_qemu_img_reads_the_chain_of_the_running_guests_qcow2_disk(lab: Lab):
-    path = str(lab.qcow2_disk)
-    # QEMU holds the image's write lock, so a plain open is refused ...
-    locked = qemu_img_info(path)
+def test_qemu_img_reads_the_chain_of_the_running_guests_qcow2_disk(
+    lab: Lab, conn: libvirt.virConnect
+):
+    active = disk_source(conn.lookupByName("lab-qcow2"))
+    # QEMU holds the active image's write lock, so a plain open is refused ...
+    locked = qemu_img_info(active)
     assert locked.returncode != 0
     assert "lock" in locked.stderr
-    # ... and -U (force share) reads it.
-    shared = qemu_img_info(path, "-U")
+    # ... and -U (force share) reads it, down to the lab's original image.
+    shared = qemu_img_info(active, "-U")
     assert shared.returncode == 0, shared.stderr
     chain = json.loads(shared.stdout)
-    assert [layer["filename"] for layer in chain] == [path]
-    assert chain[0]["format"] == "qcow2"
-    assert chain[0]["virtual-size"] == 128 * 1024**2
+    assert chain[0]["filename"] == active
+    assert chain[-1]["filename"] == str(lab.qcow2_disk)
+    assert {layer["format"] for layer in chain} == {"qcow2"}
+    assert {layer["virtual-size"] for layer in chain} == {128 * 1024**2}
