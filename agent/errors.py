@@ -55,3 +55,11 @@ class OperationFailed(HostsnapError):
     """A storage or hypervisor call failed; the message carries the underlying error."""
 
     reason = "OPERATION_FAILED"
+
+
+def by_name(name: str | None) -> type[HostsnapError]:
+    """The error class of that name (for replaying a journalled failure)."""
+    for cls in (NotFound, InvalidArgument, Conflict, Precondition, Capacity, Unavailable):
+        if cls.__name__ == name:
+            return cls
+    return OperationFailed

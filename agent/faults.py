@@ -20,6 +20,7 @@ STEPS = (
     "during-rbd-snapshot",
     "after-libvirt-snapshot",
     "during-revert",
+    "after-merge",
 )
 
 

@@ -28,6 +28,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     result TEXT,
     error TEXT,
     error_reason TEXT,
+    error_type TEXT,
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
@@ -60,6 +61,16 @@ CREATE TABLE IF NOT EXISTS layers (
 );
 """
 
+# Columns added after the first release, with their type: added to older journals on open.
+ADDED_COLUMNS = {"jobs": {"error_type": "TEXT"}}
+
+LEFT_FROZEN = """
+SELECT id FROM jobs j
+WHERE (state = ? OR error_reason = 'GUEST_STILL_FROZEN')
+  AND EXISTS (SELECT 1 FROM steps s WHERE s.job_id = j.id AND s.name = 'freeze')
+  AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.job_id = j.id AND s.name = 'thawed')
+"""
+
 
 class JobState(enum.StrEnum):
     RUNNING = "running"
@@ -85,6 +96,7 @@ class Job:
     result: dict[str, Any] | None
     error: str | None
     error_reason: str | None
+    error_type: str | None
     created: float
     updated: float
     steps: tuple[Step, ...] = field(default_factory=tuple)
@@ -118,8 +130,16 @@ class Journal:
         # FULL: a step must survive a power loss, not only a crash of the agent.
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(SCHEMA)
+        self._add_missing_columns()
         self._lock = threading.Lock()
         self._clock = clock
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def close(self) -> None:
         self._db.close()
@@ -169,7 +189,8 @@ class Journal:
                 existing = job_id
                 now = self._clock()
                 db.execute(
-                    "INSERT INTO jobs VALUES (?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
+                    "INSERT INTO jobs (id, operation, state, idempotency_key, domain, request, "
+                    "created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (
                         existing,
                         operation,
@@ -203,11 +224,14 @@ class Journal:
                 (JobState.SUCCEEDED, json.dumps(result), self._clock(), job_id),
             )
 
-    def fail(self, job_id: str, error: str, reason: str) -> None:
+    def fail(
+        self, job_id: str, error: str, reason: str, error_type: str = "OperationFailed"
+    ) -> None:
         with self._tx() as db:
             db.execute(
-                "UPDATE jobs SET state = ?, error = ?, error_reason = ?, updated = ? WHERE id = ?",
-                (JobState.FAILED, error, reason, self._clock(), job_id),
+                "UPDATE jobs SET state = ?, error = ?, error_reason = ?, error_type = ?, "
+                "updated = ? WHERE id = ?",
+                (JobState.FAILED, error, reason, error_type, self._clock(), job_id),
             )
 
     def get(self, job_id: str) -> Job:
@@ -228,10 +252,18 @@ class Journal:
             result=json.loads(row["result"]) if row["result"] else None,
             error=row["error"],
             error_reason=row["error_reason"],
+            error_type=row["error_type"],
             created=row["created"],
             updated=row["updated"],
             steps=tuple(Step(s["name"], json.loads(s["detail"]), s["at"]) for s in steps),
         )
+
+    def jobs_left_frozen(self) -> list[Job]:
+        """Jobs that froze a guest and did not record the thaw: interrupted ones, and failed
+        ones whose thaw could not be confirmed."""
+        with self._lock:
+            ids = [r[0] for r in self._db.execute(LEFT_FROZEN, (JobState.RUNNING,))]
+        return [self.get(i) for i in ids]
 
     def jobs(self, state: JobState | None = None) -> list[Job]:
         with self._lock:
@@ -262,10 +294,12 @@ class Journal:
                 ),
             )
 
-    def snapshot(self, snapshot_id: str) -> SnapshotRecord | None:
+    def snapshot(self, snapshot_id: str, *, deleted: bool = False) -> SnapshotRecord | None:
+        """The snapshot's record; a deleted one only when asked for."""
         with self._lock:
             row = self._db.execute(
-                "SELECT * FROM snapshots WHERE id = ? AND deleted IS NULL", (snapshot_id,)
+                "SELECT * FROM snapshots WHERE id = ? AND (? OR deleted IS NULL)",
+                (snapshot_id, deleted),
             ).fetchone()
         return SnapshotRecord(**dict(row)) if row else None
 

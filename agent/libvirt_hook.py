@@ -52,6 +52,12 @@ def main(argv: list[str], stdin: TextIO, stderr: TextIO) -> int:
         stale = json.loads(layers.read_text())
     except FileNotFoundError:
         return 0
+    except (OSError, ValueError) as e:
+        # A map that cannot be read must not stop every guest on the host from starting.
+        print(
+            f"hostsnap: warning: {layers} unreadable ({e}); stale layers not checked", file=stderr
+        )
+        return 0
     messages = refusals(stdin.read(), stale)
     for message in messages:
         print(message, file=stderr)

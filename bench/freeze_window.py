@@ -104,7 +104,7 @@ def main() -> Path:
                 print(f"trial {n + 1}: hostsnap {ours[-1]:.1f} ms, virsh {theirs[-1]:.1f} ms")
             baseline = longest_stall_ms(dom, lambda: time.sleep(0.2))
         finally:
-            svc.journal.close()
+            svc.close()
             domains.remove(conn, NAME)
             for made in pool.glob(f"{NAME}*"):
                 made.unlink()

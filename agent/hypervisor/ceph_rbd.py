@@ -6,6 +6,7 @@ import logging
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,17 +33,36 @@ class RbdSnap:
 
 
 class CephRbd:
+    """Keeps one cluster connection per Ceph config, so a call made while a guest is frozen
+    does not pay for connecting."""
+
     def __init__(self, default_conf: str) -> None:
         self._default_conf = default_conf
+        self._clusters: dict[str, rados.Rados] = {}
+        self._lock = threading.Lock()
+
+    def _cluster(self, conf: str) -> rados.Rados:
+        with self._lock:
+            cluster = self._clusters.get(conf)
+            if cluster is None:
+                try:
+                    cluster = rados.Rados(conffile=conf)
+                    cluster.connect(timeout=CONNECT_TIMEOUT)
+                except (rados.Error, OSError) as e:
+                    raise Unavailable(f"Ceph (config {conf}) cannot be reached: {e}") from e
+                self._clusters[conf] = cluster
+            return cluster
+
+    def close(self) -> None:
+        with self._lock:
+            for cluster in self._clusters.values():
+                cluster.shutdown()
+            self._clusters.clear()
 
     @contextmanager
     def _image(self, source: RbdSource) -> Iterator[rbd.Image]:
         conf = source.config_file or self._default_conf
-        try:
-            cluster = rados.Rados(conffile=conf)
-            cluster.connect(timeout=CONNECT_TIMEOUT)
-        except (rados.Error, OSError) as e:
-            raise Unavailable(f"Ceph (config {conf}) cannot be reached: {e}") from e
+        cluster = self._cluster(conf)
         try:
             with cluster.open_ioctx(source.pool) as ioctx:
                 try:
@@ -53,8 +73,10 @@ class CephRbd:
                     yield image
         except rados.ObjectNotFound as e:
             raise NotFound(f"Ceph pool {source.pool!r} does not exist") from e
-        finally:
-            cluster.shutdown()
+        except rados.Error as e:
+            with self._lock:  # a broken connection is made anew on the next call
+                self._clusters.pop(conf, None)
+            raise Unavailable(f"Ceph (config {conf}) failed: {e}") from e
 
     def snapshots(self, source: RbdSource) -> list[RbdSnap]:
         with self._image(source) as image:

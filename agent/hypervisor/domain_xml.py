@@ -46,6 +46,13 @@ def volumes(domain: str, xml: str) -> list[Volume]:
     return found
 
 
+def all_targets(xml: str) -> list[str]:
+    """Every disk device's target (cdroms and unsupported disks too): a disk-only snapshot
+    must name each one, or libvirt applies its default snapshot mode to it."""
+    root = ET.fromstring(xml)
+    return [t.get("dev", "") for t in root.findall("devices/disk/target") if t.get("dev")]
+
+
 def _disk(root: ET.Element, target: str) -> ET.Element:
     for disk in _disk_elements(root):
         t = disk.find("target")

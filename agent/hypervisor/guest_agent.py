@@ -39,17 +39,17 @@ class GuestAgent:
     def freeze(self) -> int:
         """Freezes the guest's filesystems through libvirt (which then knows the guest is
         frozen); returns how many were frozen."""
-        self._dom.agentSetResponseTimeout(self._timeout, 0)
         log.info("domain %s: freezing filesystems", self._name)
         try:
+            self._dom.agentSetResponseTimeout(self._timeout, 0)
             return int(self._dom.fsFreeze())
         except libvirt.libvirtError as e:
             raise OperationFailed(f"freezing the filesystems of {self._name} failed: {e}") from e
 
     def thaw(self) -> int:
-        self._dom.agentSetResponseTimeout(self._timeout, 0)
         log.info("domain %s: thawing filesystems", self._name)
         try:
+            self._dom.agentSetResponseTimeout(self._timeout, 0)
             return int(self._dom.fsThaw())
         except libvirt.libvirtError as e:
             raise OperationFailed(f"thawing the filesystems of {self._name} failed: {e}") from e

@@ -92,6 +92,14 @@ class LibvirtHost:
         with _translated("defining a domain"):
             self._connection().defineXML(xml)
 
+    def suspend(self, name: str) -> None:
+        with _translated(f"suspending {name!r}"):
+            self.domain(name).suspend()
+
+    def resume(self, name: str) -> None:
+        with _translated(f"resuming {name!r}"):
+            self.domain(name).resume()
+
     def snapshot_external(self, name: str, overlays: dict[str, str], targets: list[str]) -> None:
         """One atomic disk-only external snapshot: each target in `overlays` switches to its
         pre-created overlay (REUSE_EXT); the other targets are left alone."""

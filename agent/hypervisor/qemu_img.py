@@ -44,6 +44,12 @@ def chain(path: str) -> list[Layer]:
     ]
 
 
+def has_own_data(path: str) -> bool:
+    """True when the image holds data of its own (not only what its backing file provides)."""
+    out = run(["qemu-img", "map", "-U", "--output=json", path], timeout=300)
+    return any(e.get("data") and e.get("depth") == 0 for e in json.loads(out))
+
+
 def create_overlay(path: str, backing: str, backing_format: str) -> None:
     """An empty qcow2 image whose backing file is `backing` (recorded by absolute path)."""
     run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, path])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent import faults
 from agent.errors import Precondition
 from agent.jobs import SnapshotRecord
 from agent.model import DeleteResult, Volume, VolumeKind
@@ -24,11 +25,10 @@ class DeleteRequest:
 
 def delete(svc: Services, request: DeleteRequest) -> DeleteResult:
     record, volume = find(svc, request.snapshot_id, request.domain)
-    live = volumes.is_live(svc.host.state(record.domain)[0])
-    if live:
-        volumes.ensure_no_block_job(svc, volume)
+    _check(svc, volume)  # a refused request does not use up its idempotency key
 
     def body(job_id: str) -> DeleteResult:
+        live = _check(svc, volume)  # again, under the job's locks
         if volume.kind == VolumeKind.FILE:
             return _delete_file(svc, job_id, record, volume, live)
         assert volume.rbd is not None
@@ -39,6 +39,14 @@ def delete(svc: Services, request: DeleteRequest) -> DeleteResult:
 
     spec = jobrun.JobSpec("delete", record.domain, [volume.key], {"snapshot_id": record.id})
     return jobrun.run(svc, spec, request.idempotency_key, body, _result)
+
+
+def _check(svc: Services, volume: Volume) -> bool:
+    """True when the domain runs; a block job someone else runs on the disk is a conflict."""
+    live = volumes.is_live(svc.host.state(volume.domain)[0])
+    if live:
+        volumes.ensure_no_block_job(svc, volume)
+    return live
 
 
 def _result(data: dict[str, object]) -> DeleteResult:
@@ -71,6 +79,9 @@ def _delete_file(
     active = merge.merge_into_backing(
         svc, record.domain, record.target, top, record.content, in_running_chain
     )
+    faults.point("after-merge")
+    svc.journal.record(job_id, "merged", active=active)
+    merge.remove_layer(svc, top, record.content)
     svc.journal.move_snapshot_content(top, record.content)
     svc.journal.forget_layer(top)
     svc.journal.mark_snapshot_deleted(record.id)

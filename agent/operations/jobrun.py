@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from agent import errors
 from agent.errors import Conflict, HostsnapError, OperationFailed
 from agent.jobs import Job, JobState
 from agent.operations.services import Services
@@ -46,7 +47,8 @@ def run(
     from_dict: Callable[[dict[str, Any]], R],
 ) -> R:
     job_id = uuid.uuid4().hex
-    with svc.locks.hold(spec.volumes, job_id, spec.operation):
+    # The domain too: jobs on two disks of one domain would each rewrite its definition.
+    with svc.locks.hold([f"domain {spec.domain}", *spec.volumes], job_id, spec.operation):
         job, created = svc.journal.start(
             job_id, spec.operation, spec.domain, to_json(spec.request), idempotency_key
         )
@@ -57,11 +59,13 @@ def run(
             result = body(job_id)
         except HostsnapError as e:
             log.error("job %s: %s failed: %s", job_id, spec.operation, e)
-            svc.journal.fail(job_id, str(e), e.reason)
+            svc.journal.fail(job_id, str(e), e.reason, type(e).__name__)
             raise
-        except Exception as e:
+        except BaseException as e:
             log.exception("job %s: %s failed unexpectedly", job_id, spec.operation)
-            svc.journal.fail(job_id, f"{type(e).__name__}: {e}", "INTERNAL")
+            svc.journal.fail(job_id, f"{type(e).__name__}: {e}", "INTERNAL", "OperationFailed")
+            if not isinstance(e, Exception):
+                raise  # KeyboardInterrupt, SystemExit: recorded, then on their way
             raise OperationFailed(f"{spec.operation} failed: {type(e).__name__}: {e}") from e
         svc.journal.succeed(job_id, to_json(result))
         log.info("job %s: %s of %s succeeded", job_id, spec.operation, spec.domain)
@@ -74,5 +78,6 @@ def replay(job: Job, from_dict: Callable[[dict[str, Any]], R]) -> R:
         assert job.result is not None
         return from_dict(job.result)
     if job.state == JobState.FAILED:
-        raise HostsnapError(job.error or "failed", reason=job.error_reason or "INTERNAL")
+        error = errors.by_name(job.error_type)
+        raise error(job.error or "failed", reason=job.error_reason or "INTERNAL")
     raise Conflict(f"job {job.id} with this idempotency key is still running")

@@ -1,5 +1,9 @@
 """Merging one layer of a file disk into its backing file: libvirt block commit for a running
-domain (active commit with pivot when the layer is the active image), qemu-img offline."""
+domain (active commit with pivot when the layer is the active image), qemu-img offline.
+
+A merge is two steps, journalled apart by the callers: `merge_into_backing` (after which
+`base` holds `top`'s data and the disk no longer uses `top`) and `remove_layer` (the other
+images still backed by `top` are pointed at `base`, then `top` is deleted)."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from pathlib import Path
 
 from agent.errors import OperationFailed, Precondition
 from agent.hypervisor import domain_xml, qemu_img
+from agent.operations import volumes
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -36,8 +41,8 @@ def children(path: str) -> list[str]:
 def merge_into_backing(
     svc: Services, domain: str, target: str, top: str, base: str, live: bool
 ) -> str:
-    """Writes `top` into `base` (its backing file), takes `top` out of the chain and deletes
-    it. Returns the disk's active image afterwards."""
+    """Writes `top` into `base` (its backing file) and takes `top` out of the disk's chain.
+    Returns the disk's active image afterwards."""
     other_children = [c for c in children(base) if c != top]
     if other_children:
         raise Precondition(
@@ -46,26 +51,53 @@ def merge_into_backing(
             reason="LAYER_SHARED",
         )
     if live:
-        active = _merge_live(svc, domain, target, top, base)
-    else:
-        active = _merge_offline(svc, domain, target, top, base)
-    os.unlink(top)
-    return active
+        return _merge_live(svc, domain, target, top, base)
+    return _merge_offline(svc, domain, target, top, base)
+
+
+def remove_layer(svc: Services, top: str, base: str) -> None:
+    """After a merge: images still backed by `top` (other branches) now read `base`, which
+    holds the same data; then `top` is deleted."""
+    base_format = qemu_img.chain(base)[0].format
+    for child in children(top):
+        qemu_img.rebase_unsafe(child, base, base_format)
+    if os.path.exists(top):
+        os.unlink(top)
+
+
+def remove_unused_overlay(path: str) -> None:
+    """Deletes an overlay the agent made that never became active, unless it holds data (then
+    something wrote to it, and it is kept for the operator)."""
+    if not os.path.exists(path):
+        return
+    if qemu_img.has_own_data(path):
+        raise OperationFailed(
+            f"{path} was never recorded as active but holds data; it is kept, inspect it",
+            reason="OVERLAY_HAS_DATA",
+        )
+    os.unlink(path)
 
 
 def resume(svc: Services, domain: str, target: str, top: str, base: str, live: bool) -> None:
-    """Finishes a merge an earlier agent process started: waits for (and pivots) a block
-    commit QEMU still runs, or runs the merge again (committing the same data twice is
-    harmless); then deletes `top`."""
-    chain = domain_xml.backing_chain(svc.host.xml(domain), target) if live else []
-    if live and svc.host.block_job(domain, target):
+    """Finishes a merge an earlier agent process started (journalled with `live` as it was).
+
+    A live commit that QEMU finished leaves `top` full of data and out of the chain: it must
+    not be committed again (that would write old data over newer). An offline commit can be
+    repeated: `qemu-img commit` of the same data is harmless."""
+    running = volumes.is_live(svc.host.state(domain)[0])
+    if running and svc.host.block_job(domain, target):
+        chain = domain_xml.backing_chain(svc.host.xml(domain), target)
         _wait_commit(svc, domain, target, top, is_active=chain[:1] == [top])
         _wait_chain_without(svc, domain, target, top)
-    elif live and top in chain:
+        return
+    active = volumes.current_active(svc, domain, target)
+    chain = [layer.path for layer in qemu_img.chain(active)] if active else []
+    if top not in chain and live:
+        return  # the live commit had finished
+    if running and top in chain:
         _merge_live(svc, domain, target, top, base)
     else:
         _merge_offline(svc, domain, target, top, base)
-    os.unlink(top)
 
 
 def _merge_live(svc: Services, domain: str, target: str, top: str, base: str) -> str:
@@ -82,7 +114,7 @@ def _merge_live(svc: Services, domain: str, target: str, top: str, base: str) ->
 
 def _wait_commit(svc: Services, domain: str, target: str, top: str, is_active: bool) -> None:
     """Waits for a block commit to end; an active commit is pivoted once really ready."""
-    deadline = time.monotonic() + svc.config.block_job_timeout
+    deadline = svc.monotonic() + svc.config.block_job_timeout
     while True:
         info = svc.host.block_job(domain, target)
         if is_active:
@@ -92,12 +124,12 @@ def _wait_commit(svc: Services, domain: str, target: str, top: str, is_active: b
                 and domain_xml.mirror_ready(svc.host.xml(domain), target)
             ):
                 svc.host.block_job_pivot(domain, target)
-                break
+                return
             if not info:
                 raise OperationFailed(f"the block commit of {top} on {domain}/{target} vanished")
         elif not info:
-            break
-        if time.monotonic() > deadline:
+            return
+        if svc.monotonic() > deadline:
             svc.host.block_job_abort(domain, target)
             raise OperationFailed(
                 f"block commit of {top} did not finish in {svc.config.block_job_timeout:.0f} s; "
@@ -108,21 +140,18 @@ def _wait_commit(svc: Services, domain: str, target: str, top: str, is_active: b
 
 def _wait_chain_without(svc: Services, domain: str, target: str, top: str) -> list[str]:
     """libvirt updates the chain right after the job ends; verify it really lost `top`."""
-    deadline = time.monotonic() + 10
+    deadline = svc.monotonic() + 10
     while True:
         chain = domain_xml.backing_chain(svc.host.xml(domain), target)
         if top not in chain and not svc.host.block_job(domain, target):
             return chain
-        if time.monotonic() > deadline:
+        if svc.monotonic() > deadline:
             raise OperationFailed(f"after the commit, {top} is still in the chain {chain}")
         time.sleep(POLL_SECONDS)
 
 
 def _merge_offline(svc: Services, domain: str, target: str, top: str, base: str) -> str:
-    base_format = qemu_img.chain(base)[0].format
     qemu_img.commit(top)
-    for child in children(top):
-        qemu_img.rebase_unsafe(child, base, base_format)
     xml = svc.host.xml(domain, inactive=True)
     sources = {v.target: v.path for v in domain_xml.volumes(domain, xml)}
     if sources.get(target) == top:

@@ -1,7 +1,8 @@
 """Freezing a guest for the few milliseconds a snapshot needs, and never longer.
 
-The guest is thawed in `finally`, and by a watchdog at a hard deadline even if the snapshot
-call hangs. After thaw the guest agent must report `thawed`.
+The watchdog is armed before the freeze call, so a hung freeze or a hung snapshot call is
+thawed at the hard deadline; `close()` thaws in every other case. After thaw the guest agent
+must report `thawed`, or the error says the guest may still be frozen.
 """
 
 from __future__ import annotations
@@ -16,18 +17,25 @@ from agent.hypervisor.guest_agent import GuestAgent
 log = logging.getLogger(__name__)
 
 THAW_ATTEMPTS = 3
+STILL_FROZEN = "GUEST_STILL_FROZEN"
 
 
 class FreezeWindow:
-    """`start()` freezes the guest and arms the watchdog; `close()` thaws and confirms."""
+    """`start()` arms the watchdog and freezes the guest; `close()` thaws and confirms."""
 
     def __init__(
-        self, guest: GuestAgent, deadline: float, clock: Callable[[], float], domain: str
+        self,
+        guest: GuestAgent,
+        deadline: float,
+        clock: Callable[[], float],
+        domain: str,
+        on_watchdog: Callable[[], None] = lambda: None,
     ) -> None:
         self._guest = guest
         self._deadline = deadline
         self._clock = clock
         self._domain = domain
+        self._on_watchdog = on_watchdog
         self._lock = threading.Lock()
         self._thawed = False
         self.watchdog_fired = False
@@ -37,27 +45,28 @@ class FreezeWindow:
 
     def start(self) -> None:
         self._frozen_at = self._clock()
+        self._watchdog = threading.Timer(self._deadline, self._on_deadline)
+        self._watchdog.daemon = True
+        self._watchdog.start()
         try:
             count = self._guest.freeze()
         except HostsnapError:
             # A freeze that failed half-way may have frozen some filesystems.
-            self._thaw_and_confirm()
+            self.close()
             raise
         log.info("domain %s: %d filesystems frozen", self._domain, count)
-        self._watchdog = threading.Timer(self._deadline, self._on_deadline)
-        self._watchdog.daemon = True
-        self._watchdog.start()
 
     def _on_deadline(self) -> None:
         log.error(
-            "domain %s: still frozen after the %.1f s deadline; thawing now",
+            "domain %s: still frozen at the %.1f s deadline; thawing now",
             self._domain,
             self._deadline,
         )
         self.watchdog_fired = True
         try:
+            self._on_watchdog()
             self._thaw_and_confirm()
-        except HostsnapError as e:
+        except Exception as e:  # the watchdog thread must never die silently
             log.error("domain %s: watchdog thaw failed: %s", self._domain, e)
 
     def _thaw_and_confirm(self) -> None:
@@ -77,8 +86,8 @@ class FreezeWindow:
                     last_error = e
             raise OperationFailed(
                 f"domain {self._domain} may still be frozen after {THAW_ATTEMPTS} thaw attempts "
-                f"({last_error}); run `hostsnap thaw {self._domain}`",
-                reason="GUEST_STILL_FROZEN",
+                f"({last_error}); thaw it with `virsh domfsthaw {self._domain}`",
+                reason=STILL_FROZEN,
             )
 
     def close(self) -> None:

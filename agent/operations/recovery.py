@@ -4,17 +4,23 @@ and leave the job in a truthful final state."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from agent.errors import HostsnapError
+from agent.errors import HostsnapError, Precondition
 from agent.hypervisor import domain_xml
 from agent.jobs import Job, JobState
-from agent.model import DeleteResult, RbdSource, RevertResult, SnapshotRequest, Volume, VolumeKind
-from agent.operations import merge, snapshot, volumes
+from agent.model import (
+    DeleteResult,
+    DomainState,
+    RbdSource,
+    RevertResult,
+    SnapshotRequest,
+    Volume,
+    VolumeKind,
+)
+from agent.operations import consistency, merge, snapshot, volumes
 from agent.operations.jobrun import to_json
 from agent.operations.services import Services
 
@@ -30,13 +36,17 @@ class Recovered:
 
 
 def recover(svc: Services) -> list[Recovered]:
+    for job in svc.journal.jobs_left_frozen():
+        try:
+            _thaw(svc, job.domain)
+            svc.journal.record(job.id, "thawed", by="recovery")
+        except HostsnapError as e:
+            log.error("domain %s may still be frozen (job %s): %s", job.domain, job.id, e)
     outcomes = []
     for job in svc.journal.jobs(JobState.RUNNING):
         log.warning(
             "job %s: %s of %s was interrupted; recovering", job.id, job.operation, job.domain
         )
-        if job.step("freeze") and not job.step("thawed"):
-            _thaw(svc, job.domain)
         try:
             handler = {"snapshot": _snapshot, "revert": _revert, "delete": _delete}[job.operation]
             state, detail = handler(svc, job)
@@ -65,13 +75,6 @@ def _volume(svc: Services, domain: str, target: str) -> Volume:
     return volumes.select(domain_xml.volumes(domain, svc.host.xml(domain)), (target,))[0]
 
 
-def _active_file(svc: Services, domain: str, target: str) -> str | None:
-    """The image the disk uses now: the running chain's top, or the definition's source."""
-    live = volumes.is_live(svc.host.state(domain)[0])
-    xml = svc.host.xml(domain, inactive=not live)
-    return {v.target: v.path for v in domain_xml.volumes(domain, xml)}.get(target)
-
-
 def _rbd_source(svc: Services, domain: str, target: str) -> RbdSource:
     source = _volume(svc, domain, target).rbd
     assert source is not None
@@ -83,37 +86,36 @@ def _snapshot(svc: Services, job: Job) -> tuple[JobState, str]:
     if plan_step is None:
         return JobState.FAILED, "it stopped before changing anything"
     plan = snapshot.Plan(**plan_step.detail)
+    by_target = {t: _volume(svc, job.domain, t) for t in plan.snapshot_ids}
     switched = all(
-        _active_file(svc, job.domain, t) == overlay for t, overlay in plan.overlays.items()
+        volumes.current_active(svc, job.domain, t) == overlay
+        for t, overlay in plan.overlays.items()
     )
-    rbd_made = {
-        t: name
+    rbd_made = all(
+        name in {s.name for s in svc.rbd.snapshots(_rbd_source(svc, job.domain, t))}
         for t, name in plan.rbd_snaps.items()
-        if name in {s.name for s in svc.rbd.snapshots(_rbd_source(svc, job.domain, t))}
-    }
-    complete = len(rbd_made) == len(plan.rbd_snaps) and (
-        not plan.overlays or (switched and job.step("switch-active") is not None)
     )
-    if complete:
+    taken = rbd_made and (not plan.overlays or job.step("switch-active") is not None) and switched
+    if taken and job.step("undo") is None:
         request = SnapshotRequest(**{**job.request, "disks": tuple(job.request["disks"])})
-        by_target = {t: _volume(svc, job.domain, t) for t in plan.snapshot_ids}
-        window = snapshot.Window.for_recovered(job, svc.wall_clock())
+        window = consistency.Window.for_recovered(job, svc.wall_clock())
         result = snapshot.commit_result(svc, job.id, request, by_target, plan, window)
         svc.journal.succeed(job.id, to_json(result))
         return JobState.SUCCEEDED, f"the snapshot had been taken; completed ({window.consistency})"
-    for target, name in rbd_made.items():
-        svc.rbd.remove_snapshot(_rbd_source(svc, job.domain, target), name)
-    for target, overlay in plan.overlays.items():
-        if _active_file(svc, job.domain, target) != overlay:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(overlay)
-    return JobState.FAILED, "the snapshot had not been taken; its partial parts were removed"
+    snapshot.undo(svc, job.domain, plan, by_target)
+    return JobState.FAILED, "the snapshot had not been completed; its parts were taken back"
 
 
 def _revert(svc: Services, job: Job) -> tuple[JobState, str]:
     rollback = job.step("rollback")
     if rollback is not None:
-        # An interrupted RBD rollback leaves the image half rolled back: run it to the end.
+        # An interrupted RBD rollback leaves the image half rolled back: run it to the end,
+        # but never under a running guest.
+        if svc.host.state(job.domain)[0] != DomainState.SHUTOFF:
+            raise Precondition(
+                f"domain {job.domain} runs on a half rolled-back RBD image; stop it and revert "
+                "again"
+            )
         source = _rbd_source(svc, job.domain, rollback.detail["target"])
         svc.rbd.rollback(source, rollback.detail["name"])
         svc.journal.succeed(job.id, _revert_result(job, source.spec, rollback.detail["target"]))
@@ -122,12 +124,11 @@ def _revert(svc: Services, job: Job) -> tuple[JobState, str]:
     if plan is None:
         return JobState.FAILED, "it stopped before changing anything"
     target, overlay = plan.detail["target"], plan.detail["overlay"]
-    if _active_file(svc, job.domain, target) == overlay:
+    if volumes.current_active(svc, job.domain, target) == overlay:
         svc.journal.set_active_layer(job.domain, target, overlay, [plan.detail["previous"]])
         svc.journal.succeed(job.id, _revert_result(job, overlay, target))
         return JobState.SUCCEEDED, "the domain already used the new overlay; completed"
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(overlay)
+    merge.remove_unused_overlay(overlay)
     return JobState.FAILED, f"the domain still used its old image; {overlay} was removed"
 
 
@@ -140,26 +141,27 @@ def _revert_result(job: Job, active: str, target: str) -> dict[str, Any]:
 
 def _delete(svc: Services, job: Job) -> tuple[JobState, str]:
     sid = job.request["snapshot_id"]
-    record = svc.journal.snapshot(sid)
+    record = svc.journal.snapshot(sid, deleted=True)
     if record is None:
         return JobState.FAILED, "its snapshot record is gone"
     if record.kind == VolumeKind.RBD:
         svc.rbd.remove_snapshot(_rbd_source(svc, job.domain, record.target), f"hostsnap-{sid}")
         svc.journal.mark_snapshot_deleted(sid)
-        result = DeleteResult(job.id, sid, job.domain, record.target, record.content.split("@")[0])
+        active = record.content.split("@")[0]
+        result = DeleteResult(job.id, sid, job.domain, record.target, active)
         svc.journal.succeed(job.id, to_json(result))
         return JobState.SUCCEEDED, "the RBD snapshot removal was run again"
     step = job.step("merge")
     if step is None:
         return JobState.FAILED, "it stopped before changing anything"
     top, base = step.detail["top"], step.detail["base"]
-    live = volumes.is_live(svc.host.state(job.domain)[0])
-    if os.path.exists(top):
-        merge.resume(svc, job.domain, record.target, top, base, live)
+    if job.step("merged") is None:
+        merge.resume(svc, job.domain, record.target, top, base, step.detail["live"])
+    merge.remove_layer(svc, top, base)
     svc.journal.move_snapshot_content(top, base)
     svc.journal.forget_layer(top)
     svc.journal.mark_snapshot_deleted(sid)
-    active = _active_file(svc, job.domain, record.target) or base
+    active = volumes.current_active(svc, job.domain, record.target) or base
     svc.journal.set_active_layer(job.domain, record.target, active, [])
     result = DeleteResult(job.id, sid, job.domain, record.target, active, (top,))
     svc.journal.succeed(job.id, to_json(result))

@@ -48,21 +48,17 @@ def find(svc: Services, snapshot_id: str, domain: str = "") -> tuple[SnapshotRec
 
 def revert(svc: Services, request: RevertRequest) -> RevertResult:
     record, volume = find(svc, request.snapshot_id, request.domain)
-    state, _ = svc.host.state(record.domain)
-    if state != DomainState.SHUTOFF:
-        raise Precondition(
-            f"domain {record.domain} is {state}; revert needs it shut off (stop it first)",
-            reason="DOMAIN_NOT_STOPPED",
-        )
-    if volume.kind == VolumeKind.FILE:
-        if not os.path.exists(record.content):
-            raise Precondition(f"the snapshot's layer {record.content} no longer exists")
-    else:
-        assert volume.rbd is not None
-        if f"{RBD_PREFIX}{record.id}" not in {s.name for s in svc.rbd.snapshots(volume.rbd)}:
-            raise Precondition(f"RBD snapshot {record.content} no longer exists in Ceph")
+    ensure_stopped(svc, record.domain)
 
     def body(job_id: str) -> RevertResult:
+        ensure_stopped(svc, record.domain)  # again, under the job's locks
+        if volume.kind == VolumeKind.FILE:
+            if not os.path.exists(record.content):
+                raise Precondition(f"the snapshot's layer {record.content} no longer exists")
+        else:
+            assert volume.rbd is not None
+            if f"{RBD_PREFIX}{record.id}" not in {s.name for s in svc.rbd.snapshots(volume.rbd)}:
+                raise Precondition(f"RBD snapshot {record.content} no longer exists in Ceph")
         if volume.kind == VolumeKind.FILE:
             active = _revert_file(svc, job_id, record, volume)
         else:
@@ -71,6 +67,15 @@ def revert(svc: Services, request: RevertRequest) -> RevertResult:
 
     spec = jobrun.JobSpec("revert", record.domain, [volume.key], {"snapshot_id": record.id})
     return jobrun.run(svc, spec, request.idempotency_key, body, lambda d: RevertResult(**d))
+
+
+def ensure_stopped(svc: Services, domain: str) -> None:
+    state, _ = svc.host.state(domain)
+    if state != DomainState.SHUTOFF:
+        raise Precondition(
+            f"domain {domain} is {state}; revert needs it shut off (stop it first)",
+            reason="DOMAIN_NOT_STOPPED",
+        )
 
 
 def _revert_file(svc: Services, job_id: str, record: SnapshotRecord, volume: Volume) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +16,8 @@ from agent.hypervisor.guest_agent import GuestAgent
 from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.jobs import Journal
 from agent.locks import VolumeLocks
+
+_publish_lock = threading.Lock()
 
 
 @dataclass
@@ -36,13 +40,23 @@ class Services:
             journal=Journal(config.journal_path),
         )
 
+    def close(self) -> None:
+        self.journal.close()
+        self.rbd.close()
+
     def guest_agent(self, domain: str) -> GuestAgent:
         return GuestAgent(self.host.domain(domain), self.config.guest_agent_timeout)
 
-    def publish_layers(self) -> None:
-        """Writes the stale-layer map the libvirt hook reads (atomically: write, rename)."""
+    def publish_layers(self, pending: dict[str, dict[str, str]] | None = None) -> None:
+        """Writes the stale-layer map the libvirt hook reads: the journal's, plus `pending`
+        entries of a snapshot about to switch. Atomic and durable (write, fsync, rename)."""
+        stale = {**self.journal.stale_layers(), **(pending or {})}
         path = self.config.layers_path
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.journal.stale_layers(), indent=1, sort_keys=True))
-        tmp.chmod(0o644)
-        os.replace(tmp, path)
+        with _publish_lock:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".layers-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(stale, f, indent=1, sort_keys=True)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)

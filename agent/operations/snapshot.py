@@ -1,21 +1,17 @@
 """Create: one request snapshots all (or some) disks of a domain, running or stopped, qcow2
-and RBD together, frozen once; any failure undoes every part already made."""
+and RBD together, in one consistency window; any failure undoes every part already made."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
 import uuid
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
 from agent import faults, validate
 from agent.errors import HostsnapError, Precondition
 from agent.hypervisor import domain_xml, qemu_img
-from agent.jobs import Job, SnapshotRecord
+from agent.jobs import SnapshotRecord
 from agent.model import (
-    Consistency,
     DiskSnapshot,
     DomainState,
     Quiesce,
@@ -24,8 +20,7 @@ from agent.model import (
     Volume,
     VolumeKind,
 )
-from agent.operations import jobrun, merge, volumes
-from agent.operations.quiesce import FreezeWindow
+from agent.operations import consistency, jobrun, merge, volumes
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -44,19 +39,42 @@ class Plan:
     formats: dict[str, str] = field(default_factory=dict)  # target -> active image format
     rbd_snaps: dict[str, str] = field(default_factory=dict)  # target -> RBD snapshot name
 
+    def pending_layers(self, domain: str) -> dict[str, dict[str, str]]:
+        """The stale-layer entries this snapshot will create, for the hook to honour from
+        before the switch (an agent that dies after it must not let the old image boot)."""
+        return {
+            self.actives[t]: {"domain": domain, "target": t, "active": overlay}
+            for t, overlay in self.overlays.items()
+        }
+
 
 def create(svc: Services, request: SnapshotRequest) -> SnapshotResult:
     validate.snapshot_name(request.name)
     chosen = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
     if not chosen:
         raise Precondition(f"domain {request.domain} has no disk hostsnap can snapshot")
+
+    _check(svc, request, chosen)  # a refused request does not use up its idempotency key
+
+    def body(job_id: str) -> SnapshotResult:
+        live = _check(svc, request, chosen)  # again, under the job's locks
+        return _snapshot(svc, job_id, request, chosen, live)
+
+    spec = jobrun.JobSpec("snapshot", request.domain, [v.key for v in chosen], asdict(request))
+    return jobrun.run(svc, spec, request.idempotency_key, body, SnapshotResult.from_dict)
+
+
+def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> bool:
+    """The checks before anything changes, made under the job's locks; True if live."""
     state, _ = svc.host.state(request.domain)
     live = volumes.is_live(state)
     if not live and state != DomainState.SHUTOFF:
         raise Precondition(f"domain {request.domain} is {state}; snapshot it running or shut off")
-    if live:
-        for volume in chosen:
+    for volume in chosen:
+        if live:
             volumes.ensure_no_block_job(svc, volume)
+        if volume.rbd is not None:
+            svc.rbd.snapshots(volume.rbd)  # the image exists, and Ceph is connected before a freeze
     volumes.check_file_pools(svc, chosen)
     if live and request.quiesce == Quiesce.REQUIRED:
         svc.guest_agent(request.domain).ping()
@@ -70,17 +88,7 @@ def create(svc: Services, request: SnapshotRequest) -> SnapshotResult:
             "crash-consistent; quiesce 'required' cannot be met (use 'preferred')",
             reason="QUIESCE_UNAVAILABLE",
         )
-
-    def body(job_id: str) -> SnapshotResult:
-        return _snapshot(svc, job_id, request, chosen, live)
-
-    return jobrun.run(
-        svc,
-        jobrun.JobSpec("snapshot", request.domain, [v.key for v in chosen], asdict(request)),
-        request.idempotency_key,
-        body,
-        SnapshotResult.from_dict,
-    )
+    return live
 
 
 def _plan(svc: Services, chosen: list[Volume], live: bool) -> Plan:
@@ -103,112 +111,37 @@ def _snapshot(
     by_target = {v.target: v for v in chosen}
     plan = _plan(svc, chosen, live)
     svc.journal.record(job_id, "plan", **asdict(plan))
-    made_rbd: list[str] = []
-    switched = False
     try:
         for target, overlay in plan.overlays.items():
             qemu_img.create_overlay(overlay, plan.actives[target], plan.formats[target])
         svc.journal.record(job_id, "overlays-created")
         faults.point("after-overlay-created")
+        svc.publish_layers(plan.pending_layers(request.domain))
 
-        with _consistency_window(svc, job_id, request, live) as window:
+        with consistency.window(svc, job_id, request, live, len(chosen)) as window:
             for target, snap in plan.rbd_snaps.items():
                 source = by_target[target].rbd
                 assert source is not None
                 svc.journal.record(job_id, "rbd-snapshot", target=target, name=snap)
                 svc.rbd.create_snapshot(source, snap)
-                made_rbd.append(target)
                 faults.point("during-rbd-snapshot")
             if plan.overlays:
                 svc.journal.record(job_id, "switch-active")
                 _switch_to_overlays(svc, request.domain, plan, live)
-                switched = True
                 faults.point("after-libvirt-snapshot")
     except BaseException:
-        _undo(svc, plan, by_target, made_rbd, switched)
+        svc.journal.record(job_id, "undo")
+        undo(svc, request.domain, plan, by_target)
         raise
     svc.journal.record(job_id, "thawed", frozen_seconds=window.frozen_seconds)
     return commit_result(svc, job_id, request, by_target, plan, window)
 
 
-class Window:
-    """The consistency a snapshot got: a freeze window, or none."""
-
-    def __init__(self, consistency: Consistency, note: str = "", frozen: float = 0.0) -> None:
-        self.consistency = consistency
-        self.note = note
-        self.frozen_seconds = frozen
-
-    @classmethod
-    def for_recovered(cls, job: Job, now: float) -> Window:
-        """A snapshot the agent took before it died: frozen from the freeze step until
-        recovery thawed the guest."""
-        freeze = job.step("freeze")
-        if freeze is not None:
-            note = "completed by recovery; the guest stayed frozen until the agent restarted"
-            return cls(Consistency.APPLICATION, note, now - freeze.at)
-        if job.request["quiesce"] == Quiesce.NONE:
-            return cls(Consistency.CRASH, "quiesce was not requested")
-        return cls(Consistency.CRASH, "completed by recovery; the guest was not frozen")
-
-
-@contextlib.contextmanager
-def _consistency_window(
-    svc: Services, job_id: str, request: SnapshotRequest, live: bool
-) -> Iterator[Window]:
-    if not live:
-        clean = svc.host.shut_off_cleanly(request.domain)
-        note = "" if clean else "the domain was not shut down cleanly"
-        yield Window(Consistency.APPLICATION if clean else Consistency.CRASH, note)
-        return
-    if request.quiesce == Quiesce.NONE:
-        yield Window(Consistency.CRASH, "quiesce was not requested")
-        return
-    freeze = _freeze(svc, job_id, request)
-    if freeze is None:
-        yield Window(Consistency.CRASH, "the guest could not be frozen")
-        return
-    window = Window(Consistency.APPLICATION)
-    try:
-        faults.point("after-freeze")
-        yield window
-    finally:
-        freeze.close()
-        window.frozen_seconds = freeze.frozen_seconds
-    if freeze.watchdog_fired:
-        message = (
-            f"the snapshot took longer than the {svc.config.freeze_deadline:.1f} s freeze "
-            "deadline and the guest was thawed before it completed"
-        )
-        if request.quiesce == Quiesce.REQUIRED:
-            raise Precondition(message, reason="FREEZE_DEADLINE_EXCEEDED")
-        window.consistency = Consistency.CRASH
-        window.note = message
-
-
-def _freeze(svc: Services, job_id: str, request: SnapshotRequest) -> FreezeWindow | None:
-    """A started freeze; None when a `preferred` quiesce falls back to crash consistency."""
-    try:
-        freeze = FreezeWindow(
-            svc.guest_agent(request.domain),
-            svc.config.freeze_deadline,
-            svc.monotonic,
-            request.domain,
-        )
-        svc.journal.record(job_id, "freeze")
-        freeze.start()
-    except HostsnapError as e:
-        if request.quiesce == Quiesce.REQUIRED:
-            raise
-        log.warning("domain %s: freeze failed (%s); crash-consistent", request.domain, e)
-        return None
-    return freeze
-
-
 def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> None:
     if live:
-        targets = [v.target for v in domain_xml.volumes(domain, svc.host.xml(domain))]
-        svc.host.snapshot_external(domain, plan.overlays, targets)
+        svc.host.snapshot_external(
+            domain, plan.overlays, domain_xml.all_targets(svc.host.xml(domain))
+        )
         return
     xml = svc.host.xml(domain, inactive=True)
     for target, overlay in plan.overlays.items():
@@ -216,30 +149,30 @@ def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> N
     svc.host.define(xml)
 
 
-def _undo(
-    svc: Services, plan: Plan, by_target: dict[str, Volume], made_rbd: list[str], switched: bool
-) -> None:
-    for target in made_rbd:
+def undo(svc: Services, domain: str, plan: Plan, by_target: dict[str, Volume]) -> None:
+    """Takes back every part a failed snapshot made, judging by what libvirt and Ceph show
+    (a call that raised may still have done its work)."""
+    for target, name in plan.rbd_snaps.items():
         source = by_target[target].rbd
         assert source is not None
         try:
-            svc.rbd.remove_snapshot(source, plan.rbd_snaps[target])
+            svc.rbd.remove_snapshot(source, name)
         except HostsnapError as e:
-            log.error("undo: could not remove %s@%s: %s", source.spec, plan.rbd_snaps[target], e)
+            log.error("undo: could not remove %s@%s: %s", source.spec, name, e)
     for target, overlay in plan.overlays.items():
-        if switched:
-            # The overlay is the active image already: merge it back into the old one.
-            domain = by_target[target].domain
-            try:
-                merge.merge_into_backing(
-                    svc, domain, target, overlay, plan.actives[target], plan.live
-                )
-            except HostsnapError as e:
-                log.error("undo: %s/%s stays on overlay %s: %s", domain, target, overlay, e)
-                svc.journal.set_active_layer(domain, target, overlay, [plan.actives[target]])
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(overlay)
+        old = plan.actives[target]
+        try:
+            if volumes.current_active(svc, domain, target) == overlay:
+                # The overlay is the active image already: merge it back into the old one.
+                merge.merge_into_backing(svc, domain, target, overlay, old, plan.live)
+                merge.remove_layer(svc, overlay, old)
+            else:
+                merge.remove_unused_overlay(overlay)
+        except HostsnapError as e:
+            log.error("undo: %s/%s keeps overlay %s: %s", domain, target, overlay, e)
+            if volumes.current_active(svc, domain, target) == overlay:
+                svc.journal.set_active_layer(domain, target, overlay, [old])
+    svc.publish_layers()
 
 
 def commit_result(
@@ -248,7 +181,7 @@ def commit_result(
     request: SnapshotRequest,
     by_target: dict[str, Volume],
     plan: Plan,
-    window: Window,
+    window: consistency.Window,
 ) -> SnapshotResult:
     now = svc.wall_clock()
     disks = []

@@ -43,6 +43,13 @@ def is_live(state: DomainState) -> bool:
     return state in LIVE_STATES
 
 
+def current_active(svc: Services, domain: str, target: str) -> str | None:
+    """The image a file disk uses now: the running chain's top, or the definition's source."""
+    live = is_live(svc.host.state(domain)[0])
+    xml = svc.host.xml(domain, inactive=not live)
+    return {v.target: v.path for v in domain_xml.volumes(domain, xml)}.get(target)
+
+
 def file_chain(svc: Services, volume: Volume, live: bool) -> list[Layer]:
     """The backing chain of a file disk, active first. For a running domain the chain libvirt
     reports is the truth; qemu-img -U adds sizes and must agree with it."""

@@ -87,4 +87,4 @@ def run(lab: Lab) -> None:
             cycle(svc, conn.lookupByName(name))
     finally:
         conn.close()
-        svc.journal.close()
+        svc.close()

@@ -38,4 +38,4 @@ def agent_config(lab: lab_stack.Lab) -> AgentConfig:
 def svc(agent_config: AgentConfig) -> Iterator[Services]:
     services = Services.open(agent_config)
     yield services
-    services.journal.close()
+    services.close()

@@ -133,3 +133,29 @@ def test_foreign_rbd_snapshots_are_not_listed_or_touched(lab: Lab, svc: Services
             image.remove_snap("cloudstack-snap-1")
         ioctx.close()
         cluster.shutdown()
+
+
+def test_a_live_delete_keeps_snapshots_on_the_branch_left_by_a_revert(
+    conn: libvirt.virConnect, svc: Services, tmp_path
+):
+    from agent.operations import revert
+    from agent.operations.revert import RevertRequest
+
+    dom = conn.lookupByName("lab-qcow2")
+    s1 = snapshot.create(svc, SnapshotRequest("lab-qcow2")).disks[0]
+    write_marker(dom, "in-s2")
+    s2 = snapshot.create(svc, SnapshotRequest("lab-qcow2")).disks[0]
+    write_marker(dom, "in-s3")
+    s3 = snapshot.create(svc, SnapshotRequest("lab-qcow2")).disks[0]
+    image_copy(s3.content, str(tmp_path / "s3.raw"))
+    stop(dom)
+    try:
+        revert.revert(svc, RevertRequest(s2.snapshot_id))
+    finally:
+        start(dom)
+    # S1's layer takes in the layer above it in the running chain; the abandoned branch
+    # (S3's content) was backed by that layer and must now read the same through S1's.
+    delete.delete(svc, DeleteRequest(s1.snapshot_id))
+    assert same_content(str(tmp_path / "s3.raw"), s3.content)
+    assert chain(s3.content)[-1] == chain(disk_source(dom))[-1]
+    assert has_marker(dom, "in-s2") and not has_marker(dom, "in-s3")

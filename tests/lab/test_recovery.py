@@ -3,6 +3,7 @@ the guest is thawed, the chain consistent, the data intact and the job's state t
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 
@@ -135,3 +136,38 @@ def test_agent_killed_during_revert_recovers_to_a_truthful_state(
         start(dom)
     assert has_marker(dom, "in-snapshot")
     assert has_marker(dom, "after-revert-point") == (domain == "lab-qcow2")
+
+
+DELETE = (
+    "from agent.operations import delete\n"
+    "delete.delete(svc, delete.DeleteRequest({snapshot_id!r}, idempotency_key={key!r}))\n"
+)
+
+
+@pytest.mark.parametrize("stopped_before_restart", [False, True], ids=["running", "stopped"])
+def test_agent_killed_after_a_live_merge_never_writes_old_data_back(
+    conn: libvirt.virConnect, agent_config: AgentConfig, svc: Services, stopped_before_restart: bool
+):
+    from agent.model import Quiesce, SnapshotRequest
+    from agent.operations import snapshot
+
+    dom = conn.lookupByName("lab-qcow2")
+    taken = snapshot.create(svc, SnapshotRequest("lab-qcow2", quiesce=Quiesce.REQUIRED))
+    top = taken.disks[0].active_image
+    key = uuid.uuid4().hex
+    code = DELETE.format(snapshot_id=taken.disks[0].snapshot_id, key=key)
+    died = run_agent_process(agent_config, code, "after-merge")
+    assert died.returncode == -9, died.stderr
+    # The pivot happened: the guest now writes into the base, and the old top is stale.
+    assert disk_source(dom) == taken.disks[0].content
+    write_marker(dom, "written-after-pivot")
+    if stopped_before_restart:
+        stop(dom)
+    try:
+        job = recovered_job(svc, key)
+        assert job.state == JobState.SUCCEEDED, job.detail
+        assert not os.path.exists(top)
+    finally:
+        if not dom.isActive():
+            start(dom)
+    assert has_marker(dom, "written-after-pivot")

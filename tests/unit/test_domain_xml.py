@@ -41,6 +41,10 @@ def test_file_and_rbd_disks_are_found_and_cdroms_ignored():
     assert rbd_disk.rbd.config_file == "/etc/ceph/ceph.conf"
 
 
+def test_all_targets_include_the_disks_hostsnap_does_not_snapshot():
+    assert domain_xml.all_targets(XML) == ["vda", "vdb", "hdc"]
+
+
 def test_backing_chain_is_read_active_first():
     assert domain_xml.backing_chain(XML, "vda") == [
         "/mnt/pool/vol.hostsnap-b",

@@ -57,6 +57,6 @@ def test_a_guest_that_stays_frozen_is_an_error_that_says_how_to_recover():
     guest = FakeGuest(stuck_frozen=True)
     window = FreezeWindow(guest, deadline=5, clock=time.monotonic, domain="vm")  # type: ignore[arg-type]
     window.start()
-    with pytest.raises(OperationFailed, match="hostsnap thaw vm"):
+    with pytest.raises(OperationFailed, match="virsh domfsthaw vm"):
         window.close()
     assert guest.thaws == 3

@@ -1,0 +1,115 @@
+"""The window in which a snapshot's parts are taken, and the consistency it gives them.
+
+Application-consistent: the guest's filesystems were frozen through its agent. Otherwise
+crash-consistent, and then a domain with several disks is paused for the window so all its
+disks are cut at the same instant.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from agent import faults
+from agent.errors import HostsnapError, Precondition
+from agent.jobs import Job
+from agent.model import Consistency, DomainState, Quiesce, SnapshotRequest
+from agent.operations.quiesce import STILL_FROZEN, FreezeWindow
+from agent.operations.services import Services
+
+log = logging.getLogger(__name__)
+
+
+class Window:
+    """The consistency a snapshot got, and how long the guest was frozen."""
+
+    def __init__(self, consistency: Consistency, note: str = "", frozen: float = 0.0) -> None:
+        self.consistency = consistency
+        self.note = note
+        self.frozen_seconds = frozen
+
+    @classmethod
+    def for_recovered(cls, job: Job, now: float) -> Window:
+        """A snapshot the agent took before it died: application-consistent only when the
+        freeze was confirmed and no watchdog thawed the guest before the snapshot."""
+        frozen = job.step("frozen")
+        if frozen is not None and job.step("watchdog-fired") is None:
+            note = "completed by recovery; the guest stayed frozen until the agent restarted"
+            return cls(Consistency.APPLICATION, note, now - frozen.at)
+        return cls(Consistency.CRASH, "completed by recovery; the guest was not frozen")
+
+
+@contextlib.contextmanager
+def window(
+    svc: Services, job_id: str, request: SnapshotRequest, live: bool, disks: int
+) -> Iterator[Window]:
+    if not live:
+        clean = svc.host.shut_off_cleanly(request.domain)
+        note = "" if clean else "the domain was not shut down cleanly"
+        yield Window(Consistency.APPLICATION if clean else Consistency.CRASH, note)
+        return
+    freeze = None if request.quiesce == Quiesce.NONE else _freeze(svc, job_id, request)
+    if freeze is None:
+        note = (
+            "quiesce was not requested"
+            if request.quiesce == Quiesce.NONE
+            else "the guest could not be frozen"
+        )
+        with _paused_if_several(svc, request.domain, disks):
+            yield Window(Consistency.CRASH, note)
+        return
+    result = Window(Consistency.APPLICATION)
+    try:
+        faults.point("after-freeze")
+        yield result
+    finally:
+        freeze.close()
+        result.frozen_seconds = freeze.frozen_seconds
+    if freeze.watchdog_fired:
+        message = (
+            f"the snapshot took longer than the {svc.config.freeze_deadline:.1f} s freeze "
+            "deadline and the guest was thawed before it completed"
+        )
+        if request.quiesce == Quiesce.REQUIRED:
+            raise Precondition(message, reason="FREEZE_DEADLINE_EXCEEDED")
+        result.consistency = Consistency.CRASH
+        result.note = message
+
+
+def _freeze(svc: Services, job_id: str, request: SnapshotRequest) -> FreezeWindow | None:
+    """A started freeze; None when a `preferred` quiesce falls back to crash consistency."""
+    try:
+        guest = svc.guest_agent(request.domain)
+        # An agent that does not answer a ping is never asked to freeze: a freeze that fails
+        # half-way leaves it unknown whether the guest is frozen.
+        guest.ping()
+        freeze = FreezeWindow(
+            guest,
+            svc.config.freeze_deadline,
+            svc.monotonic,
+            request.domain,
+            on_watchdog=lambda: svc.journal.record(job_id, "watchdog-fired"),
+        )
+        svc.journal.record(job_id, "freeze")
+        freeze.start()
+    except HostsnapError as e:
+        if request.quiesce == Quiesce.REQUIRED or e.reason == STILL_FROZEN:
+            raise
+        log.warning("domain %s: freeze failed (%s); crash-consistent", request.domain, e)
+        return None
+    svc.journal.record(job_id, "frozen")
+    return freeze
+
+
+@contextlib.contextmanager
+def _paused_if_several(svc: Services, domain: str, disks: int) -> Iterator[None]:
+    if disks < 2 or svc.host.state(domain)[0] != DomainState.RUNNING:
+        yield
+        return
+    log.info("domain %s: paused so its %d disks are cut at one instant", domain, disks)
+    svc.host.suspend(domain)
+    try:
+        yield
+    finally:
+        svc.host.resume(domain)
