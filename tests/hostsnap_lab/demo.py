@@ -16,7 +16,7 @@ from agent.operations import revert, snapshot
 from agent.operations.services import Services
 
 from . import guest_agent
-from .lab import Lab
+from .lab import Lab, wait_for_guest_agents
 from .libvirtd import URI
 
 T = TypeVar("T")
@@ -36,15 +36,7 @@ def marker_present(dom: libvirt.virDomain) -> bool:
     return out.strip() == "yes"
 
 
-def wait_for_agent(dom: libvirt.virDomain, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not guest_agent.answers_ping(dom, timeout=2):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{dom.name()}: no guest agent {timeout:.0f} s after start")
-        time.sleep(0.5)
-
-
-def cycle(svc: Services, dom: libvirt.virDomain) -> None:
+def cycle(svc: Services, lab: Lab, dom: libvirt.virDomain) -> None:
     name = dom.name()
     print(f"{name}:")
     taken = timed(
@@ -69,7 +61,10 @@ def cycle(svc: Services, dom: libvirt.virDomain) -> None:
         lambda: revert.revert(svc, revert.RevertRequest(disk.snapshot_id, domain=name)),
     )
     print(f"    active image {reverted.active_image}")
-    timed("domain started, guest agent answers", lambda: (dom.create(), wait_for_agent(dom)))
+    timed(
+        "domain started, guest agent answers",
+        lambda: (dom.create(), wait_for_guest_agents(dom.connect(), lab.paths, (name,))),
+    )
     present = marker_present(dom)
     print(
         f"    marker present: {present} ({'gone, as reverted' if not present else 'STILL THERE'})"
@@ -84,7 +79,7 @@ def run(lab: Lab) -> None:
     conn = libvirt.open(URI)
     try:
         for name in (lab.qcow2_domain, lab.rbd_domain):
-            cycle(svc, conn.lookupByName(name))
+            cycle(svc, lab, conn.lookupByName(name))
     finally:
         conn.close()
         svc.close()

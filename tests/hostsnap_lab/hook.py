@@ -21,6 +21,8 @@ MARK = "# installed by hostsnap-lab"
 def script(paths: LabPaths) -> str:
     return (
         f"#!/bin/sh\n{MARK}\n"
+        # A checkout that is gone must not stop every domain of the host from starting.
+        f"[ -f {SOURCE} ] || exit 0\n"
         f'exec /usr/bin/python3 {SOURCE} --layers {paths.agent_state / "layers.json"} "$@"\n'
     )
 
