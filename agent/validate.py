@@ -26,6 +26,12 @@ def disk_target(target: str) -> str:
     return target
 
 
+def job_id(value: str) -> str:
+    if not _SNAPSHOT_ID.match(value):
+        raise InvalidArgument(f"job id {value!r} is not a hostsnap id (32 hex digits)")
+    return value
+
+
 def snapshot_id(value: str) -> str:
     if not _SNAPSHOT_ID.match(value):
         raise InvalidArgument(f"snapshot id {value!r} is not a hostsnap id (32 hex digits)")

@@ -32,6 +32,19 @@ class RbdSnap:
     size: int
 
 
+def client_version() -> str:
+    """The Ceph release of the client tools (e.g. "16.2.15"), else librados' API version."""
+    try:
+        out = subprocess.run(["ceph", "--version"], capture_output=True, text=True, timeout=10)
+        found = re.search(r"ceph version (\S+)", out.stdout)
+        if found:
+            return found.group(1)
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    api = rados.Rados().version()
+    return f"librados {api.major}.{api.minor}.{api.extra}"
+
+
 class CephRbd:
     """Keeps one cluster connection per Ceph config, so a call made while a guest is frozen
     does not pay for connecting."""
@@ -52,6 +65,10 @@ class CephRbd:
                     raise Unavailable(f"Ceph (config {conf}) cannot be reached: {e}") from e
                 self._clusters[conf] = cluster
             return cluster
+
+    @staticmethod
+    def client_version() -> str:
+        return client_version()
 
     def close(self) -> None:
         with self._lock:

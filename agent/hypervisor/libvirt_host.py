@@ -30,6 +30,10 @@ _STATES = {
 }
 
 
+def _version(number: int) -> str:
+    return f"{number // 1_000_000}.{number // 1000 % 1000}.{number % 1000}"
+
+
 @contextmanager
 def _translated(what: str) -> Iterator[None]:
     try:
@@ -57,6 +61,22 @@ class LibvirtHost:
                 except libvirt.libvirtError as e:
                     raise Unavailable(f"libvirt at {self._uri} cannot be reached: {e}") from e
             return self._conn
+
+    def versions(self) -> tuple[str, str]:
+        """(libvirt, hypervisor) versions as "major.minor.micro"."""
+        with _translated("libvirt versions"):
+            conn = self._connection()
+            return _version(conn.getLibVersion()), _version(conn.getVersion())
+
+    def list_domains(self, include_inactive: bool) -> list[tuple[str, str, DomainState]]:
+        """(name, uuid, state) of the host's domains, sorted by name."""
+        flags = 0 if include_inactive else libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE
+        with _translated("listing domains"):
+            found = [
+                (d.name(), d.UUIDString(), _STATES.get(d.state()[0], DomainState.UNKNOWN))
+                for d in self._connection().listAllDomains(flags)
+            ]
+        return sorted(found)
 
     def domain(self, name: str) -> libvirt.virDomain:
         with _translated(f"domain {name!r}"):

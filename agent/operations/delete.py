@@ -4,6 +4,7 @@ snapshot is removed (unprotected first when no clone depends on it)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent import faults
@@ -23,7 +24,9 @@ class DeleteRequest:
     idempotency_key: str | None = None
 
 
-def delete(svc: Services, request: DeleteRequest) -> DeleteResult:
+def delete(
+    svc: Services, request: DeleteRequest, on_started: Callable[[str], None] | None = None
+) -> DeleteResult:
     record, volume = find(svc, request.snapshot_id, request.domain)
     _check(svc, volume)  # a refused request does not use up its idempotency key
 
@@ -38,7 +41,7 @@ def delete(svc: Services, request: DeleteRequest) -> DeleteResult:
         return DeleteResult(job_id, record.id, record.domain, record.target, volume.location)
 
     spec = jobrun.JobSpec("delete", record.domain, [volume.key], {"snapshot_id": record.id})
-    return jobrun.run(svc, spec, request.idempotency_key, body, _result)
+    return jobrun.run(svc, spec, request.idempotency_key, body, _result, on_started)
 
 
 def _check(svc: Services, volume: Volume) -> bool:

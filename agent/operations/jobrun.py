@@ -45,13 +45,18 @@ def run(
     idempotency_key: str | None,
     body: Callable[[str], R],
     from_dict: Callable[[dict[str, Any]], R],
+    on_started: Callable[[str], None] | None = None,
 ) -> R:
+    """Runs `body` as a journalled job. `on_started` is told the job id once the job is in
+    the journal (or the earlier job of the same idempotency key), before the body runs."""
     job_id = uuid.uuid4().hex
     # The domain too: jobs on two disks of one domain would each rewrite its definition.
     with svc.locks.hold([f"domain {spec.domain}", *spec.volumes], job_id, spec.operation):
         job, created = svc.journal.start(
             job_id, spec.operation, spec.domain, to_json(spec.request), idempotency_key
         )
+        if on_started is not None:
+            on_started(job.id)
         if not created:
             return replay(job, from_dict)
         log.info("job %s: %s of %s started", job_id, spec.operation, spec.domain)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from agent import faults, validate
@@ -46,7 +47,9 @@ def find(svc: Services, snapshot_id: str, domain: str = "") -> tuple[SnapshotRec
     return record, volume
 
 
-def revert(svc: Services, request: RevertRequest) -> RevertResult:
+def revert(
+    svc: Services, request: RevertRequest, on_started: Callable[[str], None] | None = None
+) -> RevertResult:
     record, volume = find(svc, request.snapshot_id, request.domain)
     ensure_stopped(svc, record.domain)
 
@@ -66,7 +69,9 @@ def revert(svc: Services, request: RevertRequest) -> RevertResult:
         return RevertResult(job_id, record.id, record.domain, record.target, active)
 
     spec = jobrun.JobSpec("revert", record.domain, [volume.key], {"snapshot_id": record.id})
-    return jobrun.run(svc, spec, request.idempotency_key, body, lambda d: RevertResult(**d))
+    return jobrun.run(
+        svc, spec, request.idempotency_key, body, lambda d: RevertResult(**d), on_started
+    )
 
 
 def ensure_stopped(svc: Services, domain: str) -> None:

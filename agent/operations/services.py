@@ -45,6 +45,7 @@ class Services:
         self.rbd.close()
 
     def guest_agent(self, domain: str) -> GuestAgent:
+        """The guest agent of a domain (NotFound for an unknown domain)."""
         return GuestAgent(self.host.domain(domain), self.config.guest_agent_timeout)
 
     def publish_layers(self, pending: dict[str, dict[str, str]] | None = None) -> None:

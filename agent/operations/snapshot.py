@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from agent import faults, validate
@@ -48,7 +49,9 @@ class Plan:
         }
 
 
-def create(svc: Services, request: SnapshotRequest) -> SnapshotResult:
+def create(
+    svc: Services, request: SnapshotRequest, on_started: Callable[[str], None] | None = None
+) -> SnapshotResult:
     validate.snapshot_name(request.name)
     chosen = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
     if not chosen:
@@ -61,7 +64,9 @@ def create(svc: Services, request: SnapshotRequest) -> SnapshotResult:
         return _snapshot(svc, job_id, request, chosen, live)
 
     spec = jobrun.JobSpec("snapshot", request.domain, [v.key for v in chosen], asdict(request))
-    return jobrun.run(svc, spec, request.idempotency_key, body, SnapshotResult.from_dict)
+    return jobrun.run(
+        svc, spec, request.idempotency_key, body, SnapshotResult.from_dict, on_started
+    )
 
 
 def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> bool:

@@ -14,9 +14,11 @@ REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
-def test_service_offers_the_first_queries():
+def test_service_offers_queries_jobs_and_rescue():
     service = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
-    assert [m.name for m in service.methods] == ["GetHostInfo", "ListDomains"]
+    names = {m.name for m in service.methods}
+    assert {"GetHostInfo", "CreateSnapshot", "RevertSnapshot", "DeleteSnapshot"} <= names
+    assert service.methods_by_name["WatchJob"].server_streaming
     assert hasattr(agent_pb2_grpc, "AgentServiceStub")
     assert hasattr(agent_pb2_grpc, "add_AgentServiceServicer_to_server")
 

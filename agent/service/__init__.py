@@ -1,0 +1,1 @@
+"""The gRPC transport: servicer, identity and roles, audit, error mapping, server."""

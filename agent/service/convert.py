@@ -1,0 +1,173 @@
+"""Between the agent's own types and the protobuf messages of hostsnap.agent.v1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from google.protobuf import timestamp_pb2, wrappers_pb2
+
+from agent import errors
+from agent.errors import InvalidArgument
+from agent.jobs import Job, JobState
+from agent.model import Consistency, DomainState, Quiesce, VolumeKind, VolumeSnapshots
+from agent.service import status
+from hostsnap.agent.v1 import agent_pb2 as pb
+
+QUIESCE = {
+    pb.QUIESCE_UNSPECIFIED: Quiesce.PREFERRED,
+    pb.QUIESCE_REQUIRED: Quiesce.REQUIRED,
+    pb.QUIESCE_PREFERRED: Quiesce.PREFERRED,
+    pb.QUIESCE_NONE: Quiesce.NONE,
+}
+KIND = {VolumeKind.FILE: pb.VOLUME_KIND_FILE, VolumeKind.RBD: pb.VOLUME_KIND_RBD}
+CONSISTENCY = {
+    Consistency.APPLICATION: pb.CONSISTENCY_APPLICATION,
+    Consistency.CRASH: pb.CONSISTENCY_CRASH,
+    Consistency.UNKNOWN: pb.CONSISTENCY_UNKNOWN,
+}
+JOB_STATE = {
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: pb.JOB_STATE_FAILED,
+}
+DOMAIN_STATE = {
+    DomainState.RUNNING: pb.DOMAIN_STATE_RUNNING,
+    DomainState.BLOCKED: pb.DOMAIN_STATE_BLOCKED,
+    DomainState.PAUSED: pb.DOMAIN_STATE_PAUSED,
+    DomainState.SHUTDOWN: pb.DOMAIN_STATE_SHUTDOWN,
+    DomainState.SHUTOFF: pb.DOMAIN_STATE_SHUTOFF,
+    DomainState.CRASHED: pb.DOMAIN_STATE_CRASHED,
+    DomainState.PMSUSPENDED: pb.DOMAIN_STATE_PMSUSPENDED,
+    DomainState.UNKNOWN: pb.DOMAIN_STATE_UNSPECIFIED,
+}
+MAX_KEY = 128
+
+
+def quiesce(value: int) -> Quiesce:
+    if value not in QUIESCE:
+        raise InvalidArgument(f"quiesce {value} is not one of {sorted(QUIESCE)}")
+    return QUIESCE[value]
+
+
+def job_state(value: int) -> JobState | None:
+    if value == pb.JOB_STATE_UNSPECIFIED:
+        return None
+    for state, number in JOB_STATE.items():
+        if number == value:
+            return state
+    raise InvalidArgument(f"job state {value} is not a JobState")
+
+
+def idempotency_key(value: str) -> str | None:
+    if len(value) > MAX_KEY:
+        raise InvalidArgument(f"an idempotency key has at most {MAX_KEY} characters")
+    return value or None
+
+
+def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(seconds * 1e9))
+    return stamp
+
+
+def volume_snapshots(found: VolumeSnapshots) -> pb.VolumeSnapshots:
+    v = found.volume
+    message = pb.VolumeSnapshots(
+        volume=pb.Volume(
+            domain=v.domain,
+            target=v.target,
+            kind=KIND[v.kind],
+            format=v.format,
+            location=found.active_image,
+        ),
+        chain=[
+            pb.Layer(
+                path=layer.path,
+                format=layer.format,
+                virtual_size=layer.virtual_size,
+                actual_size=layer.actual_size,
+            )
+            for layer in found.chain
+        ],
+    )
+    for s in found.snapshots:
+        snap = message.snapshots.add(
+            id=s.id,
+            name=s.name,
+            domain=s.domain,
+            target=s.target,
+            kind=KIND[s.kind],
+            created_at=timestamp(s.created),
+            consistency=CONSISTENCY[s.consistency],
+            content=s.content,
+            protected=s.protected,
+        )
+        if s.size_on_disk is not None:
+            snap.size_on_disk.CopyFrom(wrappers_pb2.Int64Value(value=s.size_on_disk))
+        if s.chain_position is not None:
+            snap.chain_position.CopyFrom(wrappers_pb2.Int32Value(value=s.chain_position))
+    return message
+
+
+def job(record: Job) -> pb.Job:
+    message = pb.Job(
+        id=record.id,
+        operation=record.operation,
+        state=JOB_STATE[record.state],
+        domain=record.domain,
+        progress=0.0 if record.state == JobState.RUNNING else 1.0,
+        created_at=timestamp(record.created),
+        updated_at=timestamp(record.updated),
+        idempotency_key=record.idempotency_key or "",
+        steps=[s.name for s in record.steps],
+    )
+    if record.result is not None:
+        _result(message, record.operation, record.result)
+    if record.state == JobState.FAILED:
+        error_class = errors.by_name(record.error_type)
+        message.error.CopyFrom(
+            pb.JobError(
+                code=status.code_of(error_class("")).name,
+                reason=record.error_reason or "",
+                message=record.error or "",
+            )
+        )
+    return message
+
+
+def _result(message: pb.Job, operation: str, result: dict[str, Any]) -> None:
+    if operation == "snapshot":
+        message.snapshot.CopyFrom(
+            pb.SnapshotResult(
+                consistency=CONSISTENCY[Consistency(result["consistency"])],
+                frozen_seconds=result["frozen_seconds"],
+                quiesce_note=result["quiesce_note"],
+                disks=[
+                    pb.DiskSnapshot(
+                        target=d["target"],
+                        kind=KIND[VolumeKind(d["kind"])],
+                        snapshot_id=d["snapshot_id"],
+                        content=d["content"],
+                        active_image=d["active_image"],
+                    )
+                    for d in result["disks"]
+                ],
+            )
+        )
+    elif operation == "revert":
+        message.revert.CopyFrom(
+            pb.RevertResult(
+                snapshot_id=result["snapshot_id"],
+                target=result["target"],
+                active_image=result["active_image"],
+            )
+        )
+    elif operation == "delete":
+        message.delete.CopyFrom(
+            pb.DeleteResult(
+                snapshot_id=result["snapshot_id"],
+                target=result["target"],
+                active_image=result["active_image"],
+                removed=result["removed"],
+            )
+        )

@@ -1,0 +1,263 @@
+"""The AgentService servicer: each RPC checks the caller's role, calls an operation off the
+event loop, and maps the agent's errors to status codes; mutating calls are audited."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+
+from agent import __version__, validate
+from agent.errors import HostsnapError, InvalidArgument, NotFound
+from agent.model import SnapshotRequest
+from agent.operations import delete, listing, revert, snapshot, volumes
+from agent.operations.services import Services
+from agent.service import convert, status
+from agent.service.executor import JobExecutor
+from agent.service.security import AuditLog, Authorizer, Role
+from agent.settings import Settings
+from hostsnap.agent.v1 import agent_pb2 as pb
+from hostsnap.agent.v1 import agent_pb2_grpc
+
+T = TypeVar("T")
+WATCH_POLL_SECONDS = 0.1
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+def _target(request: Any) -> str:
+    for field in ("domain", "snapshot_id", "job_id"):
+        value = getattr(request, field, "")
+        if value:
+            return str(value)
+    return ""
+
+
+def rpc(role: Role, *, audited: bool = False) -> Callable[[Handler], Handler]:
+    """Authorises the caller, maps errors to status codes, and audits mutating calls."""
+
+    def wrap(method: Handler) -> Handler:
+        @functools.wraps(method)
+        async def handler(
+            self: AgentServicer, request: Any, context: grpc.aio.ServicerContext
+        ) -> Any:
+            identity = await self.authorize(context, role, method.__name__, request, audited)
+            try:
+                response = await method(self, request, context)
+            except HostsnapError as e:
+                code = status.code_of(e)
+                if audited:
+                    self.audit.write(identity, method.__name__, _target(request), code.name)
+                context.set_trailing_metadata(status.trailers(e))
+                await context.abort(code, str(e))
+            if audited:
+                self.audit.write(identity, method.__name__, _target(request), "OK")
+            return response
+
+        return handler
+
+    return wrap
+
+
+class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
+    def __init__(self, svc: Services, settings: Settings, executor: JobExecutor) -> None:
+        self.svc = svc
+        self.settings = settings
+        self.executor = executor
+        self.authorizer = Authorizer(settings.roles, settings.listen.insecure_tcp)
+        self.audit = AuditLog(Path(settings.audit_log))
+        self.started_at = time.time()
+
+    async def authorize(
+        self,
+        context: grpc.aio.ServicerContext,
+        role: Role,
+        rpc_name: str,
+        request: Any,
+        audited: bool,
+    ) -> str:
+        identity, granted = self.authorizer.identify(context)
+        if identity is None:
+            await context.abort(
+                grpc.StatusCode.UNAUTHENTICATED,
+                "no verified client certificate: present one signed by the agent's client CA",
+            )
+        if granted is None or granted < role:
+            if audited:
+                self.audit.write(identity, rpc_name, _target(request), "PERMISSION_DENIED")
+            have = granted.name.lower() if granted else "no role"
+            await context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"{identity} has {have}; {rpc_name} needs the {role.name.lower()} role "
+                "(set in [roles] of the agent's configuration)",
+            )
+        assert identity is not None
+        return identity
+
+    async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
+        """Runs a libvirt, librbd or qemu-img call off the event loop, bounded in time."""
+        try:
+            return await asyncio.wait_for(
+                asyncio.to_thread(call, *args), self.settings.limits.query_timeout
+            )
+        except TimeoutError as e:
+            raise HostsnapError(
+                f"the call did not answer within {self.settings.limits.query_timeout:.0f} s",
+                reason="DEADLINE",
+            ) from e
+
+    # queries
+
+    @rpc(Role.VIEWER)
+    async def GetHostInfo(self, request: pb.GetHostInfoRequest, context: Any) -> pb.HostInfo:
+        libvirt_version, qemu_version = await self._blocking(self.svc.host.versions)
+        return pb.HostInfo(
+            hostname=socket.gethostname(),
+            agent_version=__version__,
+            libvirt_version=libvirt_version,
+            qemu_version=qemu_version,
+            ceph_client_version=await self._blocking(self.svc.rbd.client_version),
+            started_at=convert.timestamp(self.started_at),
+        )
+
+    @rpc(Role.VIEWER)
+    async def ListDomains(
+        self, request: pb.ListDomainsRequest, context: Any
+    ) -> pb.ListDomainsResponse:
+        found = await self._blocking(self.svc.host.list_domains, request.include_inactive)
+        return pb.ListDomainsResponse(
+            domains=[
+                pb.Domain(name=name, uuid=uuid, state=convert.DOMAIN_STATE[state])
+                for name, uuid, state in found
+            ]
+        )
+
+    @rpc(Role.VIEWER)
+    async def ListVolumes(
+        self, request: pb.ListVolumesRequest, context: Any
+    ) -> pb.ListVolumesResponse:
+        found = await self._blocking(volumes.domain_volumes, self.svc, request.domain)
+        return pb.ListVolumesResponse(
+            volumes=[
+                pb.Volume(
+                    domain=v.domain,
+                    target=v.target,
+                    kind=convert.KIND[v.kind],
+                    format=v.format,
+                    location=v.location,
+                )
+                for v in found
+            ]
+        )
+
+    @rpc(Role.VIEWER)
+    async def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, context: Any
+    ) -> pb.ListSnapshotsResponse:
+        found = await self._blocking(
+            listing.list_snapshots, self.svc, request.domain, tuple(request.disks)
+        )
+        return pb.ListSnapshotsResponse(volumes=[convert.volume_snapshots(v) for v in found])
+
+    # jobs
+
+    async def _started(self, operation: Callable[[Callable[[str], None]], Any]) -> pb.Job:
+        job_id = await self.executor.start(operation)
+        return convert.job(self.svc.journal.get(job_id))
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def CreateSnapshot(self, request: pb.CreateSnapshotRequest, context: Any) -> pb.Job:
+        wanted = SnapshotRequest(
+            domain=request.domain,
+            disks=tuple(request.disks),
+            quiesce=convert.quiesce(request.quiesce),
+            name=request.name,
+            idempotency_key=convert.idempotency_key(request.idempotency_key),
+        )
+        return await self._started(lambda started: snapshot.create(self.svc, wanted, started))
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def RevertSnapshot(self, request: pb.RevertSnapshotRequest, context: Any) -> pb.Job:
+        wanted = revert.RevertRequest(
+            request.snapshot_id, request.domain, convert.idempotency_key(request.idempotency_key)
+        )
+        return await self._started(lambda started: revert.revert(self.svc, wanted, started))
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def DeleteSnapshot(self, request: pb.DeleteSnapshotRequest, context: Any) -> pb.Job:
+        wanted = delete.DeleteRequest(
+            request.snapshot_id, request.domain, convert.idempotency_key(request.idempotency_key)
+        )
+        return await self._started(lambda started: delete.delete(self.svc, wanted, started))
+
+    def _job(self, job_id: str) -> pb.Job:
+        validate.job_id(job_id)
+        try:
+            return convert.job(self.svc.journal.get(job_id))
+        except KeyError as e:
+            raise NotFound(f"no job {job_id} on this host", reason="JOB_NOT_FOUND") from e
+
+    @rpc(Role.VIEWER)
+    async def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.Job:
+        return self._job(request.job_id)
+
+    @rpc(Role.VIEWER)
+    async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
+        state = convert.job_state(request.state)
+        if request.domain:
+            validate.domain_name(request.domain)
+        if request.limit < 0:
+            raise InvalidArgument("limit must not be negative")
+        jobs = [
+            j
+            for j in reversed(self.svc.journal.jobs(state))
+            if not request.domain or j.domain == request.domain
+        ]
+        return pb.ListJobsResponse(jobs=[convert.job(j) for j in jobs[: request.limit or 100]])
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Job]:
+        await self.authorize(context, Role.VIEWER, "WatchJob", request, audited=False)
+        try:
+            last = None
+            while True:
+                current = self._job(request.job_id)
+                if current != last:
+                    yield current
+                    last = current
+                if current.state != pb.JOB_STATE_RUNNING:
+                    return
+                await asyncio.sleep(WATCH_POLL_SECONDS)
+        except HostsnapError as e:
+            context.set_trailing_metadata(status.trailers(e))
+            await context.abort(status.code_of(e), str(e))
+
+    # rescue
+
+    def _freeze_status(self, domain: str) -> pb.FreezeStatus:
+        validate.domain_name(domain)
+        if not volumes.is_live(self.svc.host.state(domain)[0]):
+            return pb.FreezeStatus(domain=domain, frozen=False)
+        frozen = self.svc.guest_agent(domain).freeze_status() == "frozen"
+        return pb.FreezeStatus(domain=domain, frozen=frozen)
+
+    @rpc(Role.VIEWER)
+    async def GetFreezeStatus(
+        self, request: pb.GetFreezeStatusRequest, context: Any
+    ) -> pb.FreezeStatus:
+        return await self._blocking(self._freeze_status, request.domain)
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def Thaw(self, request: pb.ThawRequest, context: Any) -> pb.FreezeStatus:
+        def thaw() -> pb.FreezeStatus:
+            validate.domain_name(request.domain)
+            self.svc.guest_agent(request.domain).thaw()
+            return self._freeze_status(request.domain)
+
+        return await self._blocking(thaw)

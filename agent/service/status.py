@@ -1,0 +1,43 @@
+"""The one place where the agent's errors become gRPC status codes."""
+
+from __future__ import annotations
+
+import grpc
+
+from agent.errors import (
+    Capacity,
+    Conflict,
+    HostsnapError,
+    InvalidArgument,
+    NotFound,
+    OperationFailed,
+    Precondition,
+    Unavailable,
+)
+
+CODES: dict[type[HostsnapError], grpc.StatusCode] = {
+    NotFound: grpc.StatusCode.NOT_FOUND,
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    Conflict: grpc.StatusCode.ABORTED,
+    Precondition: grpc.StatusCode.FAILED_PRECONDITION,
+    Capacity: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+    OperationFailed: grpc.StatusCode.INTERNAL,
+}
+
+REASON_KEY = "hostsnap-reason"
+CLOUDSTACK_KEY = "cloudstack-error-code"
+
+
+def code_of(error: HostsnapError) -> grpc.StatusCode:
+    for cls, code in CODES.items():
+        if isinstance(error, cls):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def trailers(error: HostsnapError) -> tuple[tuple[str, str], ...]:
+    metadata = [(REASON_KEY, error.reason)]
+    if isinstance(error, Capacity):
+        metadata.append((CLOUDSTACK_KEY, str(error.cloudstack_code)))
+    return tuple(metadata)
