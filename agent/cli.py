@@ -1,23 +1,344 @@
-"""`hostsnap`: the administrator's command line at the host."""
+"""`hostsnap`: the administrator's command line at the host.
+
+Talks to the local agent over its root-only unix socket, or to a remote agent with
+--endpoint and certificates. Tables for people, --json for scripts. Exit codes: 0 done,
+1 the job or call failed, 2 bad usage or input, 3 not found, 4 refused in this state (busy,
+not stopped, ...), 5 libvirt, the guest agent, Ceph or the agent unreachable, 6 not allowed,
+7 out of space.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
 
 from agent import __version__
+from agent.cli_output import as_json, end_progress, progress, table
+from hostsnap.agent.v1 import agent_pb2 as pb
+from hostsnap.agent.v1 import agent_pb2_grpc
+
+DEFAULT_SOCKET = "/run/hostsnap/agent.sock"
+EXIT_CODES = {
+    grpc.StatusCode.INVALID_ARGUMENT: 2,
+    grpc.StatusCode.NOT_FOUND: 3,
+    grpc.StatusCode.FAILED_PRECONDITION: 4,
+    grpc.StatusCode.ABORTED: 4,
+    grpc.StatusCode.UNAVAILABLE: 5,
+    grpc.StatusCode.PERMISSION_DENIED: 6,
+    grpc.StatusCode.UNAUTHENTICATED: 6,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 7,
+}
+QUIESCE = {
+    "required": pb.QUIESCE_REQUIRED,
+    "preferred": pb.QUIESCE_PREFERRED,
+    "none": pb.QUIESCE_NONE,
+}
+
+
+def enum_name(enum: Any, value: int, prefix: str) -> str:
+    return str(enum.Name(value)).removeprefix(prefix).lower()
+
+
+def connect(args: argparse.Namespace) -> agent_pb2_grpc.AgentServiceStub:
+    if args.endpoint:
+        if not (args.cert and args.key and args.ca):
+            raise SystemExit("hostsnap: --endpoint needs --cert, --key and --ca (mutual TLS)")
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=Path(args.ca).read_bytes(),
+            private_key=Path(args.key).read_bytes(),
+            certificate_chain=Path(args.cert).read_bytes(),
+        )
+        channel = grpc.secure_channel(args.endpoint, credentials)
+    else:
+        channel = grpc.insecure_channel(f"unix:{args.socket}")
+    return agent_pb2_grpc.AgentServiceStub(channel)
+
+
+# commands
+
+
+def cmd_status(stub: Any, args: argparse.Namespace) -> int:
+    info = stub.GetHostInfo(pb.GetHostInfoRequest(), timeout=args.timeout)
+    if args.json:
+        print(as_json(info))
+        return 0
+    rows = [
+        ("host", info.hostname),
+        ("agent", info.agent_version),
+        ("libvirt", info.libvirt_version),
+        ("qemu", info.qemu_version),
+        ("ceph client", info.ceph_client_version or "not installed"),
+        ("running since", info.started_at.ToDatetime().isoformat(timespec="seconds") + "Z"),
+    ]
+    print(table(["what", "value"], rows))
+    return 0
+
+
+def cmd_domains(stub: Any, args: argparse.Namespace) -> int:
+    found = stub.ListDomains(pb.ListDomainsRequest(include_inactive=args.all), timeout=args.timeout)
+    if args.json:
+        print(as_json(list(found.domains)))
+        return 0
+    rows = [
+        (d.name, enum_name(pb.DomainState, d.state, "DOMAIN_STATE_"), d.uuid) for d in found.domains
+    ]
+    print(table(["name", "state", "uuid"], rows))
+    return 0
+
+
+def cmd_volumes(stub: Any, args: argparse.Namespace) -> int:
+    found = stub.ListVolumes(pb.ListVolumesRequest(domain=args.domain), timeout=args.timeout)
+    if args.json:
+        print(as_json(list(found.volumes)))
+        return 0
+    rows = [
+        (v.target, enum_name(pb.VolumeKind, v.kind, "VOLUME_KIND_"), v.format, v.location)
+        for v in found.volumes
+    ]
+    print(table(["disk", "kind", "format", "active image"], rows))
+    return 0
+
+
+def _snapshots(stub: Any, args: argparse.Namespace) -> Any:
+    disks = [args.disk] if getattr(args, "disk", None) else []
+    request = pb.ListSnapshotsRequest(domain=args.domain, disks=disks)
+    return stub.ListSnapshots(request, timeout=args.timeout)
+
+
+def cmd_snapshots(stub: Any, args: argparse.Namespace) -> int:
+    found = _snapshots(stub, args)
+    if args.json:
+        print(as_json(list(found.volumes)))
+        return 0
+    rows = []
+    for volume in found.volumes:
+        for s in volume.snapshots:
+            rows.append(
+                (
+                    s.id,
+                    s.name,
+                    s.target,
+                    s.created_at.ToDatetime().isoformat(timespec="seconds") + "Z",
+                    enum_name(pb.Consistency, s.consistency, "CONSISTENCY_"),
+                    s.chain_position.value if s.HasField("chain_position") else "-",
+                    s.content,
+                )
+            )
+    print(table(["id", "name", "disk", "created", "consistency", "pos", "content"], rows))
+    return 0
+
+
+def cmd_chain(stub: Any, args: argparse.Namespace) -> int:
+    found = _snapshots(stub, args)
+    if args.json:
+        print(as_json(list(found.volumes)))
+        return 0
+    for volume in found.volumes:
+        kept = {s.content: s for s in volume.snapshots}
+        print(f"{volume.volume.domain}/{volume.volume.target} (depth {len(volume.chain)})")
+        for depth, layer in enumerate(volume.chain):
+            label = "active" if depth == 0 else ""
+            if layer.path in kept:
+                label = f"snapshot {kept[layer.path].name} ({kept[layer.path].id})"
+            indent = "    " * depth
+            print(f"{indent}└─ {layer.path}  {layer.actual_size // 1024} KiB  {label}".rstrip())
+        for s in volume.snapshots if not volume.chain else []:
+            print(f"   @{s.name} ({s.id})")
+    return 0
+
+
+def wait_for(stub: Any, job: Any, args: argparse.Namespace) -> int:
+    """Follows a job to its end, printing its steps; prints the result."""
+    if not args.no_wait:
+        for update in stub.WatchJob(pb.WatchJobRequest(job_id=job.id)):
+            job = update
+            if not args.json:
+                step = job.steps[-1] if job.steps else "queued"
+                progress(f"job {job.id} {job.operation}: {step} ({job.progress:.0%})")
+        if not args.json:
+            end_progress()
+    if args.json:
+        print(as_json(job))
+    else:
+        print(describe(job))
+    return 0 if job.state != pb.JOB_STATE_FAILED else 1
+
+
+def describe(job: Any) -> str:
+    state = enum_name(pb.JobState, job.state, "JOB_STATE_")
+    lines = [f"job {job.id}: {job.operation} of {job.domain} {state}"]
+    if job.HasField("snapshot"):
+        r = job.snapshot
+        consistency = enum_name(pb.Consistency, r.consistency, "CONSISTENCY_")
+        lines.append(f"  {consistency}-consistent, guest frozen {1000 * r.frozen_seconds:.0f} ms")
+        if r.quiesce_note:
+            lines.append(f"  note: {r.quiesce_note}")
+        for d in r.disks:
+            lines.append(f"  {d.target}: snapshot {d.snapshot_id}; active image {d.active_image}")
+    elif job.HasField("revert"):
+        lines.append(f"  {job.revert.target}: active image {job.revert.active_image}")
+    elif job.HasField("delete"):
+        lines.append(f"  {job.delete.target}: active image {job.delete.active_image}")
+    if job.HasField("error"):
+        lines.append(f"  error ({job.error.code}, {job.error.reason}): {job.error.message}")
+    return "\n".join(lines)
+
+
+def cmd_snapshot_create(stub: Any, args: argparse.Namespace) -> int:
+    request = pb.CreateSnapshotRequest(
+        domain=args.domain,
+        disks=args.disk or [],
+        quiesce=QUIESCE[args.quiesce],
+        name=args.name or "",
+        idempotency_key=args.idempotency_key or "",
+    )
+    return wait_for(stub, stub.CreateSnapshot(request, timeout=args.timeout), args)
+
+
+def cmd_revert(stub: Any, args: argparse.Namespace) -> int:
+    request = pb.RevertSnapshotRequest(
+        snapshot_id=args.snapshot, idempotency_key=args.idempotency_key or ""
+    )
+    return wait_for(stub, stub.RevertSnapshot(request, timeout=args.timeout), args)
+
+
+def cmd_delete(stub: Any, args: argparse.Namespace) -> int:
+    request = pb.DeleteSnapshotRequest(
+        snapshot_id=args.snapshot, idempotency_key=args.idempotency_key or ""
+    )
+    return wait_for(stub, stub.DeleteSnapshot(request, timeout=args.timeout), args)
+
+
+def cmd_jobs(stub: Any, args: argparse.Namespace) -> int:
+    found = stub.ListJobs(
+        pb.ListJobsRequest(domain=args.domain or "", limit=args.limit), timeout=args.timeout
+    )
+    if args.json:
+        print(as_json(list(found.jobs)))
+        return 0
+    rows = [
+        (
+            j.id,
+            j.operation,
+            j.domain,
+            enum_name(pb.JobState, j.state, "JOB_STATE_"),
+            j.created_at.ToDatetime().isoformat(timespec="seconds") + "Z",
+            j.error.reason if j.HasField("error") else "",
+        )
+        for j in found.jobs
+    ]
+    print(table(["id", "operation", "domain", "state", "created", "error"], rows))
+    return 0
+
+
+def cmd_job(stub: Any, args: argparse.Namespace) -> int:
+    job = stub.GetJob(pb.GetJobRequest(job_id=args.job), timeout=args.timeout)
+    args.no_wait = not args.watch
+    return wait_for(stub, job, args)
+
+
+def cmd_freeze_status(stub: Any, args: argparse.Namespace) -> int:
+    status = stub.GetFreezeStatus(
+        pb.GetFreezeStatusRequest(domain=args.domain), timeout=args.timeout
+    )
+    print(
+        as_json(status)
+        if args.json
+        else f"{status.domain}: {'frozen' if status.frozen else 'thawed'}"
+    )
+    return 0
+
+
+def cmd_thaw(stub: Any, args: argparse.Namespace) -> int:
+    status = stub.Thaw(pb.ThawRequest(domain=args.domain), timeout=args.timeout)
+    print(
+        as_json(status)
+        if args.json
+        else f"{status.domain}: {'frozen' if status.frozen else 'thawed'}"
+    )
+    return 0 if not status.frozen else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hostsnap",
-        description="Snapshots of this host's KVM guests: take, list, revert, delete, "
-        "and recover when things broke.",
+        description="Snapshots of this host's KVM guests: take, list, revert, delete, and "
+        "recover when things broke.",
+        epilog=__doc__.split("\n\n", 1)[1] if __doc__ else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"hostsnap {__version__}")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--socket", default=DEFAULT_SOCKET, help=f"the local agent ({DEFAULT_SOCKET})"
+    )
+    parser.add_argument("--endpoint", help="a remote agent, host:port (mutual TLS)")
+    parser.add_argument("--cert", help="client certificate (with --endpoint)")
+    parser.add_argument("--key", help="client key (with --endpoint)")
+    parser.add_argument("--ca", help="CA that signed the agent's certificate (with --endpoint)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (60)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(
+        name: str, run: Callable[[Any, argparse.Namespace], int], text: str
+    ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(run=run)
+        return p
+
+    command("status", cmd_status, "the agent, its host and the versions it drives")
+    command("domains", cmd_domains, "the host's domains").add_argument(
+        "--all", action="store_true", help="also those not running"
+    )
+    command("volumes", cmd_volumes, "a domain's disks").add_argument("domain")
+    p = command("snapshots", cmd_snapshots, "a domain's snapshots, newest first")
+    p.add_argument("domain")
+    p.add_argument("--disk")
+    p = command("chain", cmd_chain, "a domain's backing chains, drawn as a tree")
+    p.add_argument("domain")
+    p.add_argument("disk", nargs="?")
+    snap = sub.add_parser("snapshot", help="take a snapshot").add_subparsers(
+        dest="action", required=True
+    )
+    p = snap.add_parser("create", help="snapshot a domain's disks (all, or --disk)")
+    p.set_defaults(run=cmd_snapshot_create)
+    p.add_argument("domain")
+    p.add_argument("--disk", action="append", help="a target device (repeatable); default all")
+    p.add_argument("--quiesce", choices=sorted(QUIESCE), default="preferred")
+    p.add_argument("--name")
+    for name, run, text in (
+        ("revert", cmd_revert, "revert a stopped domain's disk to a snapshot"),
+        ("delete", cmd_delete, "delete a snapshot (merging its layer away)"),
+    ):
+        p = command(name, run, text)
+        p.add_argument("snapshot", help="the snapshot id")
+    for p in (snap.choices["create"], sub.choices["revert"], sub.choices["delete"]):
+        p.add_argument("--idempotency-key", help="the same key returns the same job")
+        p.add_argument("--no-wait", action="store_true", help="print the job and return")
+    p = command("jobs", cmd_jobs, "the agent's jobs, newest first")
+    p.add_argument("--domain")
+    p.add_argument("--limit", type=int, default=20)
+    p = command("job", cmd_job, "one job")
+    p.add_argument("job")
+    p.add_argument("--watch", action="store_true", help="follow it to its end")
+    command("freeze-status", cmd_freeze_status, "is the guest frozen?").add_argument("domain")
+    command("thaw", cmd_thaw, "thaw a guest's filesystems (rescue)").add_argument("domain")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    print("hostsnap: no commands in this release yet; see `hostsnap --help`")
-    return 1
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(connect(args), args))
+    except grpc.RpcError as e:
+        code = e.code()
+        reason = dict(e.trailing_metadata() or ()).get("hostsnap-reason", "")
+        print(f"hostsnap: {e.details()}" + (f" [{reason}]" if reason else ""), file=sys.stderr)
+        if code == grpc.StatusCode.UNAVAILABLE and not args.endpoint:
+            print(f"hostsnap: is hostsnap-agent running (socket {args.socket})?", file=sys.stderr)
+        return EXIT_CODES.get(code, 1)
