@@ -166,3 +166,4 @@ class DeleteResult:
     target: str
     active_image: str
     removed: tuple[str, ...] = field(default_factory=tuple)
+    note: str = ""

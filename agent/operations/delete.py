@@ -57,19 +57,17 @@ def _result(data: dict[str, object]) -> DeleteResult:
 
 
 def layer_above(
-    svc: Services, record: SnapshotRecord, volume: Volume, live: bool
+    svc: Services, record: SnapshotRecord, volume: Volume, live: bool, above: list[str]
 ) -> tuple[str, bool]:
-    """The image whose backing file is the snapshot's layer, and whether it is in the
+    """The one image whose backing file is the snapshot's layer, and whether it is in the
     running chain."""
     chain = [layer.path for layer in volumes.file_chain(svc, volume, live)]
     if record.content in chain[1:]:
         return chain[chain.index(record.content) - 1], live
-    above = merge.children(record.content)
     if len(above) != 1:
         raise Precondition(
-            f"the snapshot's layer {record.content} is the backing file of "
-            f"{len(above)} images ({', '.join(above) or 'none'}); it cannot be merged",
-            reason="LAYER_SHARED",
+            f"the snapshot's layer {record.content} is the backing file of no image",
+            reason="LAYER_ORPHANED",
         )
     return above[0], False
 
@@ -77,7 +75,17 @@ def layer_above(
 def _delete_file(
     svc: Services, job_id: str, record: SnapshotRecord, volume: Volume, live: bool
 ) -> DeleteResult:
-    top, in_running_chain = layer_above(svc, record, volume, live)
+    above = merge.children(record.content)
+    if len(above) > 1:
+        # After a revert the layer backs the new active image and the branch the revert left.
+        # Merging either into it would change what the other reads: the snapshot goes, its
+        # layer stays as a plain backing layer (consolidation merges it away later).
+        svc.journal.record(job_id, "keep-shared-layer", children=above)
+        svc.journal.mark_snapshot_deleted(record.id)
+        note = f"its layer {record.content} stays: it is the backing file of {', '.join(above)}"
+        active = volumes.current_active(svc, record.domain, record.target) or volume.location
+        return DeleteResult(job_id, record.id, record.domain, record.target, active, (), note)
+    top, in_running_chain = layer_above(svc, record, volume, live, above)
     svc.journal.record(job_id, "merge", top=top, base=record.content, live=in_running_chain)
     active = merge.merge_into_backing(
         svc, record.domain, record.target, top, record.content, in_running_chain

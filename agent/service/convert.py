@@ -169,5 +169,6 @@ def _result(message: pb.Job, operation: str, result: dict[str, Any]) -> None:
                 target=result["target"],
                 active_image=result["active_image"],
                 removed=result["removed"],
+                note=result.get("note", ""),
             )
         )

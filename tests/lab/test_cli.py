@@ -1,0 +1,101 @@
+"""The `hostsnap` CLI drives a whole cycle against a running agent, for people and scripts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import libvirt
+import pytest
+
+from hostsnap_lab.lab import Lab
+
+from .agent_process import AgentProcess, start_agent
+from .support import has_marker, start, stop, write_marker
+
+HOSTSNAP = str(Path(sys.executable).parent / "hostsnap")
+
+
+@pytest.fixture(scope="module")
+def agent(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    process = start_agent(lab, tmp_path_factory.mktemp("cli-agent"))
+    yield process
+    assert process.stop() == 0
+
+
+def hostsnap(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [HOSTSNAP, "--socket", str(agent.socket), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_cli_cycle_with_json_and_tables(agent: AgentProcess, conn: libvirt.virConnect):
+    dom = conn.lookupByName("lab-qcow2")
+    write_marker(dom, "cli-before")
+    created = hostsnap(agent, "--json", "snapshot", "create", "lab-qcow2", "--quiesce", "required")
+    assert created.returncode == 0, created.stderr
+    job = json.loads(created.stdout)
+    assert job["state"] == "JOB_STATE_SUCCEEDED"
+    assert job["snapshot"]["consistency"] == "CONSISTENCY_APPLICATION"
+    snapshot_id = job["snapshot"]["disks"][0]["snapshot_id"]
+
+    listed = hostsnap(agent, "snapshots", "lab-qcow2")
+    assert listed.returncode == 0
+    header, *rows = listed.stdout.splitlines()
+    assert header.split()[:3] == ["ID", "NAME", "DISK"]
+    assert any(row.startswith(snapshot_id) and "application" in row for row in rows)
+    tree = hostsnap(agent, "chain", "lab-qcow2")
+    assert f"({snapshot_id})" in tree.stdout and "active" in tree.stdout
+
+    write_marker(dom, "cli-after")
+    running = hostsnap(agent, "revert", snapshot_id)
+    assert running.returncode == 4  # refused in this state
+    assert "revert needs it shut off" in running.stderr
+    stop(dom)
+    try:
+        reverted = hostsnap(agent, "revert", snapshot_id)
+        assert reverted.returncode == 0, reverted.stderr
+        assert "revert of lab-qcow2 succeeded" in reverted.stdout
+    finally:
+        start(dom)
+    assert has_marker(dom, "cli-before") and not has_marker(dom, "cli-after")
+
+    deleted = hostsnap(agent, "delete", snapshot_id)
+    assert deleted.returncode == 0, deleted.stderr
+    assert hostsnap(agent, "delete", snapshot_id).returncode == 3  # not found any more
+    jobs = json.loads(hostsnap(agent, "--json", "jobs", "--domain", "lab-qcow2").stdout)
+    assert [j["operation"] for j in jobs[:3]] == ["delete", "revert", "snapshot"]
+
+
+def test_cli_errors_are_clear_and_their_exit_codes_mean_something(agent: AgentProcess):
+    unknown = hostsnap(agent, "volumes", "no-such-vm")
+    assert unknown.returncode == 3
+    assert (
+        "no domain named 'no-such-vm'" in unknown.stderr and "[DOMAIN_NOT_FOUND]" in unknown.stderr
+    )
+    bad = hostsnap(agent, "snapshot", "create", "../etc")
+    assert bad.returncode == 2
+    down = subprocess.run(
+        [HOSTSNAP, "--socket", "/nonexistent/agent.sock", "status"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert down.returncode == 5 and "is hostsnap-agent running" in down.stderr
+
+
+def test_freeze_status_and_thaw_as_rescue(agent: AgentProcess, conn: libvirt.virConnect):
+    dom = conn.lookupByName("lab-rbd")
+    dom.fsFreeze()  # as a broken tool would leave it
+    try:
+        assert hostsnap(agent, "freeze-status", "lab-rbd").stdout.strip() == "lab-rbd: frozen"
+    finally:
+        thawed = hostsnap(agent, "thaw", "lab-rbd")
+    assert thawed.returncode == 0 and thawed.stdout.strip() == "lab-rbd: thawed"

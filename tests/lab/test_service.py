@@ -1,0 +1,256 @@
+"""hostsnap-agent as a separate process, driven over gRPC: over mutual TLS with the test's
+certificates and over the root-only unix socket."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import libvirt
+import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from hostsnap.agent.v1 import agent_pb2 as pb
+from hostsnap_lab.lab import Lab
+
+from .agent_process import AgentProcess, start_agent
+from .support import has_marker, start, stop, storage_state, write_marker
+
+
+@pytest.fixture(scope="module")
+def agent(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    process = start_agent(lab, tmp_path_factory.mktemp("agent"))
+    yield process
+    assert process.stop() == 0, (process.directory / "agent.log").read_text()
+
+
+def finished(stub, job: pb.Job) -> pb.Job:  # type: ignore[no-untyped-def]
+    updates = list(stub.WatchJob(pb.WatchJobRequest(job_id=job.id), timeout=300))
+    assert updates[-1].state != pb.JOB_STATE_RUNNING
+    return updates[-1]
+
+
+@pytest.mark.parametrize("domain", ["lab-qcow2", "lab-rbd"])
+def test_snapshot_revert_delete_cycle_over_mutual_tls(
+    agent: AgentProcess, conn: libvirt.virConnect, domain: str
+):
+    stub = agent.stub("ctl-operator")
+    dom = conn.lookupByName(domain)
+    write_marker(dom, "grpc-before")
+    created = stub.CreateSnapshot(
+        pb.CreateSnapshotRequest(domain=domain, quiesce=pb.QUIESCE_REQUIRED, name="grpc")
+    )
+    assert created.operation == "snapshot" and len(created.id) == 32
+    done = finished(stub, created)
+    assert done.state == pb.JOB_STATE_SUCCEEDED, done.error.message
+    assert done.snapshot.consistency == pb.CONSISTENCY_APPLICATION
+    snapshot_id = done.snapshot.disks[0].snapshot_id
+    listed = stub.ListSnapshots(pb.ListSnapshotsRequest(domain=domain))
+    assert snapshot_id in {s.id for v in listed.volumes for s in v.snapshots}
+
+    write_marker(dom, "grpc-after")
+    stop(dom)
+    try:
+        reverted = finished(
+            stub, stub.RevertSnapshot(pb.RevertSnapshotRequest(snapshot_id=snapshot_id))
+        )
+        assert reverted.state == pb.JOB_STATE_SUCCEEDED, reverted.error.message
+    finally:
+        start(dom)
+    assert has_marker(dom, "grpc-before") and not has_marker(dom, "grpc-after")
+
+    deleted = finished(stub, stub.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=snapshot_id)))
+    assert deleted.state == pb.JOB_STATE_SUCCEEDED, deleted.error.message
+    if domain == "lab-qcow2":
+        # The revert made the snapshot's layer the backing of two images: it stays.
+        assert "stays: it is the backing file of" in deleted.delete.note
+    listed = stub.ListSnapshots(pb.ListSnapshotsRequest(domain=domain))
+    assert snapshot_id not in {s.id for v in listed.volumes for s in v.snapshots}
+    with pytest.raises(grpc.RpcError) as gone:
+        stub.DeleteSnapshot(pb.DeleteSnapshotRequest(snapshot_id=snapshot_id))
+    assert gone.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_the_same_idempotency_key_twice_gives_one_job(agent: AgentProcess):
+    stub = agent.stub("ctl-operator")
+    request = pb.CreateSnapshotRequest(domain="lab-rbd", idempotency_key=uuid.uuid4().hex)
+    first = stub.CreateSnapshot(request)
+    finished(stub, first)
+    second = stub.CreateSnapshot(request)
+    assert second.id == first.id and second.state == pb.JOB_STATE_SUCCEEDED
+
+
+def test_a_running_domain_asked_to_revert_gets_failed_precondition(agent: AgentProcess):
+    stub = agent.stub("ctl-operator")
+    done = finished(stub, stub.CreateSnapshot(pb.CreateSnapshotRequest(domain="lab-qcow2")))
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.RevertSnapshot(
+            pb.RevertSnapshotRequest(snapshot_id=done.snapshot.disks[0].snapshot_id)
+        )
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "revert needs it shut off" in refused.value.details()
+    assert ("hostsnap-reason", "DOMAIN_NOT_STOPPED") in refused.value.trailing_metadata()
+
+
+@pytest.mark.parametrize("who", ["no certificate", "stranger"])
+def test_tcp_without_a_trusted_client_certificate_is_refused(agent: AgentProcess, who: str):
+    if who == "no certificate":
+        credentials = grpc.ssl_channel_credentials(root_certificates=agent.ca.read_bytes())
+    else:
+        credentials = agent.credentials(who)
+    from hostsnap.agent.v1 import agent_pb2_grpc
+
+    stub = agent_pb2_grpc.AgentServiceStub(grpc.secure_channel(agent.endpoint, credentials))
+    with pytest.raises(grpc.RpcError) as refused:
+        stub.GetHostInfo(pb.GetHostInfoRequest(), timeout=10)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # the TLS handshake fails
+
+
+def test_a_viewer_can_look_but_not_snapshot_and_the_audit_log_says_who_did_what(
+    agent: AgentProcess,
+):
+    viewer = agent.stub("ctl-viewer")
+    assert viewer.GetHostInfo(pb.GetHostInfoRequest()).libvirt_version
+    with pytest.raises(grpc.RpcError) as denied:
+        viewer.CreateSnapshot(pb.CreateSnapshotRequest(domain="lab-rbd"))
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "needs the operator role" in denied.value.details()
+    operator = agent.stub("ctl-operator")
+    finished(operator, operator.CreateSnapshot(pb.CreateSnapshotRequest(domain="lab-rbd")))
+
+    entries = [json.loads(line) for line in agent.audit_log.read_text().splitlines()]
+    assert {
+        "identity": "ctl-viewer",
+        "rpc": "CreateSnapshot",
+        "target": "lab-rbd",
+        "result": "PERMISSION_DENIED",
+    } in [{k: e[k] for k in ("identity", "rpc", "target", "result")} for e in entries]
+    assert any(
+        e["identity"] == "ctl-operator" and e["rpc"] == "CreateSnapshot" and e["result"] == "OK"
+        for e in entries
+    )
+
+
+def test_an_independent_client_finds_the_service_by_reflection_and_calls_it(
+    agent: AgentProcess,
+):
+    """No project stubs: the service's descriptors come from the server itself."""
+    channel = grpc.insecure_channel(f"unix:{agent.socket}")
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    def ask(**request: str) -> reflection_pb2.ServerReflectionResponse:
+        (answer,) = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(**request)])
+        )
+        return answer
+
+    services = {s.name for s in ask(list_services="").list_services_response.service}
+    assert "hostsnap.agent.v1.AgentService" in services
+    pool = descriptor_pool.DescriptorPool()
+    files = ask(file_containing_symbol="hostsnap.agent.v1.AgentService")
+    pending = [
+        descriptor_pb2.FileDescriptorProto.FromString(b)
+        for b in files.file_descriptor_response.file_descriptor_proto
+    ]
+    while pending:  # add each file after its dependencies
+        for proto in list(pending):
+            try:
+                pool.Add(proto)
+                pending.remove(proto)
+            except TypeError:
+                continue
+    method = pool.FindServiceByName("hostsnap.agent.v1.AgentService").methods_by_name["ListDomains"]
+    request_class = message_factory.GetMessageClass(method.input_type)
+    response_class = message_factory.GetMessageClass(method.output_type)
+    call = channel.unary_unary(
+        "/hostsnap.agent.v1.AgentService/ListDomains",
+        request_serializer=lambda m: m.SerializeToString(),
+        response_deserializer=response_class.FromString,
+    )
+    answer = call(request_class(include_inactive=True))
+    assert {"lab-qcow2", "lab-rbd"} <= {d.name for d in answer.domains}
+    health = health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(service="hostsnap.agent.v1.AgentService")
+    )
+    assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+BAD_REQUESTS = [
+    (
+        "unknown domain",
+        "CreateSnapshot",
+        pb.CreateSnapshotRequest(domain="no-such-vm"),
+        "NOT_FOUND",
+    ),
+    ("missing domain", "CreateSnapshot", pb.CreateSnapshotRequest(), "INVALID_ARGUMENT"),
+    (
+        "name with ..",
+        "CreateSnapshot",
+        pb.CreateSnapshotRequest(domain="../lab-qcow2"),
+        "INVALID_ARGUMENT",
+    ),
+    (
+        "wrong enum value",
+        "CreateSnapshot",
+        pb.CreateSnapshotRequest(domain="lab-qcow2", quiesce=99),
+        "INVALID_ARGUMENT",
+    ),
+    (
+        "oversized key",
+        "CreateSnapshot",
+        pb.CreateSnapshotRequest(domain="lab-qcow2", idempotency_key="k" * 129),
+        "INVALID_ARGUMENT",
+    ),
+    (
+        "oversized name",
+        "CreateSnapshot",
+        pb.CreateSnapshotRequest(domain="lab-qcow2", name="n" * 201),
+        "INVALID_ARGUMENT",
+    ),
+    (
+        "unknown disk",
+        "CreateSnapshot",
+        pb.CreateSnapshotRequest(domain="lab-qcow2", disks=["vdq"]),
+        "NOT_FOUND",
+    ),
+    (
+        "malformed snapshot id",
+        "RevertSnapshot",
+        pb.RevertSnapshotRequest(snapshot_id="../x"),
+        "INVALID_ARGUMENT",
+    ),
+    (
+        "unknown snapshot",
+        "DeleteSnapshot",
+        pb.DeleteSnapshotRequest(snapshot_id="f" * 32),
+        "NOT_FOUND",
+    ),
+    ("malformed job id", "GetJob", pb.GetJobRequest(job_id="1; drop"), "INVALID_ARGUMENT"),
+    ("unknown job", "GetJob", pb.GetJobRequest(job_id="e" * 32), "NOT_FOUND"),
+    ("wrong job state", "ListJobs", pb.ListJobsRequest(state=42), "INVALID_ARGUMENT"),
+    ("thaw of unknown domain", "Thaw", pb.ThawRequest(domain="no-such-vm"), "NOT_FOUND"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "rpc", "request_message", "code"), BAD_REQUESTS, ids=[c[0] for c in BAD_REQUESTS]
+)
+def test_bad_requests_get_their_status_and_change_nothing(
+    lab: Lab,
+    conn: libvirt.virConnect,
+    agent: AgentProcess,
+    case: str,
+    rpc: str,
+    request_message,
+    code: str,
+):
+    before = storage_state(lab, conn)
+    with pytest.raises(grpc.RpcError) as refused:
+        getattr(agent.stub("ctl-operator"), rpc)(request_message, timeout=30)
+    assert refused.value.code().name == code, refused.value.details()
+    assert refused.value.details()
+    assert storage_state(lab, conn) == before
