@@ -23,6 +23,7 @@ from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap.agent.v1 import agent_pb2_grpc
 
 DEFAULT_SOCKET = "/run/hostsnap/agent.sock"
+DEFAULT_CONFIG = Path("/etc/hostsnap/agent.toml")
 EXIT_CODES = {
     grpc.StatusCode.INVALID_ARGUMENT: 2,
     grpc.StatusCode.NOT_FOUND: 3,
@@ -264,6 +265,25 @@ def cmd_thaw(stub: Any, args: argparse.Namespace) -> int:
     return 0 if not status.frozen else 1
 
 
+def direct(args: argparse.Namespace) -> int:
+    from agent.cli_direct import DIRECT_COMMANDS, DirectStub
+    from agent.errors import HostsnapError
+    from agent.service.status import code_of
+    from agent.settings import ConfigError
+
+    if args.command not in DIRECT_COMMANDS:
+        print(f"hostsnap: --direct works for {', '.join(DIRECT_COMMANDS)} only", file=sys.stderr)
+        return 2
+    try:
+        return int(args.run(DirectStub(args.config), args))
+    except ConfigError as e:
+        print(f"hostsnap: configuration error: {e}", file=sys.stderr)
+        return 2
+    except HostsnapError as e:
+        print(f"hostsnap: {e} [{e.reason}]", file=sys.stderr)
+        return EXIT_CODES.get(code_of(e), 1)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hostsnap",
@@ -282,6 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", help="client key (with --endpoint)")
     parser.add_argument("--ca", help="CA that signed the agent's certificate (with --endpoint)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per call (60)")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="without the agent (when it is down): thaw, freeze-status, chain, snapshots, "
+        "revert of a stopped domain",
+    )
+    parser.add_argument(
+        "--config", type=Path, default=DEFAULT_CONFIG, help=f"with --direct ({DEFAULT_CONFIG})"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(
@@ -333,6 +362,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.direct:
+        return direct(args)
     try:
         return int(args.run(connect(args), args))
     except grpc.RpcError as e:

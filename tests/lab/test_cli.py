@@ -99,3 +99,33 @@ def test_freeze_status_and_thaw_as_rescue(agent: AgentProcess, conn: libvirt.vir
     finally:
         thawed = hostsnap(agent, "thaw", "lab-rbd")
     assert thawed.returncode == 0 and thawed.stdout.strip() == "lab-rbd: thawed"
+
+
+def test_direct_thaw_rescues_a_frozen_guest_while_no_agent_runs(
+    lab: Lab, conn: libvirt.virConnect, tmp_path: Path
+):
+    config = tmp_path / "agent.toml"
+    config.write_text(
+        f'[agent]\nstate_dir = "{lab.agent_state}"\nceph_conf = "{lab.ceph_conf}"\n'
+        f'[listen]\nunix_socket = "{tmp_path / "nobody-listens.sock"}"\n'
+    )
+    direct = [HOSTSNAP, "--direct", "--config", str(config)]
+    dom = conn.lookupByName("lab-qcow2")
+    dom.fsFreeze()
+    try:
+        status = subprocess.run(
+            [*direct, "freeze-status", "lab-qcow2"], capture_output=True, text=True
+        )
+        assert status.stdout.strip() == "lab-qcow2: frozen", status.stderr
+    finally:
+        thawed = subprocess.run([*direct, "thaw", "lab-qcow2"], capture_output=True, text=True)
+    assert thawed.returncode == 0, thawed.stderr
+    assert thawed.stdout.strip() == "lab-qcow2: thawed"
+    snapshots = subprocess.run(
+        [*direct, "--json", "snapshots", "lab-qcow2"], capture_output=True, text=True
+    )
+    assert (
+        snapshots.returncode == 0 and json.loads(snapshots.stdout)[0]["volume"]["target"] == "vda"
+    )
+    refused = subprocess.run([*direct, "status"], capture_output=True, text=True)
+    assert refused.returncode == 2 and "--direct works for" in refused.stderr

@@ -1,0 +1,57 @@
+"""`hostsnap --direct`: the rescue commands without the agent, for when it is down. The
+same operations the agent runs, called in this process, with the agent's configuration."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+from agent import validate
+from agent.errors import InvalidArgument
+from agent.operations import listing, revert, volumes
+from agent.operations.services import Services
+from agent.service import convert
+from agent.settings import load
+from hostsnap.agent.v1 import agent_pb2 as pb
+
+DIRECT_COMMANDS = ("thaw", "freeze-status", "chain", "snapshots", "revert")
+
+
+class DirectStub:
+    """Answers like the agent's stub, for the calls the rescue commands make."""
+
+    def __init__(self, config: Path) -> None:
+        self._svc = Services.open(load(config).agent)
+
+    def GetFreezeStatus(
+        self, request: pb.GetFreezeStatusRequest, timeout: float = 0
+    ) -> pb.FreezeStatus:
+        validate.domain_name(request.domain)
+        if not volumes.is_live(self._svc.host.state(request.domain)[0]):
+            return pb.FreezeStatus(domain=request.domain, frozen=False)
+        status = self._svc.guest_agent(request.domain).freeze_status()
+        return pb.FreezeStatus(domain=request.domain, frozen=status == "frozen")
+
+    def Thaw(self, request: pb.ThawRequest, timeout: float = 0) -> pb.FreezeStatus:
+        validate.domain_name(request.domain)
+        self._svc.guest_agent(request.domain).thaw()
+        return self.GetFreezeStatus(pb.GetFreezeStatusRequest(domain=request.domain))
+
+    def ListSnapshots(
+        self, request: pb.ListSnapshotsRequest, timeout: float = 0
+    ) -> pb.ListSnapshotsResponse:
+        found = listing.list_snapshots(self._svc, request.domain, tuple(request.disks))
+        return pb.ListSnapshotsResponse(volumes=[convert.volume_snapshots(v) for v in found])
+
+    def RevertSnapshot(self, request: pb.RevertSnapshotRequest, timeout: float = 0) -> pb.Job:
+        wanted = revert.RevertRequest(
+            request.snapshot_id, request.domain, convert.idempotency_key(request.idempotency_key)
+        )
+        result = revert.revert(self._svc, wanted)
+        return convert.job(self._svc.journal.get(result.job_id))
+
+    def WatchJob(self, request: pb.WatchJobRequest, timeout: float = 0) -> Iterator[pb.Job]:
+        yield convert.job(self._svc.journal.get(validate.job_id(request.job_id)))
+
+    def __getattr__(self, name: str) -> None:
+        raise InvalidArgument(f"--direct works for {', '.join(DIRECT_COMMANDS)} only")
