@@ -141,7 +141,11 @@ def cmd_chain(stub: Any, args: argparse.Namespace) -> int:
         return 0
     for volume in found.volumes:
         kept = {s.content: s for s in volume.snapshots}
-        print(f"{volume.volume.domain}/{volume.volume.target} (depth {len(volume.chain)})")
+        where = f"{volume.volume.domain}/{volume.volume.target}"
+        if not volume.chain:
+            print(f"{where}: RBD image {volume.volume.location}, snapshots newest first")
+        else:
+            print(f"{where} (depth {len(volume.chain)})")
         for depth, layer in enumerate(volume.chain):
             label = "active" if depth == 0 else ""
             if layer.path in kept:
