@@ -207,7 +207,7 @@ def cmd_snapshot_create(stub: Any, args: argparse.Namespace) -> int:
 
 def cmd_revert(stub: Any, args: argparse.Namespace) -> int:
     request = pb.RevertSnapshotRequest(
-        snapshot_id=args.snapshot, idempotency_key=args.idempotency_key or ""
+        snapshot_id=args.snapshot, idempotency_key=args.idempotency_key or "", stop_domain=args.stop
     )
     return wait_for(stub, stub.RevertSnapshot(request, timeout=args.timeout), args)
 
@@ -350,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = command(name, run, text)
         p.add_argument("snapshot", help="the snapshot id")
+    sub.choices["revert"].add_argument(
+        "--stop", action="store_true", help="shut the domain down first (destroyed if it hangs)"
+    )
     for p in (snap.choices["create"], sub.choices["revert"], sub.choices["delete"]):
         p.add_argument("--idempotency-key", help="the same key returns the same job")
         p.add_argument("--no-wait", action="store_true", help="print the job and return")

@@ -45,7 +45,10 @@ class DirectStub:
 
     def RevertSnapshot(self, request: pb.RevertSnapshotRequest, timeout: float = 0) -> pb.Job:
         wanted = revert.RevertRequest(
-            request.snapshot_id, request.domain, convert.idempotency_key(request.idempotency_key)
+            request.snapshot_id,
+            request.domain,
+            convert.idempotency_key(request.idempotency_key),
+            request.stop_domain,
         )
         result = revert.revert(self._svc, wanted)
         return convert.job(self._svc.journal.get(result.job_id))

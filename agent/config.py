@@ -15,6 +15,8 @@ class AgentConfig:
     # The guest is thawed at this hard deadline after freeze even if a snapshot call hangs.
     freeze_deadline: float = 5.0
     guest_agent_timeout: int = 10
+    # A domain asked to shut down for a revert is destroyed after this many seconds.
+    stop_timeout: float = 120.0
     # A block commit that has not finished by then is aborted (the chain stays as it was).
     block_job_timeout: float = 3600.0
     # Free space a file pool must keep, as a fraction of the data a snapshot may add

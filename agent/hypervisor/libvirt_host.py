@@ -3,8 +3,10 @@ turned into the agent's."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from xml.sax.saxutils import quoteattr
@@ -111,6 +113,25 @@ class LibvirtHost:
     def define(self, xml: str) -> None:
         with _translated("defining a domain"):
             self._connection().defineXML(xml)
+
+    def stop(self, name: str, timeout: float) -> bool:
+        """Shuts the domain down (ACPI), destroying it after `timeout` seconds; True when it
+        shut down cleanly."""
+        dom = self.domain(name)
+        with _translated(f"stopping {name!r}"):
+            if not dom.isActive():
+                return True
+            log.info("domain %s: shutting down (destroyed after %.0f s)", name, timeout)
+            with contextlib.suppress(libvirt.libvirtError):  # no ACPI: the deadline decides
+                dom.shutdown()
+            deadline = time.monotonic() + timeout
+            while dom.isActive() and time.monotonic() < deadline:
+                time.sleep(0.5)
+            if not dom.isActive():
+                return True
+            log.warning("domain %s: did not shut down in %.0f s; destroying it", name, timeout)
+            dom.destroy()
+            return False
 
     def suspend(self, name: str) -> None:
         with _translated(f"suspending {name!r}"):

@@ -26,6 +26,7 @@ class RevertRequest:
     snapshot_id: str
     domain: str = ""  # when given, the snapshot must belong to this domain
     idempotency_key: str | None = None
+    stop_domain: bool = False  # shut a running domain down first
 
 
 def find(svc: Services, snapshot_id: str, domain: str = "") -> tuple[SnapshotRecord, Volume]:
@@ -51,9 +52,14 @@ def revert(
     svc: Services, request: RevertRequest, on_started: Callable[[str], None] | None = None
 ) -> RevertResult:
     record, volume = find(svc, request.snapshot_id, request.domain)
-    ensure_stopped(svc, record.domain)
+    if not request.stop_domain:
+        ensure_stopped(svc, record.domain)
 
     def body(job_id: str) -> RevertResult:
+        if request.stop_domain and svc.host.state(record.domain)[0] != DomainState.SHUTOFF:
+            svc.journal.record(job_id, "stop-domain")
+            clean = svc.host.stop(record.domain, svc.config.stop_timeout)
+            svc.journal.record(job_id, "domain-stopped", clean=clean)
         ensure_stopped(svc, record.domain)  # again, under the job's locks
         if volume.kind == VolumeKind.FILE:
             if not os.path.exists(record.content):

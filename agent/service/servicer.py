@@ -184,7 +184,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     @rpc(Role.OPERATOR, audited=True)
     async def RevertSnapshot(self, request: pb.RevertSnapshotRequest, context: Any) -> pb.Job:
         wanted = revert.RevertRequest(
-            request.snapshot_id, request.domain, convert.idempotency_key(request.idempotency_key)
+            request.snapshot_id,
+            request.domain,
+            convert.idempotency_key(request.idempotency_key),
+            request.stop_domain,
         )
         return await self._started(lambda started: revert.revert(self.svc, wanted, started))
 

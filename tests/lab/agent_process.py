@@ -131,6 +131,7 @@ def start_agent(lab: Lab, directory: Path) -> AgentProcess:
         f"""[agent]
 state_dir = "{lab.agent_state}"
 ceph_conf = "{lab.ceph_conf}"
+stop_timeout = 3.0
 
 [listen]
 unix_socket = "{sock}"

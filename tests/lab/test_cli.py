@@ -129,3 +129,23 @@ def test_direct_thaw_rescues_a_frozen_guest_while_no_agent_runs(
     )
     refused = subprocess.run([*direct, "status"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--direct works for" in refused.stderr
+
+
+def test_revert_with_stop_shuts_the_domain_down_first(
+    agent: AgentProcess, conn: libvirt.virConnect
+):
+    dom = conn.lookupByName("lab-rbd")
+    write_marker(dom, "before-stop-revert")
+    created = json.loads(hostsnap(agent, "--json", "snapshot", "create", "lab-rbd").stdout)
+    write_marker(dom, "after-stop-revert")
+    try:
+        reverted = hostsnap(
+            agent, "--json", "revert", "--stop", created["snapshot"]["disks"][0]["snapshot_id"]
+        )
+        assert reverted.returncode == 0, reverted.stderr
+        steps = json.loads(reverted.stdout)["steps"]
+        assert steps[:2] == ["stop-domain", "domain-stopped"]
+        assert not dom.isActive()
+    finally:
+        start(dom)
+    assert has_marker(dom, "before-stop-revert") and not has_marker(dom, "after-stop-revert")
