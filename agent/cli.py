@@ -10,6 +10,7 @@ not stopped, ...), 5 libvirt, the guest agent, Ceph or the agent unreachable, 6 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +57,7 @@ def connect(args: argparse.Namespace) -> agent_pb2_grpc.AgentServiceStub:
         )
         channel = grpc.secure_channel(args.endpoint, credentials)
     else:
-        channel = grpc.insecure_channel(f"unix:{args.socket}")
+        channel = grpc.insecure_channel(f"unix:{args.socket or DEFAULT_SOCKET}")
     return agent_pb2_grpc.AgentServiceStub(channel)
 
 
@@ -288,6 +289,28 @@ def direct(args: argparse.Namespace) -> int:
         return EXIT_CODES.get(code_of(e), 1)
 
 
+def doctor(args: argparse.Namespace) -> int:
+    from agent.operations.doctor import Verdict, run_checks
+    from agent.operations.services import Services
+    from agent.settings import ConfigError, load
+
+    try:
+        settings = load(args.config)
+    except ConfigError as e:
+        print(f"hostsnap: configuration error: {e}", file=sys.stderr)
+        return 2
+    svc = Services.open(settings.agent)
+    try:
+        checks = run_checks(svc, args.socket or settings.listen.unix_socket, settings.audit_log)
+    finally:
+        svc.close()
+    if args.json:
+        print(json.dumps([vars(c) for c in checks], indent=2))
+    else:
+        print(table(["check", "status", "detail"], [(c.name, c.verdict, c.detail) for c in checks]))
+    return 1 if any(c.verdict == Verdict.FAILURE for c in checks) else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hostsnap",
@@ -298,9 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hostsnap {__version__}")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
-    parser.add_argument(
-        "--socket", default=DEFAULT_SOCKET, help=f"the local agent ({DEFAULT_SOCKET})"
-    )
+    parser.add_argument("--socket", help=f"the local agent ({DEFAULT_SOCKET})")
     parser.add_argument("--endpoint", help="a remote agent, host:port (mutual TLS)")
     parser.add_argument("--cert", help="client certificate (with --endpoint)")
     parser.add_argument("--key", help="client key (with --endpoint)")
@@ -364,11 +385,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--watch", action="store_true", help="follow it to its end")
     command("freeze-status", cmd_freeze_status, "is the guest frozen?").add_argument("domain")
     command("thaw", cmd_thaw, "thaw a guest's filesystems (rescue)").add_argument("domain")
+    command(
+        "doctor",
+        lambda _stub, _args: 0,
+        "check this host as the operator guide says (no agent needed)",
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "doctor":
+        return doctor(args)
     if args.direct:
         return direct(args)
     try:
@@ -378,5 +406,8 @@ def main(argv: list[str] | None = None) -> int:
         reason = dict(e.trailing_metadata() or ()).get("hostsnap-reason", "")
         print(f"hostsnap: {e.details()}" + (f" [{reason}]" if reason else ""), file=sys.stderr)
         if code == grpc.StatusCode.UNAVAILABLE and not args.endpoint:
-            print(f"hostsnap: is hostsnap-agent running (socket {args.socket})?", file=sys.stderr)
+            print(
+                f"hostsnap: is hostsnap-agent running (socket {args.socket or DEFAULT_SOCKET})?",
+                file=sys.stderr,
+            )
         return EXIT_CODES.get(code, 1)

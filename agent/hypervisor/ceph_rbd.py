@@ -66,6 +66,10 @@ class CephRbd:
                 self._clusters[conf] = cluster
             return cluster
 
+    def connect(self, conf: str) -> None:
+        """Connects to the cluster of `conf` (Unavailable when it does not answer)."""
+        self._cluster(conf)
+
     @staticmethod
     def client_version() -> str:
         return client_version()

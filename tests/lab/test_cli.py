@@ -149,3 +149,27 @@ def test_revert_with_stop_shuts_the_domain_down_first(
     finally:
         start(dom)
     assert has_marker(dom, "before-stop-revert") and not has_marker(dom, "after-stop-revert")
+
+
+def test_doctor_reports_each_check_and_fails_on_a_pool_without_headroom(lab: Lab, tmp_path: Path):
+    config = tmp_path / "agent.toml"
+    base = f'[agent]\nstate_dir = "{lab.agent_state}"\nceph_conf = "{lab.ceph_conf}"\n'
+    config.write_text(base)
+    healthy = subprocess.run(
+        [HOSTSNAP, "--config", str(config), "--json", "doctor"], capture_output=True, text=True
+    )
+    checks = {c["name"]: c for c in json.loads(healthy.stdout)}
+    assert healthy.returncode == 0, healthy.stdout
+    assert checks["libvirt"]["verdict"] == "ok"
+    assert checks["guest agent lab-qcow2"]["verdict"] == "ok"
+    assert checks["ceph"]["verdict"] == "ok"
+    assert checks[f"pool {lab.paths.pool}"]["verdict"] == "ok"
+    config.write_text(base + "pool_headroom = 1000000.0\n")
+    full = subprocess.run(
+        [HOSTSNAP, "--config", str(config), "doctor"], capture_output=True, text=True
+    )
+    assert full.returncode == 1
+    assert any(
+        line.startswith(f"pool {lab.paths.pool}") and "failure" in line
+        for line in full.stdout.splitlines()
+    )

@@ -1,0 +1,157 @@
+"""`hostsnap doctor`: what the operator guide tells technicians to check on a host, each
+with ok, warning or failure and what to do."""
+
+from __future__ import annotations
+
+import enum
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.errors import HostsnapError
+from agent.hypervisor import domain_xml, qemu_img
+from agent.model import VolumeKind
+from agent.operations import volumes
+from agent.operations.services import Services
+
+
+class Verdict(enum.StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    FAILURE = "failure"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    verdict: Verdict
+    detail: str
+
+
+def run_checks(svc: Services, agent_socket: str, audit_log: str) -> list[Check]:
+    checks = [_libvirt(svc)]
+    if checks[0].verdict == Verdict.OK:
+        checks += _guest_agents(svc)
+        checks += _pools(svc)
+    checks.append(_time_sync())
+    checks.append(_ceph(svc))
+    checks.append(_agent(agent_socket))
+    checks.append(
+        Check(
+            "logs",
+            Verdict.OK,
+            f"agent: journal (journalctl -u hostsnap-agent), audit {audit_log}; libvirt: "
+            "/var/log/libvirt/libvirtd.log; QEMU: /var/log/libvirt/qemu/<domain>.log",
+        )
+    )
+    return checks
+
+
+def _libvirt(svc: Services) -> Check:
+    try:
+        libvirt_version, qemu_version = svc.host.versions()
+    except HostsnapError as e:
+        return Check("libvirt", Verdict.FAILURE, f"{e}; start libvirtd (systemctl start libvirtd)")
+    return Check(
+        "libvirt",
+        Verdict.OK,
+        f"{svc.config.libvirt_uri}: libvirt {libvirt_version}, QEMU {qemu_version}",
+    )
+
+
+def _guest_agents(svc: Services) -> list[Check]:
+    found = []
+    for name, _, state in svc.host.list_domains(include_inactive=False):
+        if not volumes.is_live(state):
+            continue
+        try:
+            svc.guest_agent(name).ping()
+            found.append(Check(f"guest agent {name}", Verdict.OK, "answers guest-ping"))
+        except HostsnapError as e:
+            found.append(
+                Check(
+                    f"guest agent {name}",
+                    Verdict.WARNING,
+                    f"{e}; snapshots of {name} will be crash-consistent: install and start "
+                    "qemu-guest-agent in the guest",
+                )
+            )
+    return found
+
+
+def _pools(svc: Services) -> list[Check]:
+    needed: dict[str, int] = {}
+    for name, _, _ in svc.host.list_domains(include_inactive=True):
+        for volume in domain_xml.volumes(name, svc.host.xml(name)):
+            if volume.kind != VolumeKind.FILE or volume.path is None:
+                continue
+            try:
+                size = qemu_img.chain(volume.path)[0].virtual_size
+            except HostsnapError:
+                continue
+            directory = str(Path(volume.path).parent)
+            needed[directory] = needed.get(directory, 0) + int(size * svc.config.pool_headroom)
+    found = []
+    for directory, need in sorted(needed.items()):
+        free = shutil.disk_usage(directory).free
+        verdict = Verdict.OK if free >= need else Verdict.FAILURE
+        advice = "" if verdict == Verdict.OK else "; snapshots there will fail (530): free space"
+        found.append(
+            Check(
+                f"pool {directory}",
+                verdict,
+                f"{free // 2**20} MiB free, headroom {need // 2**20} MiB "
+                f"({svc.config.pool_headroom:.0%} of its disks){advice}",
+            )
+        )
+    return found
+
+
+def _time_sync() -> Check:
+    probes = (
+        ["chronyc", "-n", "tracking"],
+        ["timedatectl", "show", "-p", "NTPSynchronized"],
+        ["ntpq", "-p"],
+    )
+    for argv in probes:
+        if shutil.which(argv[0]) is None:
+            continue
+        try:
+            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        except subprocess.TimeoutExpired:
+            continue
+        text = out.stdout
+        if out.returncode == 0 and (
+            "Leap status     : Normal" in text or "NTPSynchronized=yes" in text or "*" in text
+        ):
+            return Check("time", Verdict.OK, f"synchronised ({argv[0]})")
+        return Check(
+            "time", Verdict.WARNING, f"{argv[0]} reports no synchronisation; check chrony or ntp"
+        )
+    return Check(
+        "time",
+        Verdict.WARNING,
+        "no chrony, systemd-timesyncd or ntp found; install chrony so that snapshot times "
+        "agree across hosts",
+    )
+
+
+def _ceph(svc: Services) -> Check:
+    conf = svc.config.ceph_conf
+    if not os.path.exists(conf):
+        return Check("ceph", Verdict.OK, f"no {conf}: this host serves file volumes only")
+    try:
+        svc.rbd.connect(conf)
+    except HostsnapError as e:
+        return Check("ceph", Verdict.FAILURE, f"{e}; check the monitors and the keyring in {conf}")
+    return Check("ceph", Verdict.OK, f"cluster of {conf} answers")
+
+
+def _agent(socket: str) -> Check:
+    if os.path.exists(socket):
+        return Check("agent", Verdict.OK, f"socket {socket} present")
+    return Check(
+        "agent", Verdict.WARNING, f"no socket {socket}: start hostsnap-agent (rescue with --direct)"
+    )
