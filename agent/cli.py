@@ -172,7 +172,7 @@ def wait_for(stub: Any, job: Any, args: argparse.Namespace) -> int:
         print(as_json(job))
     else:
         print(describe(job))
-    return 0 if job.state != pb.JOB_STATE_FAILED else 1
+    return 1 if job.state in (pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED) else 0
 
 
 def describe(job: Any) -> str:
@@ -245,6 +245,12 @@ def cmd_jobs(stub: Any, args: argparse.Namespace) -> int:
 def cmd_job(stub: Any, args: argparse.Namespace) -> int:
     job = stub.GetJob(pb.GetJobRequest(job_id=args.job), timeout=args.timeout)
     args.no_wait = not args.watch
+    return wait_for(stub, job, args)
+
+
+def cmd_cancel(stub: Any, args: argparse.Namespace) -> int:
+    job = stub.CancelJob(pb.CancelJobRequest(job_id=args.job), timeout=args.timeout)
+    args.no_wait = False
     return wait_for(stub, job, args)
 
 
@@ -383,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("job", cmd_job, "one job")
     p.add_argument("job")
     p.add_argument("--watch", action="store_true", help="follow it to its end")
+    command("cancel", cmd_cancel, "stop a job at its next safe point").add_argument("job")
     command("freeze-status", cmd_freeze_status, "is the guest frozen?").add_argument("domain")
     command("thaw", cmd_thaw, "thaw a guest's filesystems (rescue)").add_argument("domain")
     command(

@@ -57,9 +57,23 @@ class OperationFailed(HostsnapError):
     reason = "OPERATION_FAILED"
 
 
+class Cancelled(HostsnapError):
+    """The job was cancelled at a safe point (gRPC CANCELLED)."""
+
+    reason = "CANCELLED"
+
+
 def by_name(name: str | None) -> type[HostsnapError]:
     """The error class of that name (for replaying a journalled failure)."""
-    for cls in (NotFound, InvalidArgument, Conflict, Precondition, Capacity, Unavailable):
+    for cls in (
+        NotFound,
+        InvalidArgument,
+        Conflict,
+        Precondition,
+        Capacity,
+        Unavailable,
+        Cancelled,
+    ):
         if cls.__name__ == name:
             return cls
     return OperationFailed

@@ -76,6 +76,7 @@ class JobState(enum.StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    CANCELLED = "cancelled"  # stopped at a safe point before it changed anything more
 
 
 @dataclass(frozen=True)
@@ -225,13 +226,18 @@ class Journal:
             )
 
     def fail(
-        self, job_id: str, error: str, reason: str, error_type: str = "OperationFailed"
+        self,
+        job_id: str,
+        error: str,
+        reason: str,
+        error_type: str = "OperationFailed",
+        state: JobState = JobState.FAILED,
     ) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE jobs SET state = ?, error = ?, error_reason = ?, error_type = ?, "
                 "updated = ? WHERE id = ?",
-                (JobState.FAILED, error, reason, error_type, self._clock(), job_id),
+                (state, error, reason, error_type, self._clock(), job_id),
             )
 
     def get(self, job_id: str) -> Job:

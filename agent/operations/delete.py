@@ -86,6 +86,7 @@ def _delete_file(
         active = volumes.current_active(svc, record.domain, record.target) or volume.location
         return DeleteResult(job_id, record.id, record.domain, record.target, active, (), note)
     top, in_running_chain = layer_above(svc, record, volume, live, above)
+    jobrun.checkpoint(svc, job_id, "the merge")
     svc.journal.record(job_id, "merge", top=top, base=record.content, live=in_running_chain)
     active = merge.merge_into_backing(
         svc, record.domain, record.target, top, record.content, in_running_chain

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from agent import errors
-from agent.errors import Conflict, HostsnapError, OperationFailed
+from agent.errors import Cancelled, Conflict, HostsnapError, OperationFailed
 from agent.jobs import Job, JobState
 from agent.operations.services import Services
 
@@ -62,6 +62,10 @@ def run(
         log.info("job %s: %s of %s started", job_id, spec.operation, spec.domain)
         try:
             result = body(job_id)
+        except Cancelled as e:
+            log.warning("job %s: %s cancelled: %s", job_id, spec.operation, e)
+            svc.journal.fail(job_id, str(e), e.reason, "Cancelled", JobState.CANCELLED)
+            raise
         except HostsnapError as e:
             log.error("job %s: %s failed: %s", job_id, spec.operation, e)
             svc.journal.fail(job_id, str(e), e.reason, type(e).__name__)
@@ -72,9 +76,17 @@ def run(
             if not isinstance(e, Exception):
                 raise  # KeyboardInterrupt, SystemExit: recorded, then on their way
             raise OperationFailed(f"{spec.operation} failed: {type(e).__name__}: {e}") from e
+        finally:
+            svc.cancellations.forget(job_id)
         svc.journal.succeed(job_id, to_json(result))
         log.info("job %s: %s of %s succeeded", job_id, spec.operation, spec.domain)
         return result
+
+
+def checkpoint(svc: Services, job_id: str, step: str) -> None:
+    """A safe point: a job asked to stop stops here, before `step` changes anything."""
+    if svc.cancellations.requested(job_id):
+        raise Cancelled(f"cancelled before {step}; nothing of that step was done")
 
 
 def replay(job: Job, from_dict: Callable[[dict[str, Any]], R]) -> R:
@@ -82,7 +94,7 @@ def replay(job: Job, from_dict: Callable[[dict[str, Any]], R]) -> R:
     if job.state == JobState.SUCCEEDED:
         assert job.result is not None
         return from_dict(job.result)
-    if job.state == JobState.FAILED:
+    if job.state in (JobState.FAILED, JobState.CANCELLED):
         error = errors.by_name(job.error_type)
         raise error(job.error or "failed", reason=job.error_reason or "INTERNAL")
     raise Conflict(f"job {job.id} with this idempotency key is still running")

@@ -60,6 +60,7 @@ def revert(
             svc.journal.record(job_id, "stop-domain")
             clean = svc.host.stop(record.domain, svc.config.stop_timeout)
             svc.journal.record(job_id, "domain-stopped", clean=clean)
+        jobrun.checkpoint(svc, job_id, "the revert")
         ensure_stopped(svc, record.domain)  # again, under the job's locks
         if volume.kind == VolumeKind.FILE:
             if not os.path.exists(record.content):

@@ -20,6 +20,26 @@ from agent.locks import VolumeLocks
 _publish_lock = threading.Lock()
 
 
+class Cancellations:
+    """Jobs asked to stop at their next safe point."""
+
+    def __init__(self) -> None:
+        self._wanted: set[str] = set()
+        self._lock = threading.Lock()
+
+    def request(self, job_id: str) -> None:
+        with self._lock:
+            self._wanted.add(job_id)
+
+    def requested(self, job_id: str) -> bool:
+        with self._lock:
+            return job_id in self._wanted
+
+    def forget(self, job_id: str) -> None:
+        with self._lock:
+            self._wanted.discard(job_id)
+
+
 @dataclass
 class Services:
     config: AgentConfig
@@ -27,6 +47,7 @@ class Services:
     rbd: CephRbd
     journal: Journal
     locks: VolumeLocks = field(default_factory=VolumeLocks)
+    cancellations: Cancellations = field(default_factory=Cancellations)
     monotonic: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
 

@@ -114,6 +114,7 @@ def _snapshot(
     svc: Services, job_id: str, request: SnapshotRequest, chosen: list[Volume], live: bool
 ) -> SnapshotResult:
     by_target = {v.target: v for v in chosen}
+    jobrun.checkpoint(svc, job_id, "planning")
     plan = _plan(svc, chosen, live)
     svc.journal.record(job_id, "plan", **asdict(plan))
     try:

@@ -29,6 +29,7 @@ JOB_STATE = {
     JobState.RUNNING: pb.JOB_STATE_RUNNING,
     JobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
     JobState.FAILED: pb.JOB_STATE_FAILED,
+    JobState.CANCELLED: pb.JOB_STATE_CANCELLED,
 }
 DOMAIN_STATE = {
     DomainState.RUNNING: pb.DOMAIN_STATE_RUNNING,
@@ -123,7 +124,7 @@ def job(record: Job) -> pb.Job:
     )
     if record.result is not None:
         _result(message, record.operation, record.result)
-    if record.state == JobState.FAILED:
+    if record.state in (JobState.FAILED, JobState.CANCELLED):
         error_class = errors.by_name(record.error_type)
         message.error.CopyFrom(
             pb.JobError(

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import grpc
 
 from agent import __version__, validate
-from agent.errors import HostsnapError, InvalidArgument, NotFound
+from agent.errors import HostsnapError, InvalidArgument, NotFound, Precondition
 from agent.model import SnapshotRequest
 from agent.operations import delete, listing, revert, snapshot, volumes
 from agent.operations.services import Services
@@ -222,6 +222,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             if not request.domain or j.domain == request.domain
         ]
         return pb.ListJobsResponse(jobs=[convert.job(j) for j in jobs[: request.limit or 100]])
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.Job:
+        current = self._job(request.job_id)
+        if current.state != pb.JOB_STATE_RUNNING:
+            state = pb.JobState.Name(current.state).removeprefix("JOB_STATE_").lower()
+            raise Precondition(
+                f"job {request.job_id} has already ended ({state})", reason="JOB_ENDED"
+            )
+        self.svc.cancellations.request(request.job_id)
+        return self._job(request.job_id)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext

@@ -5,6 +5,7 @@ from __future__ import annotations
 import grpc
 
 from agent.errors import (
+    Cancelled,
     Capacity,
     Conflict,
     HostsnapError,
@@ -23,6 +24,7 @@ CODES: dict[type[HostsnapError], grpc.StatusCode] = {
     Capacity: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     OperationFailed: grpc.StatusCode.INTERNAL,
+    Cancelled: grpc.StatusCode.CANCELLED,
 }
 
 REASON_KEY = "hostsnap-reason"

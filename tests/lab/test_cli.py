@@ -173,3 +173,26 @@ def test_doctor_reports_each_check_and_fails_on_a_pool_without_headroom(lab: Lab
         line.startswith(f"pool {lab.paths.pool}") and "failure" in line
         for line in full.stdout.splitlines()
     )
+
+
+def test_cancel_stops_a_job_at_its_next_safe_point(agent: AgentProcess, conn: libvirt.virConnect):
+    dom = conn.lookupByName("lab-rbd")
+    created = json.loads(hostsnap(agent, "--json", "snapshot", "create", "lab-rbd").stdout)
+    write_marker(dom, "kept-by-cancel")
+    snapshot_id = created["snapshot"]["disks"][0]["snapshot_id"]
+    try:
+        # The guest has no ACPI handler: the job spends stop_timeout (3 s) stopping it.
+        started = json.loads(
+            hostsnap(agent, "--json", "revert", "--stop", "--no-wait", snapshot_id).stdout
+        )
+        cancelled = hostsnap(agent, "--json", "cancel", started["id"])
+        assert cancelled.returncode == 1, cancelled.stderr  # the job did not succeed
+        job = json.loads(cancelled.stdout)
+        assert job["state"] == "JOB_STATE_CANCELLED"
+        assert job["error"]["reason"] == "CANCELLED"
+        assert "cancelled before the revert" in job["error"]["message"]
+        again = hostsnap(agent, "cancel", started["id"])
+        assert again.returncode == 4 and "has already ended (cancelled)" in again.stderr
+    finally:
+        start(dom)
+    assert has_marker(dom, "kept-by-cancel")  # nothing was rolled back
