@@ -134,6 +134,8 @@ class Journal:
         self._add_missing_columns()
         self._lock = threading.Lock()
         self._clock = clock
+        # Told the job id after each change of a job, from the thread that made it.
+        self.listeners: list[Callable[[str], None]] = []
 
     def _add_missing_columns(self) -> None:
         for table, columns in ADDED_COLUMNS.items():
@@ -206,6 +208,10 @@ class Journal:
                 created = True
         return self.get(existing), created
 
+    def _changed(self, job_id: str) -> None:
+        for listener in self.listeners:
+            listener(job_id)
+
     def record(self, job_id: str, step: str, /, **detail: Any) -> None:
         """Writes a step before its side effect happens."""
         with self._tx() as db:
@@ -217,6 +223,7 @@ class Journal:
                 (job_id, seq, step, json.dumps(detail), self._clock()),
             )
             db.execute("UPDATE jobs SET updated = ? WHERE id = ?", (self._clock(), job_id))
+        self._changed(job_id)
 
     def succeed(self, job_id: str, result: dict[str, Any]) -> None:
         with self._tx() as db:
@@ -224,6 +231,7 @@ class Journal:
                 "UPDATE jobs SET state = ?, result = ?, updated = ? WHERE id = ?",
                 (JobState.SUCCEEDED, json.dumps(result), self._clock(), job_id),
             )
+        self._changed(job_id)
 
     def fail(
         self,
@@ -239,6 +247,7 @@ class Journal:
                 "updated = ? WHERE id = ?",
                 (state, error, reason, error_type, self._clock(), job_id),
             )
+        self._changed(job_id)
 
     def get(self, job_id: str) -> Job:
         with self._lock:

@@ -99,6 +99,6 @@ async def serve(settings: Settings) -> None:
     await stopping.wait()
     log.info("stopping: no new calls; running jobs finish (they thaw and journal as they go)")
     await server.stop(grace=settings.limits.shutdown_grace)
-    await asyncio.to_thread(executor.shutdown)
+    await asyncio.to_thread(executor.shutdown, svc.cancellations.request)
     svc.close()
     log.info("stopped")

@@ -19,6 +19,7 @@ Operation = Callable[[Callable[[str], None]], Any]
 class JobExecutor:
     def __init__(self, workers: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hostsnap-job")
+        self.running: set[str] = set()
 
     async def start(self, operation: Operation) -> str:
         """Runs `operation(on_started)`; returns the job id once it has one."""
@@ -31,13 +32,23 @@ class JobExecutor:
         finished = loop.run_in_executor(self._pool, operation, on_started)
         await asyncio.wait({started, finished}, return_when=asyncio.FIRST_COMPLETED)
         if started.done():
-            finished.add_done_callback(_log_outcome)
-            return started.result()
+            job_id = started.result()
+            self.running.add(job_id)
+
+            def ended(outcome: asyncio.Future[Any]) -> None:
+                self.running.discard(job_id)
+                _log_outcome(outcome)
+
+            finished.add_done_callback(ended)
+            return job_id
         finished.result()  # the operation refused the request before its job existed
         raise RuntimeError("the operation ended without starting a job")
 
-    def shutdown(self) -> None:
-        """Waits for the running jobs to end (they thaw and journal as they go)."""
+    def shutdown(self, cancel: Callable[[str], None]) -> None:
+        """Asks the running jobs to stop at their next safe point and waits for them (they
+        thaw and journal as they go)."""
+        for job_id in list(self.running):
+            cancel(job_id)
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 

@@ -4,6 +4,7 @@ event loop, and maps the agent's errors to status codes; mutating calls are audi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 import time
@@ -26,7 +27,7 @@ from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap.agent.v1 import agent_pb2_grpc
 
 T = TypeVar("T")
-WATCH_POLL_SECONDS = 0.1
+WATCH_POLL_SECONDS = 1.0
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
@@ -72,6 +73,18 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self.authorizer = Authorizer(settings.roles, settings.listen.insecure_tcp)
         self.audit = AuditLog(Path(settings.audit_log))
         self.started_at = time.time()
+        self._loop = asyncio.get_running_loop()
+        self._watchers: dict[str, set[asyncio.Event]] = {}
+        svc.journal.listeners.append(self._job_changed)
+
+    def _job_changed(self, job_id: str) -> None:
+        """From a job's thread: wakes the watchers of that job on the event loop."""
+
+        def wake() -> None:
+            for event in self._watchers.get(job_id, ()):
+                event.set()
+
+        self._loop.call_soon_threadsafe(wake)
 
     async def authorize(
         self,
@@ -238,19 +251,30 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Job]:
         await self.authorize(context, Role.VIEWER, "WatchJob", request, audited=False)
+        changed = asyncio.Event()
+        self._watchers.setdefault(request.job_id, set()).add(changed)
         try:
             last = None
             while True:
+                changed.clear()
                 current = self._job(request.job_id)
                 if current != last:
                     yield current
                     last = current
                 if current.state != pb.JOB_STATE_RUNNING:
                     return
-                await asyncio.sleep(WATCH_POLL_SECONDS)
+                # Woken by the job's next journal write; the timeout also catches jobs of
+                # another process (a previous agent's, finished by recovery).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(changed.wait(), WATCH_POLL_SECONDS)
         except HostsnapError as e:
             context.set_trailing_metadata(status.trailers(e))
             await context.abort(status.code_of(e), str(e))
+        finally:
+            watchers = self._watchers.get(request.job_id, set())
+            watchers.discard(changed)
+            if not watchers:
+                self._watchers.pop(request.job_id, None)
 
     # rescue
 
