@@ -23,8 +23,9 @@ from agent.config import AgentConfig
 from agent.model import Quiesce, SnapshotRequest
 from agent.operations import snapshot
 from agent.operations.services import Services
+from bench.bench_domain import bench_domain
 from bench.report import write_report
-from hostsnap_lab import domains, guest_agent
+from hostsnap_lab import guest_agent
 from hostsnap_lab import lab as lab_stack
 from hostsnap_lab.libvirtd import URI
 
@@ -74,41 +75,23 @@ def virsh_snapshot(pool: Path, n: int) -> None:
 
 def main() -> Path:
     lab = lab_stack.up()
-    conn = libvirt.open(URI)
-    pool = lab.paths.pool
-    domains.remove(conn, NAME)
-    for stale in pool.glob(f"{NAME}*"):
-        stale.unlink()
-    disk = pool / f"{NAME}.qcow2"
-    subprocess.run(
-        ["qemu-img", "convert", "-O", "qcow2", str(lab.paths.base_disk), str(disk)], check=True
-    )
-    bench_domain = domains.LabDomain(
-        NAME,
-        f"<disk type='file' device='disk'><driver name='qemu' type='qcow2'/>"
-        f"<source file='{disk}'/><target dev='vda' bus='virtio'/></disk>",
-    )
-    with tempfile.TemporaryDirectory(prefix="hostsnap-bench-") as state:
+    with (
+        tempfile.TemporaryDirectory(prefix="hostsnap-bench-") as state,
+        bench_domain(lab, NAME) as dom,
+    ):
         svc = Services.open(AgentConfig(state_dir=Path(state), ceph_conf=str(lab.ceph_conf)))
         try:
-            domains.define_and_start(conn, lab.paths, bench_domain)
-            dom = conn.lookupByName(NAME)
-            lab_stack.wait_for_guest_agents(conn, lab.paths, (NAME,))
             guest_agent.command(dom, "guest-exec", path="/bin/sh", arg=["-c", WRITER])
             time.sleep(2)
             ours, theirs = [], []
             request = SnapshotRequest(NAME, quiesce=Quiesce.REQUIRED)
             for n in range(TRIALS):
                 ours.append(longest_stall_ms(dom, lambda: snapshot.create(svc, request)))
-                theirs.append(longest_stall_ms(dom, lambda n=n: virsh_snapshot(pool, n)))
+                theirs.append(longest_stall_ms(dom, lambda n=n: virsh_snapshot(lab.paths.pool, n)))
                 print(f"trial {n + 1}: hostsnap {ours[-1]:.1f} ms, virsh {theirs[-1]:.1f} ms")
             baseline = longest_stall_ms(dom, lambda: time.sleep(0.2))
         finally:
             svc.close()
-            domains.remove(conn, NAME)
-            for made in pool.glob(f"{NAME}*"):
-                made.unlink()
-            conn.close()
     ratio = statistics.median(ours) / statistics.median(theirs)
     return write_report(
         "freeze_window",

@@ -7,6 +7,7 @@ import json
 import logging
 import subprocess
 from collections.abc import Sequence
+from typing import Any
 
 from agent.errors import OperationFailed
 from agent.model import Layer
@@ -32,16 +33,23 @@ def run(argv: Sequence[str], timeout: float = TIMEOUT) -> str:
 def chain(path: str) -> list[Layer]:
     """The backing chain of an image, active first; -U reads images a running QEMU holds."""
     out = run(["qemu-img", "info", "--backing-chain", "-U", "--output=json", path], timeout=60)
-    return [
-        Layer(
-            path=entry["filename"],
-            format=entry["format"],
-            virtual_size=int(entry["virtual-size"]),
-            actual_size=int(entry.get("actual-size", 0)),
-            backing=entry.get("full-backing-filename") or entry.get("backing-filename"),
-        )
-        for entry in json.loads(out)
-    ]
+    return [_layer(entry) for entry in json.loads(out)]
+
+
+def info(path: str) -> Layer:
+    """One image alone (cheaper than its chain when only its own facts are needed)."""
+    out = run(["qemu-img", "info", "-U", "--output=json", path], timeout=60)
+    return _layer(json.loads(out))
+
+
+def _layer(entry: dict[str, Any]) -> Layer:
+    return Layer(
+        path=entry["filename"],
+        format=entry["format"],
+        virtual_size=int(entry["virtual-size"]),
+        actual_size=int(entry.get("actual-size", 0)),
+        backing=entry.get("full-backing-filename") or entry.get("backing-filename"),
+    )
 
 
 def has_own_data(path: str) -> bool:
@@ -50,9 +58,13 @@ def has_own_data(path: str) -> bool:
     return any(e.get("data") and e.get("depth") == 0 for e in json.loads(out))
 
 
-def create_overlay(path: str, backing: str, backing_format: str) -> None:
-    """An empty qcow2 image whose backing file is `backing` (recorded by absolute path)."""
-    run(["qemu-img", "create", "-q", "-f", "qcow2", "-F", backing_format, "-b", backing, path])
+def create_overlay(path: str, backing: str) -> None:
+    """An empty qcow2 image whose backing file is `backing` (recorded by absolute path), of
+    the same size. -u with an explicit size: the backing chain is not opened again, which
+    would cost more with every layer."""
+    top = info(backing)
+    options = ["-q", "-u", "-f", "qcow2", "-F", top.format, "-b", backing]
+    run(["qemu-img", "create", *options, path, str(top.virtual_size)])
 
 
 def commit(top: str) -> None:

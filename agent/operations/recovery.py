@@ -4,6 +4,7 @@ and leave the job in a truthful final state."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -85,7 +86,8 @@ def _snapshot(svc: Services, job: Job) -> tuple[JobState, str]:
     plan_step = job.step("plan")
     if plan_step is None:
         return JobState.FAILED, "it stopped before changing anything"
-    plan = snapshot.Plan(**plan_step.detail)
+    known = {f.name for f in dataclasses.fields(snapshot.Plan)}
+    plan = snapshot.Plan(**{k: v for k, v in plan_step.detail.items() if k in known})
     by_target = {t: _volume(svc, job.domain, t) for t in plan.snapshot_ids}
     switched = all(
         volumes.current_active(svc, job.domain, t) == overlay

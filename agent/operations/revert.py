@@ -94,7 +94,7 @@ def _revert_file(svc: Services, job_id: str, record: SnapshotRecord, volume: Vol
     assert volume.path is not None
     overlay = volumes.overlay_path(volume.path, uuid.uuid4().hex)
     svc.journal.record(job_id, "plan", target=volume.target, overlay=overlay, previous=volume.path)
-    qemu_img.create_overlay(overlay, record.content, qemu_img.chain(record.content)[0].format)
+    qemu_img.create_overlay(overlay, record.content)
     faults.point("during-revert")
     try:
         xml = svc.host.xml(record.domain, inactive=True)

@@ -37,7 +37,6 @@ class Plan:
     snapshot_ids: dict[str, str]  # target -> snapshot id
     overlays: dict[str, str] = field(default_factory=dict)  # target -> new overlay path
     actives: dict[str, str] = field(default_factory=dict)  # target -> active image before
-    formats: dict[str, str] = field(default_factory=dict)  # target -> active image format
     rbd_snaps: dict[str, str] = field(default_factory=dict)  # target -> RBD snapshot name
 
     def pending_layers(self, domain: str) -> dict[str, dict[str, str]]:
@@ -60,8 +59,10 @@ def create(
     _check(svc, request, chosen)  # a refused request does not use up its idempotency key
 
     def body(job_id: str) -> SnapshotResult:
-        live = _check(svc, request, chosen)  # again, under the job's locks
-        return _snapshot(svc, job_id, request, chosen, live)
+        # Again, under the job's locks: the disks' active images as they are now.
+        current = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
+        live = _check(svc, request, current)
+        return _snapshot(svc, job_id, request, current, live)
 
     spec = jobrun.JobSpec("snapshot", request.domain, [v.key for v in chosen], asdict(request))
     return jobrun.run(
@@ -96,15 +97,16 @@ def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> boo
     return live
 
 
-def _plan(svc: Services, chosen: list[Volume], live: bool) -> Plan:
+def _plan(chosen: list[Volume], live: bool) -> Plan:
     plan = Plan(live=live, snapshot_ids={v.target: uuid.uuid4().hex for v in chosen})
     for volume in chosen:
         sid = plan.snapshot_ids[volume.target]
         if volume.kind == VolumeKind.FILE:
-            active = volumes.file_chain(svc, volume, live)[0]
-            plan.actives[volume.target] = active.path
-            plan.formats[volume.target] = active.format
-            plan.overlays[volume.target] = volumes.overlay_path(active.path, sid)
+            # The active image and its format as libvirt has them (the disk's source and
+            # driver type): what the new overlay must be backed by.
+            assert volume.path is not None
+            plan.actives[volume.target] = volume.path
+            plan.overlays[volume.target] = volumes.overlay_path(volume.path, sid)
         else:
             plan.rbd_snaps[volume.target] = f"{RBD_PREFIX}{sid}"
     return plan
@@ -115,11 +117,11 @@ def _snapshot(
 ) -> SnapshotResult:
     by_target = {v.target: v for v in chosen}
     jobrun.checkpoint(svc, job_id, "planning")
-    plan = _plan(svc, chosen, live)
+    plan = _plan(chosen, live)
     svc.journal.record(job_id, "plan", **asdict(plan))
     try:
         for target, overlay in plan.overlays.items():
-            qemu_img.create_overlay(overlay, plan.actives[target], plan.formats[target])
+            qemu_img.create_overlay(overlay, plan.actives[target])
         svc.journal.record(job_id, "overlays-created")
         faults.point("after-overlay-created")
         svc.publish_layers(plan.pending_layers(request.domain))

@@ -94,7 +94,7 @@ def check_file_pools(svc: Services, volumes: list[Volume]) -> None:
             raise InvalidArgument(f"{volume.key}: format {volume.format} is not supported")
         assert volume.path is not None
         directory = str(Path(volume.path).parent)
-        size = qemu_img.chain(volume.path)[0].virtual_size
+        size = qemu_img.info(volume.path).virtual_size
         needed[directory] = needed.get(directory, 0) + int(size * svc.config.pool_headroom)
     for directory, need in needed.items():
         if not os.access(directory, os.W_OK) or os.statvfs(directory).f_flag & os.ST_RDONLY:
