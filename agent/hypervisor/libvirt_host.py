@@ -84,6 +84,18 @@ class LibvirtHost:
         with _translated(f"domain {name!r}"):
             return self._connection().lookupByName(name)
 
+    def domain_on_own_connection(self, name: str) -> libvirt.virDomain:
+        """The domain on a connection of its own (closed when the domain object goes).
+
+        A guest-agent call can wait many seconds for a guest that does not answer, and
+        libvirt's client holds up other calls on the same connection meanwhile."""
+        try:
+            conn = libvirt.open(self._uri)
+        except libvirt.libvirtError as e:
+            raise Unavailable(f"libvirt at {self._uri} cannot be reached: {e}") from e
+        with _translated(f"domain {name!r}"):
+            return conn.lookupByName(name)
+
     def exists(self, name: str) -> bool:
         try:
             self.domain(name)

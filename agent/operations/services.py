@@ -67,7 +67,9 @@ class Services:
 
     def guest_agent(self, domain: str) -> GuestAgent:
         """The guest agent of a domain (NotFound for an unknown domain)."""
-        return GuestAgent(self.host.domain(domain), self.config.guest_agent_timeout)
+        return GuestAgent(
+            self.host.domain_on_own_connection(domain), self.config.guest_agent_timeout
+        )
 
     def publish_layers(self, pending: dict[str, dict[str, str]] | None = None) -> None:
         """Writes the stale-layer map the libvirt hook reads: the journal's, plus `pending`

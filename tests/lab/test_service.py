@@ -4,8 +4,14 @@ certificates and over the root-only unix socket."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import libvirt
@@ -254,3 +260,67 @@ def test_bad_requests_get_their_status_and_change_nothing(
     assert refused.value.code().name == code, refused.value.details()
     assert refused.value.details()
     assert storage_state(lab, conn) == before
+
+
+def qemu_pid(lab: Lab, domain: str) -> int:
+    return int(Path(f"/run/libvirt/qemu/{domain}.pid").read_text())
+
+
+def test_a_hung_call_does_not_stall_other_requests(agent: AgentProcess, lab: Lab):
+    """A guest agent that does not answer (its QEMU stopped) holds one call up to the agent
+    timeout; calls about the host and other domains are answered meanwhile. (libvirt itself
+    serialises some calls on the stalled domain; those wait for libvirt.)"""
+    stub = agent.stub("ctl-operator")
+    stub.GetHostInfo(pb.GetHostInfoRequest(), timeout=10)
+    pid = qemu_pid(lab, "lab-rbd")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        hung = stub.GetFreezeStatus.future(pb.GetFreezeStatusRequest(domain="lab-rbd"), timeout=60)
+        time.sleep(0.5)
+        started = time.monotonic()
+        info = stub.GetHostInfo(pb.GetHostInfoRequest(), timeout=5)
+        volumes = stub.ListVolumes(pb.ListVolumesRequest(domain="lab-qcow2"), timeout=5)
+        other = stub.GetFreezeStatus(pb.GetFreezeStatusRequest(domain="lab-qcow2"), timeout=5)
+        answered_in = time.monotonic() - started
+        assert not hung.done(), "the call to the stopped guest was expected to be waiting"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert info.hostname and volumes.volumes[0].target == "vda" and not other.frozen
+    assert answered_in < 3
+    assert hung.result(timeout=30).domain == "lab-rbd"  # resumed, its guest agent answered
+
+
+def test_the_cli_reaches_a_remote_agent_with_certificates(agent: AgentProcess):
+    hostsnap = str(Path(sys.executable).parent / "hostsnap")
+    d = agent.directory
+    remote = [hostsnap, "--endpoint", agent.endpoint, "--ca", str(agent.ca)]
+    done = subprocess.run(
+        [
+            *remote,
+            "--cert",
+            str(d / "ctl-viewer.crt"),
+            "--key",
+            str(d / "ctl-viewer.key"),
+            "domains",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and "lab-qcow2" in done.stdout, done.stderr
+    denied = subprocess.run(
+        [
+            *remote,
+            "--cert",
+            str(d / "ctl-viewer.crt"),
+            "--key",
+            str(d / "ctl-viewer.key"),
+            "snapshot",
+            "create",
+            "lab-rbd",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert denied.returncode == 6 and "needs the operator role" in denied.stderr
