@@ -340,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         "revert of a stopped domain",
     )
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help=f"with --direct ({DEFAULT_CONFIG})"
+        "--config", type=Path, help=f"with --direct and doctor (default {DEFAULT_CONFIG})"
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import sys
 from pathlib import Path
@@ -21,28 +22,49 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"hostsnap-agent {__version__}")
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_PATH, help=f"configuration file ({DEFAULT_PATH})"
+        "--config", type=Path, help=f"configuration file (default {DEFAULT_PATH}, if present)"
     )
     parser.add_argument(
         "--check-config", action="store_true", help="validate the configuration and exit"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines on stderr as text or as JSON objects (time, level, logger, message)",
+    )
     return parser
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        JsonFormatter()
+        if args.log_format == "json"
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     try:
         settings = load(args.config)
     except ConfigError as e:
         print(f"hostsnap-agent: configuration error: {e}", file=sys.stderr)
         return 2
     if args.check_config:
-        print(f"hostsnap-agent: {args.config}: configuration is valid")
+        print(f"hostsnap-agent: {args.config or DEFAULT_PATH}: configuration is valid")
         return 0
     from agent.service.app import serve  # imports libvirt, which --check-config does not need
 

@@ -65,6 +65,10 @@ class Settings:
 
 
 def load(path: Path | None = None, env: Mapping[str, str] = os.environ) -> Settings:
+    """The settings of `path`; without one, of the default file if there is one, else the
+    defaults. A file named explicitly must exist."""
+    if path is not None and not path.exists():
+        raise ConfigError(f"{path} does not exist")
     path = path or DEFAULT_PATH
     try:
         raw = tomllib.loads(path.read_text()) if path.exists() else {}

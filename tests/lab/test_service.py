@@ -53,6 +53,7 @@ def test_snapshot_revert_delete_cycle_over_mutual_tls(
     assert created.operation == "snapshot" and len(created.id) == 32
     done = finished(stub, created)
     assert done.state == pb.JOB_STATE_SUCCEEDED, done.error.message
+    assert stub.GetJob(pb.GetJobRequest(job_id=created.id)) == done
     assert done.snapshot.consistency == pb.CONSISTENCY_APPLICATION
     snapshot_id = done.snapshot.disks[0].snapshot_id
     listed = stub.ListSnapshots(pb.ListSnapshotsRequest(domain=domain))
