@@ -46,15 +46,22 @@ def enum_name(enum: Any, value: int, prefix: str) -> str:
     return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
+class UsageError(Exception):
+    """Bad command-line input (exit code 2)."""
+
+
 def connect(args: argparse.Namespace) -> agent_pb2_grpc.AgentServiceStub:
     if args.endpoint:
         if not (args.cert and args.key and args.ca):
-            raise SystemExit("hostsnap: --endpoint needs --cert, --key and --ca (mutual TLS)")
-        credentials = grpc.ssl_channel_credentials(
-            root_certificates=Path(args.ca).read_bytes(),
-            private_key=Path(args.key).read_bytes(),
-            certificate_chain=Path(args.cert).read_bytes(),
-        )
+            raise UsageError("--endpoint needs --cert, --key and --ca (mutual TLS)")
+        try:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=Path(args.ca).read_bytes(),
+                private_key=Path(args.key).read_bytes(),
+                certificate_chain=Path(args.cert).read_bytes(),
+            )
+        except OSError as e:
+            raise UsageError(f"cannot read a certificate or key: {e}") from e
         channel = grpc.secure_channel(args.endpoint, credentials)
     else:
         channel = grpc.insecure_channel(f"unix:{args.socket or DEFAULT_SOCKET}")
@@ -172,7 +179,11 @@ def wait_for(stub: Any, job: Any, args: argparse.Namespace) -> int:
         print(as_json(job))
     else:
         print(describe(job))
-    return 1 if job.state in (pb.JOB_STATE_FAILED, pb.JOB_STATE_CANCELLED) else 0
+    if job.state == pb.JOB_STATE_FAILED:
+        return EXIT_CODES.get(getattr(grpc.StatusCode, job.error.code, None), 1)
+    if job.state == pb.JOB_STATE_CANCELLED:
+        return 0 if args.command == "cancel" else 1
+    return 0
 
 
 def describe(job: Any) -> str:
@@ -285,6 +296,14 @@ def direct(args: argparse.Namespace) -> int:
     if args.command not in DIRECT_COMMANDS:
         print(f"hostsnap: --direct works for {', '.join(DIRECT_COMMANDS)} only", file=sys.stderr)
         return 2
+    socket = args.socket or DEFAULT_SOCKET
+    if args.command == "revert" and agent_problem(socket) is None:
+        print(
+            f"hostsnap: the agent answers on {socket}: revert through it (without --direct), "
+            "so that its locks keep other jobs off the volume",
+            file=sys.stderr,
+        )
+        return 4
     try:
         return int(args.run(DirectStub(args.config), args))
     except ConfigError as e:
@@ -295,9 +314,18 @@ def direct(args: argparse.Namespace) -> int:
         return EXIT_CODES.get(code_of(e), 1)
 
 
+def agent_problem(socket: str) -> str | None:
+    """None when the agent answers on its socket, else why not."""
+    try:
+        stub = agent_pb2_grpc.AgentServiceStub(grpc.insecure_channel(f"unix:{socket}"))
+        stub.GetHostInfo(pb.GetHostInfoRequest(), timeout=5)
+    except grpc.RpcError as e:
+        return f"{e.code().name}: {e.details()}"
+    return None
+
+
 def doctor(args: argparse.Namespace) -> int:
     from agent.operations.doctor import Verdict, run_checks
-    from agent.operations.services import Services
     from agent.settings import ConfigError, load
 
     try:
@@ -305,11 +333,8 @@ def doctor(args: argparse.Namespace) -> int:
     except ConfigError as e:
         print(f"hostsnap: configuration error: {e}", file=sys.stderr)
         return 2
-    svc = Services.open(settings.agent)
-    try:
-        checks = run_checks(svc, args.socket or settings.listen.unix_socket, settings.audit_log)
-    finally:
-        svc.close()
+    socket = args.socket or settings.listen.unix_socket
+    checks = run_checks(settings.agent, socket, settings.audit_log, lambda: agent_problem(socket))
     if args.json:
         print(json.dumps([vars(c) for c in checks], indent=2))
     else:
@@ -408,6 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         return direct(args)
     try:
         return int(args.run(connect(args), args))
+    except UsageError as e:
+        print(f"hostsnap: {e}", file=sys.stderr)
+        return 2
     except grpc.RpcError as e:
         code = e.code()
         reason = dict(e.trailing_metadata() or ()).get("hostsnap-reason", "")

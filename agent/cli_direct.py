@@ -3,25 +3,46 @@ same operations the agent runs, called in this process, with the agent's configu
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import getpass
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from agent import validate
-from agent.errors import InvalidArgument
+from agent.errors import HostsnapError, InvalidArgument
 from agent.operations import listing, revert, volumes
 from agent.operations.services import Services
 from agent.service import convert
+from agent.service.security import AuditLog
+from agent.service.status import code_of
 from agent.settings import load
 from hostsnap.agent.v1 import agent_pb2 as pb
 
+T = TypeVar("T")
 DIRECT_COMMANDS = ("thaw", "freeze-status", "chain", "snapshots", "revert")
 
 
 class DirectStub:
-    """Answers like the agent's stub, for the calls the rescue commands make."""
+    """Answers like the agent's stub, for the calls the rescue commands make; its changes
+    go to the agent's audit log as the agent's own do."""
 
-    def __init__(self, config: Path) -> None:
-        self._svc = Services.open(load(config).agent)
+    def __init__(self, config: Path | None) -> None:
+        settings = load(config)
+        self._svc = Services.open(settings.agent)
+        self._audit = AuditLog(Path(settings.audit_log))
+        self._identity = f"direct:{getpass.getuser()}"
+
+    def _audited(self, rpc: str, target: str, action: Callable[[], T]) -> T:
+        outcome = "INTERNAL"
+        try:
+            result = action()
+            outcome = "OK"
+            return result
+        except HostsnapError as e:
+            outcome = code_of(e).name
+            raise
+        finally:
+            self._audit.write(self._identity, rpc, target, outcome)
 
     def GetFreezeStatus(
         self, request: pb.GetFreezeStatusRequest, timeout: float = 0
@@ -33,9 +54,12 @@ class DirectStub:
         return pb.FreezeStatus(domain=request.domain, frozen=status == "frozen")
 
     def Thaw(self, request: pb.ThawRequest, timeout: float = 0) -> pb.FreezeStatus:
-        validate.domain_name(request.domain)
-        self._svc.guest_agent(request.domain).thaw()
-        return self.GetFreezeStatus(pb.GetFreezeStatusRequest(domain=request.domain))
+        def thaw() -> pb.FreezeStatus:
+            validate.domain_name(request.domain)
+            self._svc.guest_agent(request.domain).thaw()
+            return self.GetFreezeStatus(pb.GetFreezeStatusRequest(domain=request.domain))
+
+        return self._audited("Thaw", request.domain, thaw)
 
     def ListSnapshots(
         self, request: pb.ListSnapshotsRequest, timeout: float = 0
@@ -50,7 +74,9 @@ class DirectStub:
             convert.idempotency_key(request.idempotency_key),
             request.stop_domain,
         )
-        result = revert.revert(self._svc, wanted)
+        result = self._audited(
+            "RevertSnapshot", request.snapshot_id, lambda: revert.revert(self._svc, wanted)
+        )
         return convert.job(self._svc.journal.get(result.job_id))
 
     def WatchJob(self, request: pb.WatchJobRequest, timeout: float = 0) -> Iterator[pb.Job]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 from collections.abc import Sequence
@@ -19,9 +20,20 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
+# Fields at their default value (frozen: false, progress: 0) are printed too; the option was
+# renamed in protobuf 26 (Debian 12 has 3.21).
+_ALL_FIELDS = (
+    "always_print_fields_with_no_presence"
+    if "always_print_fields_with_no_presence"
+    in inspect.signature(json_format.MessageToDict).parameters
+    else "including_default_value_fields"
+)
+
+
 def as_json(message: Message | Sequence[Message]) -> str:
     def one(m: Message) -> dict[str, Any]:
-        return json_format.MessageToDict(m, preserving_proto_field_name=True)
+        options: dict[str, Any] = {"preserving_proto_field_name": True, _ALL_FIELDS: True}
+        return json_format.MessageToDict(m, **options)
 
     data: Any = [one(m) for m in message] if isinstance(message, Sequence) else one(message)
     return json.dumps(data, indent=2, sort_keys=True)

@@ -57,6 +57,12 @@ class OperationFailed(HostsnapError):
     reason = "OPERATION_FAILED"
 
 
+class TimedOut(HostsnapError):
+    """A call did not answer in its time (gRPC DEADLINE_EXCEEDED)."""
+
+    reason = "DEADLINE_EXCEEDED"
+
+
 class Cancelled(HostsnapError):
     """The job was cancelled at a safe point (gRPC CANCELLED)."""
 

@@ -74,6 +74,9 @@ def load(path: Path | None = None, env: Mapping[str, str] = os.environ) -> Setti
         raw = tomllib.loads(path.read_text()) if path.exists() else {}
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: {e}") from e
+    unknown = set(raw) - {"agent", "listen", "tls", "limits", "roles", "audit"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
     settings = Settings(
         agent=_section(AgentConfig, "agent", raw, env),
         listen=_section(ListenSettings, "listen", raw, env),
@@ -116,6 +119,8 @@ def _coerce(kind: type[Any], value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if issubclass(kind, Path):
         return Path(value)
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise ConfigError(f"{where}: expected a whole number, got {value!r}")
     try:
         return kind(value)
     except (TypeError, ValueError) as e:
@@ -141,3 +146,12 @@ def validate(settings: Settings) -> None:
             )
     if not 0 < settings.agent.freeze_deadline <= 60:
         raise ConfigError("[agent] freeze_deadline must be between 0 and 60 seconds")
+    if listen.insecure_tcp and listen.tcp.rsplit(":", 1)[0] not in (
+        "127.0.0.1",
+        "localhost",
+        "[::1]",
+    ):
+        raise ConfigError("[listen] insecure_tcp is for development on a loopback address only")
+    for name, value in dataclasses.asdict(settings.limits).items():
+        if value <= 0:
+            raise ConfigError(f"[limits] {name} must be greater than 0")

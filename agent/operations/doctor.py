@@ -7,14 +7,18 @@ import enum
 import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.config import AgentConfig
 from agent.errors import HostsnapError
 from agent.hypervisor import domain_xml, qemu_img
+from agent.hypervisor.ceph_rbd import CephRbd
+from agent.hypervisor.guest_agent import GuestAgent
+from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.model import VolumeKind
 from agent.operations import volumes
-from agent.operations.services import Services
 
 
 class Verdict(enum.StrEnum):
@@ -30,14 +34,24 @@ class Check:
     detail: str
 
 
-def run_checks(svc: Services, agent_socket: str, audit_log: str) -> list[Check]:
-    checks = [_libvirt(svc)]
-    if checks[0].verdict == Verdict.OK:
-        checks += _guest_agents(svc)
-        checks += _pools(svc)
-    checks.append(_time_sync())
-    checks.append(_ceph(svc))
-    checks.append(_agent(agent_socket))
+def run_checks(
+    config: AgentConfig,
+    agent_socket: str,
+    audit_log: str,
+    agent_answers: Callable[[], str | None],
+) -> list[Check]:
+    """Reads only: nothing of the agent's state is created or changed."""
+    host, rbd = LibvirtHost(config.libvirt_uri), CephRbd(config.ceph_conf)
+    try:
+        checks = [_libvirt(host, config)]
+        if checks[0].verdict == Verdict.OK:
+            checks += _guest_agents(host, config)
+            checks += _pools(host, config)
+        checks.append(_time_sync())
+        checks.append(_ceph(rbd, config))
+    finally:
+        rbd.close()
+    checks.append(_agent(agent_socket, agent_answers))
     checks.append(
         Check(
             "logs",
@@ -49,25 +63,25 @@ def run_checks(svc: Services, agent_socket: str, audit_log: str) -> list[Check]:
     return checks
 
 
-def _libvirt(svc: Services) -> Check:
+def _libvirt(host: LibvirtHost, config: AgentConfig) -> Check:
     try:
-        libvirt_version, qemu_version = svc.host.versions()
+        libvirt_version, qemu_version = host.versions()
     except HostsnapError as e:
         return Check("libvirt", Verdict.FAILURE, f"{e}; start libvirtd (systemctl start libvirtd)")
     return Check(
         "libvirt",
         Verdict.OK,
-        f"{svc.config.libvirt_uri}: libvirt {libvirt_version}, QEMU {qemu_version}",
+        f"{config.libvirt_uri}: libvirt {libvirt_version}, QEMU {qemu_version}",
     )
 
 
-def _guest_agents(svc: Services) -> list[Check]:
+def _guest_agents(host: LibvirtHost, config: AgentConfig) -> list[Check]:
     found = []
-    for name, _, state in svc.host.list_domains(include_inactive=False):
+    for name, _, state in host.list_domains(include_inactive=False):
         if not volumes.is_live(state):
             continue
         try:
-            svc.guest_agent(name).ping()
+            GuestAgent(host.domain_on_own_connection(name), config.guest_agent_timeout).ping()
             found.append(Check(f"guest agent {name}", Verdict.OK, "answers guest-ping"))
         except HostsnapError as e:
             found.append(
@@ -81,18 +95,22 @@ def _guest_agents(svc: Services) -> list[Check]:
     return found
 
 
-def _pools(svc: Services) -> list[Check]:
+def _pools(host: LibvirtHost, config: AgentConfig) -> list[Check]:
     needed: dict[str, int] = {}
-    for name, _, _ in svc.host.list_domains(include_inactive=True):
-        for volume in domain_xml.volumes(name, svc.host.xml(name)):
+    for name, _, _ in host.list_domains(include_inactive=True):
+        try:
+            disks = domain_xml.volumes(name, host.xml(name))
+        except HostsnapError:
+            continue  # the domain went away meanwhile
+        for volume in disks:
             if volume.kind != VolumeKind.FILE or volume.path is None:
                 continue
             try:
-                size = qemu_img.chain(volume.path)[0].virtual_size
+                size = qemu_img.info(volume.path).virtual_size
             except HostsnapError:
                 continue
             directory = str(Path(volume.path).parent)
-            needed[directory] = needed.get(directory, 0) + int(size * svc.config.pool_headroom)
+            needed[directory] = needed.get(directory, 0) + int(size * config.pool_headroom)
     found = []
     for directory, need in sorted(needed.items()):
         free = shutil.disk_usage(directory).free
@@ -103,7 +121,7 @@ def _pools(svc: Services) -> list[Check]:
                 f"pool {directory}",
                 verdict,
                 f"{free // 2**20} MiB free, headroom {need // 2**20} MiB "
-                f"({svc.config.pool_headroom:.0%} of its disks){advice}",
+                f"({config.pool_headroom:.0%} of its disks){advice}",
             )
         )
     return found
@@ -138,20 +156,23 @@ def _time_sync() -> Check:
     )
 
 
-def _ceph(svc: Services) -> Check:
-    conf = svc.config.ceph_conf
+def _ceph(rbd: CephRbd, config: AgentConfig) -> Check:
+    conf = config.ceph_conf
     if not os.path.exists(conf):
         return Check("ceph", Verdict.OK, f"no {conf}: this host serves file volumes only")
     try:
-        svc.rbd.connect(conf)
+        rbd.connect(conf)
     except HostsnapError as e:
         return Check("ceph", Verdict.FAILURE, f"{e}; check the monitors and the keyring in {conf}")
     return Check("ceph", Verdict.OK, f"cluster of {conf} answers")
 
 
-def _agent(socket: str) -> Check:
-    if os.path.exists(socket):
-        return Check("agent", Verdict.OK, f"socket {socket} present")
+def _agent(socket: str, agent_answers: Callable[[], str | None]) -> Check:
+    problem = agent_answers()
+    if problem is None:
+        return Check("agent", Verdict.OK, f"answers on {socket}")
     return Check(
-        "agent", Verdict.WARNING, f"no socket {socket}: start hostsnap-agent (rescue with --direct)"
+        "agent",
+        Verdict.WARNING,
+        f"does not answer on {socket} ({problem}): start hostsnap-agent (rescue with --direct)",
     )

@@ -22,18 +22,12 @@ class Role(enum.IntEnum):
     ADMIN = 3
 
 
-def identities(context: grpc.aio.ServicerContext) -> list[str]:
-    """The caller's names: the unix-socket caller (root, by the socket's mode), or the
-    verified client certificate's CN and SANs; empty when there is no verified certificate."""
-    if context.peer().startswith("unix:"):
-        return [LOCAL_IDENTITY]
+def certificate_names(context: grpc.aio.ServicerContext) -> list[str]:
+    """The verified client certificate's names: its subject alternative names, or its CN
+    when it has none (as TLS name checking does); empty without a verified certificate."""
     auth = context.auth_context()
-    names = [
-        value.decode()
-        for key in ("x509_common_name", "x509_subject_alternative_name")
-        for value in auth.get(key, [])
-    ]
-    return names
+    sans = [v.decode() for v in auth.get("x509_subject_alternative_name", [])]
+    return sans or [v.decode() for v in auth.get("x509_common_name", [])]
 
 
 class Authorizer:
@@ -42,27 +36,35 @@ class Authorizer:
         self._insecure_tcp = insecure_tcp
 
     def identify(self, context: grpc.aio.ServicerContext) -> tuple[str | None, Role | None]:
-        """(identity, role); identity None means the caller is not authenticated."""
-        names = identities(context)
-        if names == [LOCAL_IDENTITY]:
+        """(identity, role); identity None means the caller is not authenticated.
+
+        The listener decides what a caller is: on the root-only unix socket an admin; on TCP
+        whatever its certificate's names are granted, the least of them when several are."""
+        if context.peer().startswith("unix:"):
             return LOCAL_IDENTITY, Role.ADMIN
+        names = certificate_names(context)
         if not names:
             if self._insecure_tcp:
                 return INSECURE_IDENTITY, Role.ADMIN
             return None, None
-        for name in names:
-            if name in self._roles:
-                return name, self._roles[name]
-        return names[0], None
+        granted = [(self._roles[n], n) for n in names if n in self._roles]
+        if not granted:
+            return names[0], None
+        role, name = min(granted)
+        return name, role
 
 
 class AuditLog:
     """JSON lines: time, identity, rpc, target, result. One line per mutating call."""
 
     def __init__(self, path: Path) -> None:
-        self._path = path
+        self.path = path
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
+
+    def ensure_writable(self) -> None:
+        """Fails (OSError) when a line could not be written: a mutating call is refused then."""
+        os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600))
 
     def write(self, identity: str | None, rpc: str, target: str, result: str) -> None:
         line = json.dumps(
@@ -75,7 +77,7 @@ class AuditLog:
             }
         )
         with self._lock:
-            fd = os.open(self._path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
                 os.write(fd, (line + "\n").encode())
             finally:

@@ -6,16 +6,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
 from agent import __version__, validate
-from agent.errors import HostsnapError, InvalidArgument, NotFound, Precondition
+from agent.errors import (
+    HostsnapError,
+    InvalidArgument,
+    NotFound,
+    Precondition,
+    TimedOut,
+    Unavailable,
+)
 from agent.model import SnapshotRequest
 from agent.operations import delete, listing, revert, snapshot, volumes
 from agent.operations.services import Services
@@ -26,8 +35,10 @@ from agent.settings import Settings
 from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap.agent.v1 import agent_pb2_grpc
 
+log = logging.getLogger(__name__)
 T = TypeVar("T")
 WATCH_POLL_SECONDS = 1.0
+QUERY_THREADS = 16
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
@@ -47,18 +58,38 @@ def rpc(role: Role, *, audited: bool = False) -> Callable[[Handler], Handler]:
         async def handler(
             self: AgentServicer, request: Any, context: grpc.aio.ServicerContext
         ) -> Any:
-            identity = await self.authorize(context, role, method.__name__, request, audited)
+            name = method.__name__
+            identity = await self.authorize(context, role, name, request, audited)
+            if audited:
+                try:
+                    self.audit.ensure_writable()
+                except OSError as e:
+                    log.error("audit log %s cannot be written: %s", self.audit.path, e)
+                    await context.abort(
+                        grpc.StatusCode.UNAVAILABLE,
+                        "the agent's audit log cannot be written; no change is made without it",
+                    )
+            outcome = "INTERNAL"
             try:
                 response = await method(self, request, context)
+                outcome = "OK"
+                return response
             except HostsnapError as e:
                 code = status.code_of(e)
-                if audited:
-                    self.audit.write(identity, method.__name__, _target(request), code.name)
+                outcome = code.name
                 context.set_trailing_metadata(status.trailers(e))
                 await context.abort(code, str(e))
-            if audited:
-                self.audit.write(identity, method.__name__, _target(request), "OK")
-            return response
+            except asyncio.CancelledError:
+                outcome = "CANCELLED"
+                raise
+            except Exception:
+                log.exception("%s failed unexpectedly", name)
+                await context.abort(
+                    grpc.StatusCode.INTERNAL, "internal error in the agent; its log has the details"
+                )
+            finally:
+                if audited:
+                    self.audit.write(identity, name, _target(request), outcome)
 
         return handler
 
@@ -74,6 +105,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self.audit = AuditLog(Path(settings.audit_log))
         self.started_at = time.time()
         self._loop = asyncio.get_running_loop()
+        self._queries = ThreadPoolExecutor(QUERY_THREADS, thread_name_prefix="hostsnap-query")
+        self._busy_threads = 0
         self._watchers: dict[str, set[asyncio.Event]] = {}
         svc.journal.listeners.append(self._job_changed)
 
@@ -96,6 +129,8 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     ) -> str:
         identity, granted = self.authorizer.identify(context)
         if identity is None:
+            if audited:
+                self.audit.write(None, rpc_name, _target(request), "UNAUTHENTICATED")
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
                 "no verified client certificate: present one signed by the agent's client CA",
@@ -113,16 +148,28 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         return identity
 
     async def _blocking(self, call: Callable[..., T], *args: Any) -> T:
-        """Runs a libvirt, librbd or qemu-img call off the event loop, bounded in time."""
+        """Runs a libvirt, librbd, qemu-img or journal call off the event loop, in a bounded
+        pool of its own, bounded in time. A call that hangs keeps its thread; when every
+        thread hangs, new calls are refused at once instead of queueing behind them."""
+        if self._busy_threads >= QUERY_THREADS:
+            raise Unavailable(
+                f"{QUERY_THREADS} calls are waiting on libvirt, a guest agent or Ceph; retry later",
+                reason="AGENT_BUSY",
+            )
+        self._busy_threads += 1
+        future = self._loop.run_in_executor(self._queries, call, *args)
+        future.add_done_callback(self._thread_free)
         try:
             return await asyncio.wait_for(
-                asyncio.to_thread(call, *args), self.settings.limits.query_timeout
+                asyncio.shield(future), self.settings.limits.query_timeout
             )
         except TimeoutError as e:
-            raise HostsnapError(
-                f"the call did not answer within {self.settings.limits.query_timeout:.0f} s",
-                reason="DEADLINE",
+            raise TimedOut(
+                f"the call did not answer within {self.settings.limits.query_timeout:.0f} s"
             ) from e
+
+    def _thread_free(self, _: Any) -> None:
+        self._busy_threads -= 1
 
     # queries
 
@@ -181,7 +228,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     async def _started(self, operation: Callable[[Callable[[str], None]], Any]) -> pb.Job:
         job_id = await self.executor.start(operation)
-        return convert.job(self.svc.journal.get(job_id))
+        return await self._blocking(self._job, job_id)
 
     @rpc(Role.OPERATOR, audited=True)
     async def CreateSnapshot(self, request: pb.CreateSnapshotRequest, context: Any) -> pb.Job:
@@ -220,7 +267,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     @rpc(Role.VIEWER)
     async def GetJob(self, request: pb.GetJobRequest, context: Any) -> pb.Job:
-        return self._job(request.job_id)
+        return await self._blocking(self._job, request.job_id)
 
     @rpc(Role.VIEWER)
     async def ListJobs(self, request: pb.ListJobsRequest, context: Any) -> pb.ListJobsResponse:
@@ -229,23 +276,20 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             validate.domain_name(request.domain)
         if request.limit < 0:
             raise InvalidArgument("limit must not be negative")
-        jobs = [
-            j
-            for j in reversed(self.svc.journal.jobs(state))
-            if not request.domain or j.domain == request.domain
-        ]
+        everything = await self._blocking(self.svc.journal.jobs, state)
+        jobs = [j for j in reversed(everything) if not request.domain or j.domain == request.domain]
         return pb.ListJobsResponse(jobs=[convert.job(j) for j in jobs[: request.limit or 100]])
 
     @rpc(Role.OPERATOR, audited=True)
     async def CancelJob(self, request: pb.CancelJobRequest, context: Any) -> pb.Job:
-        current = self._job(request.job_id)
+        current = await self._blocking(self._job, request.job_id)
         if current.state != pb.JOB_STATE_RUNNING:
             state = pb.JobState.Name(current.state).removeprefix("JOB_STATE_").lower()
             raise Precondition(
                 f"job {request.job_id} has already ended ({state})", reason="JOB_ENDED"
             )
         self.svc.cancellations.request(request.job_id)
-        return self._job(request.job_id)
+        return await self._blocking(self._job, request.job_id)
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
@@ -257,7 +301,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             last = None
             while True:
                 changed.clear()
-                current = self._job(request.job_id)
+                current = await self._blocking(self._job, request.job_id)
                 if current != last:
                     yield current
                     last = current

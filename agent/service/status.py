@@ -13,6 +13,7 @@ from agent.errors import (
     NotFound,
     OperationFailed,
     Precondition,
+    TimedOut,
     Unavailable,
 )
 
@@ -25,6 +26,7 @@ CODES: dict[type[HostsnapError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     OperationFailed: grpc.StatusCode.INTERNAL,
     Cancelled: grpc.StatusCode.CANCELLED,
+    TimedOut: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 
 REASON_KEY = "hostsnap-reason"

@@ -186,7 +186,7 @@ def test_cancel_stops_a_job_at_its_next_safe_point(agent: AgentProcess, conn: li
             hostsnap(agent, "--json", "revert", "--stop", "--no-wait", snapshot_id).stdout
         )
         cancelled = hostsnap(agent, "--json", "cancel", started["id"])
-        assert cancelled.returncode == 1, cancelled.stderr  # the job did not succeed
+        assert cancelled.returncode == 0, cancelled.stderr  # the cancel did what it was asked
         job = json.loads(cancelled.stdout)
         assert job["state"] == "JOB_STATE_CANCELLED"
         assert job["error"]["reason"] == "CANCELLED"

@@ -46,6 +46,10 @@ def test_environment_overrides_every_key(tmp_path: Path):
         ("[agent]\nguest_agent_timeout = 'soon'\n", "expected int"),
         ('[listen]\nunix_socket = ""\n', "needs unix_socket or tcp"),
         ("[agent\n", "agent.toml"),
+        ("[limits]\njob_workers = 0\n", "job_workers must be greater than 0"),
+        ('[role]\nctl = "viewer"\n', "unknown sections: role"),
+        ("[agent]\nguest_agent_timeout = 2.5\n", "expected a whole number"),
+        ('[listen]\ntcp = "0.0.0.0:7443"\ninsecure_tcp = true\n', "loopback address only"),
     ],
 )
 def test_a_bad_configuration_is_refused_with_the_key_named(tmp_path: Path, text: str, message: str):
