@@ -446,3 +446,7 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return EXIT_CODES.get(code, 1)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

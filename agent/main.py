@@ -70,3 +70,7 @@ def main(argv: list[str] | None = None) -> int:
 
     asyncio.run(serve(settings))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
