@@ -118,10 +118,6 @@ class LibvirtHost:
         with _translated(f"XML of {name!r}"):
             return str(self.domain(name).XMLDesc(flags))
 
-    def is_persistent(self, name: str) -> bool:
-        with _translated(f"persistence of {name!r}"):
-            return bool(self.domain(name).isPersistent())
-
     def define(self, xml: str) -> None:
         with _translated("defining a domain"):
             self._connection().defineXML(xml)
