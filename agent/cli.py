@@ -265,6 +265,60 @@ def cmd_cancel(stub: Any, args: argparse.Namespace) -> int:
     return wait_for(stub, job, args)
 
 
+def _latency(value: Any) -> str:
+    return f"{value.value:.2f}" if value.ByteSize() else "-"
+
+
+def show_stats(found: Any) -> str:
+    def disk_rows(disks: Any) -> list[tuple[Any, ...]]:
+        return [
+            (
+                d.domain,
+                d.disk,
+                f"{d.read_iops:.1f}",
+                f"{d.write_iops:.1f}",
+                f"{d.read_bytes_per_second / 2**20:.2f}",
+                f"{d.write_bytes_per_second / 2**20:.2f}",
+                _latency(d.read_latency_ms),
+                _latency(d.write_latency_ms),
+            )
+            for d in disks
+        ]
+
+    headers = ["domain", "disk", "r/s", "w/s", "rMiB/s", "wMiB/s", "r ms", "w ms"]
+    parts = [
+        f"over {found.interval_seconds:.1f} s",
+        table(headers, disk_rows(found.domain_disks)),
+        table(["host", *headers[1:]], disk_rows(found.host_devices)),
+    ]
+    if found.temperatures:
+        rows = [
+            (
+                t.sensor,
+                t.label,
+                f"{t.celsius:.1f}",
+                f"{t.high.value:.0f}" if t.HasField("high") else "-",
+                f"{t.critical.value:.0f}" if t.HasField("critical") else "-",
+            )
+            for t in found.temperatures
+        ]
+        parts.append(table(["sensor", "label", "°C", "high", "critical"], rows))
+    else:
+        parts.append("temperatures: this host exposes no temperature sensor")
+    return "\n\n".join(parts)
+
+
+def cmd_stats(stub: Any, args: argparse.Namespace) -> int:
+    request = pb.GetStatsRequest(interval_seconds=args.interval)
+    if not args.watch:
+        found = stub.GetStats(request, timeout=args.timeout + args.interval)
+        print(as_json(found) if args.json else show_stats(found))
+        return 0
+    for found in stub.WatchStats(request):
+        print(as_json(found) if args.json else show_stats(found) + "\n", flush=True)
+    return 0
+
+
 def cmd_freeze_status(stub: Any, args: argparse.Namespace) -> int:
     status = stub.GetFreezeStatus(
         pb.GetFreezeStatusRequest(domain=args.domain), timeout=args.timeout
@@ -414,6 +468,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("job", cmd_job, "one job")
     p.add_argument("job")
     p.add_argument("--watch", action="store_true", help="follow it to its end")
+    p = command("stats", cmd_stats, "disk activity of the domains and the host, temperatures")
+    p.add_argument("--interval", type=float, default=1.0, help="seconds per sample (1)")
+    p.add_argument("--watch", action="store_true", help="one report per interval until ^C")
     command("cancel", cmd_cancel, "stop a job at its next safe point").add_argument("job")
     command("freeze-status", cmd_freeze_status, "is the guest frozen?").add_argument("domain")
     command("thaw", cmd_thaw, "thaw a guest's filesystems (rescue)").add_argument("domain")

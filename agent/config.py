@@ -23,6 +23,9 @@ class AgentConfig:
     # (the operator guidance is 25% overhead).
     pool_headroom: float = 0.25
 
+    # Where the kernel's sysfs is (temperatures); tests point it at a fixture tree.
+    sysfs_root: Path = Path("/sys")
+
     @property
     def journal_path(self) -> Path:
         return self.state_dir / "journal.sqlite"

@@ -10,7 +10,9 @@ from agent import errors
 from agent.errors import InvalidArgument
 from agent.jobs import Job, JobState
 from agent.model import Consistency, DomainState, Quiesce, VolumeKind, VolumeSnapshots
+from agent.operations.stats import HostStats
 from agent.service import status
+from agent.telemetry import DiskRate
 from hostsnap.agent.v1 import agent_pb2 as pb
 
 QUIESCE = {
@@ -108,6 +110,42 @@ def volume_snapshots(found: VolumeSnapshots) -> pb.VolumeSnapshots:
         if s.chain_position is not None:
             snap.chain_position.CopyFrom(wrappers_pb2.Int32Value(value=s.chain_position))
     return message
+
+
+def _double(value: float | None) -> wrappers_pb2.DoubleValue | None:
+    return None if value is None else wrappers_pb2.DoubleValue(value=value)
+
+
+def disk_stats(rate: DiskRate) -> pb.DiskStats:
+    return pb.DiskStats(
+        domain=rate.domain,
+        disk=rate.disk,
+        read_iops=rate.read_iops,
+        write_iops=rate.write_iops,
+        read_bytes_per_second=rate.read_bytes_per_second,
+        write_bytes_per_second=rate.write_bytes_per_second,
+        read_latency_ms=_double(rate.read_latency_ms),
+        write_latency_ms=_double(rate.write_latency_ms),
+    )
+
+
+def host_stats(found: HostStats) -> pb.Stats:
+    return pb.Stats(
+        taken_at=timestamp(found.taken_at),
+        interval_seconds=found.interval,
+        domain_disks=[disk_stats(r) for r in found.domain_disks],
+        host_devices=[disk_stats(r) for r in found.host_devices],
+        temperatures=[
+            pb.TemperatureReading(
+                sensor=t.sensor,
+                label=t.label,
+                celsius=t.celsius,
+                high=_double(t.high),
+                critical=_double(t.critical),
+            )
+            for t in found.temperatures
+        ],
+    )
 
 
 def job(record: Job) -> pb.Job:

@@ -26,7 +26,7 @@ from agent.errors import (
     Unavailable,
 )
 from agent.model import SnapshotRequest
-from agent.operations import delete, listing, revert, snapshot, volumes
+from agent.operations import delete, listing, revert, snapshot, stats, volumes
 from agent.operations.services import Services
 from agent.service import convert, status
 from agent.service.executor import JobExecutor
@@ -319,6 +319,35 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             watchers.discard(changed)
             if not watchers:
                 self._watchers.pop(request.job_id, None)
+
+    # statistics
+
+    @rpc(Role.VIEWER)
+    async def GetStats(self, request: pb.GetStatsRequest, context: Any) -> pb.Stats:
+        seconds = stats.interval(request.interval_seconds)
+        first = await self._blocking(stats.sample, self.svc)
+        await asyncio.sleep(seconds)
+        second = await self._blocking(stats.sample, self.svc)
+        found = await self._blocking(stats.measure, self.svc, first, second)
+        return convert.host_stats(found)
+
+    async def WatchStats(
+        self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.Stats]:
+        await self.authorize(context, Role.VIEWER, "WatchStats", request, audited=False)
+        try:
+            seconds = stats.interval(request.interval_seconds)
+            previous = await self._blocking(stats.sample, self.svc)
+            while True:
+                await asyncio.sleep(seconds)
+                current = await self._blocking(stats.sample, self.svc)
+                yield convert.host_stats(
+                    await self._blocking(stats.measure, self.svc, previous, current)
+                )
+                previous = current
+        except HostsnapError as e:
+            context.set_trailing_metadata(status.trailers(e))
+            await context.abort(status.code_of(e), str(e))
 
     # rescue
 

@@ -81,6 +81,21 @@ def make_cert(directory: Path, ca: tuple[Path, Path], cn: str, san: str) -> tupl
     return key, cert
 
 
+def hwmon_fixture(root: Path) -> Path:
+    """A sysfs tree in the kernel's own format with one hwmon chip at 47 °C."""
+    chip = root / "class" / "hwmon" / "hwmon0"
+    chip.mkdir(parents=True)
+    for name, value in (
+        ("name", "coretemp"),
+        ("temp1_input", "47000"),
+        ("temp1_label", "Package id 0"),
+        ("temp1_max", "84000"),
+        ("temp1_crit", "100000"),
+    ):
+        (chip / name).write_text(value + "\n")
+    return root
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -132,6 +147,7 @@ def start_agent(lab: Lab, directory: Path) -> AgentProcess:
 state_dir = "{lab.agent_state}"
 ceph_conf = "{lab.ceph_conf}"
 stop_timeout = 3.0
+sysfs_root = "{hwmon_fixture(directory / "sysfs")}"
 
 [listen]
 unix_socket = "{sock}"

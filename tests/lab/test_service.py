@@ -325,3 +325,27 @@ def test_the_cli_reaches_a_remote_agent_with_certificates(agent: AgentProcess):
         check=False,
     )
     assert denied.returncode == 6 and "needs the operator role" in denied.stderr
+
+
+def test_stats_show_the_guests_writing_and_the_hosts_temperatures(agent: AgentProcess):
+    viewer = agent.stub("ctl-viewer")
+    found = viewer.GetStats(pb.GetStatsRequest(interval_seconds=2), timeout=30)
+    assert 1.5 < found.interval_seconds < 4
+    disks = {(d.domain, d.disk): d for d in found.domain_disks}
+    assert disks[("lab-qcow2", "vda")].write_iops > 0
+    assert disks[("lab-rbd", "vda")].write_iops > 0
+    assert found.host_devices and all(d.domain == "host" for d in found.host_devices)
+    (reading,) = found.temperatures
+    assert (reading.sensor, reading.label, reading.celsius) == (
+        "hwmon:coretemp",
+        "Package id 0",
+        47.0,
+    )
+    assert (reading.high.value, reading.critical.value) == (84.0, 100.0)
+    stream = viewer.WatchStats(pb.GetStatsRequest(interval_seconds=0.5), timeout=30)
+    first, second = next(stream), next(stream)
+    stream.cancel()
+    assert second.taken_at.ToNanoseconds() > first.taken_at.ToNanoseconds()
+    with pytest.raises(grpc.RpcError) as refused:
+        viewer.GetStats(pb.GetStatsRequest(interval_seconds=600))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
