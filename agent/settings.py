@@ -32,6 +32,8 @@ class ListenSettings:
     tcp: str = ""
     # Development only: listen on TCP without TLS; every caller is then an admin.
     insecure_tcp: bool = False
+    # host:port of the Prometheus text endpoint (empty: none), e.g. "127.0.0.1:9464".
+    metrics: str = ""
 
 
 @dataclass(frozen=True)

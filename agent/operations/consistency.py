@@ -66,6 +66,7 @@ def window(
     finally:
         freeze.close()
         result.frozen_seconds = freeze.frozen_seconds
+        svc.observe_freeze(freeze.frozen_seconds)
     if freeze.watchdog_fired:
         message = (
             f"the snapshot took longer than the {svc.config.freeze_deadline:.1f} s freeze "

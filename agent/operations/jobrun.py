@@ -60,9 +60,13 @@ def run(
         if not created:
             return replay(job, from_dict)
         log.info("job %s: %s of %s started", job_id, spec.operation, spec.domain)
+        started_at = svc.monotonic()
+        result_label = "failed"
         try:
             result = body(job_id)
+            result_label = "succeeded"
         except Cancelled as e:
+            result_label = "cancelled"
             log.warning("job %s: %s cancelled: %s", job_id, spec.operation, e)
             svc.journal.fail(job_id, str(e), e.reason, "Cancelled", JobState.CANCELLED)
             raise
@@ -78,6 +82,7 @@ def run(
             raise OperationFailed(f"{spec.operation} failed: {type(e).__name__}: {e}") from e
         finally:
             svc.cancellations.forget(job_id)
+            svc.observe_job(spec.operation, result_label, svc.monotonic() - started_at)
         svc.journal.succeed(job_id, to_json(result))
         log.info("job %s: %s of %s succeeded", job_id, spec.operation, spec.domain)
         return result

@@ -50,6 +50,9 @@ class Services:
     cancellations: Cancellations = field(default_factory=Cancellations)
     monotonic: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
+    # Told each freeze's duration and each job's (operation, result, seconds): the metrics.
+    observe_freeze: Callable[[float], None] = lambda seconds: None
+    observe_job: Callable[[str, str, float], None] = lambda operation, result, seconds: None
 
     @classmethod
     def open(cls, config: AgentConfig) -> Services:

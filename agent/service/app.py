@@ -113,6 +113,10 @@ async def serve(settings: Settings) -> None:
         ],
         maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
     )
+    if settings.listen.metrics:
+        from agent.service.metrics import serve_metrics
+
+        serve_metrics(svc, settings.listen.metrics)
     agent_pb2_grpc.add_AgentServiceServicer_to_server(
         AgentServicer(svc, settings, executor), server
     )

@@ -15,6 +15,9 @@ from collections.abc import Iterable
 REQUIRED = (
     "python3-venv",
     "python3-grpc-tools",
+    "python3-grpcio",
+    "python3-protobuf",
+    "python3-psutil",
     "qemu-system-x86",
     "qemu-utils",
     "qemu-block-extra",

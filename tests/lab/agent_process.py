@@ -110,6 +110,7 @@ class AgentProcess:
     endpoint: str
     ca: Path
     audit_log: Path
+    metrics: str
 
     def credentials(self, who: str) -> grpc.ChannelCredentials:
         return grpc.ssl_channel_credentials(
@@ -139,6 +140,7 @@ def start_agent(lab: Lab, directory: Path) -> AgentProcess:
     make_cert(directory, ca, "ctl-viewer", "DNS:ctl-viewer")
     make_cert(directory, make_ca(directory, "stranger-ca"), "stranger", "DNS:ctl-operator")
     endpoint = f"127.0.0.1:{free_port()}"
+    metrics = f"127.0.0.1:{free_port()}"
     sock = directory / "run" / "agent.sock"
     audit = directory / "audit.log"
     config = directory / "agent.toml"
@@ -152,6 +154,7 @@ sysfs_root = "{hwmon_fixture(directory / "sysfs")}"
 [listen]
 unix_socket = "{sock}"
 tcp = "{endpoint}"
+metrics = "{metrics}"
 
 [tls]
 cert = "{directory / "agent.crt"}"
@@ -178,4 +181,4 @@ log = "{audit}"
         assert process.poll() is None, (directory / "agent.log").read_text()
         assert time.monotonic() < deadline, "hostsnap-agent did not open its socket"
         time.sleep(0.1)
-    return AgentProcess(directory, process, sock, endpoint, ca[1], audit)
+    return AgentProcess(directory, process, sock, endpoint, ca[1], audit, metrics)

@@ -349,3 +349,44 @@ def test_stats_show_the_guests_writing_and_the_hosts_temperatures(agent: AgentPr
     with pytest.raises(grpc.RpcError) as refused:
         viewer.GetStats(pb.GetStatsRequest(interval_seconds=600))
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_the_prometheus_endpoint_parses_and_carries_disks_temperatures_and_durations(
+    agent: AgentProcess,
+):
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    operator = agent.stub("ctl-operator")
+    done = finished(
+        operator,
+        operator.CreateSnapshot(
+            pb.CreateSnapshotRequest(domain="lab-qcow2", quiesce=pb.QUIESCE_REQUIRED)
+        ),
+    )
+    assert done.state == pb.JOB_STATE_SUCCEEDED
+    text = urllib.request.urlopen(f"http://{agent.metrics}/metrics", timeout=10).read().decode()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+    def value(name: str, **labels: str) -> float:
+        return samples[(name, tuple(sorted(labels.items())))]
+
+    assert (
+        value("hostsnap_disk_operations_total", domain="lab-qcow2", disk="vda", operation="write")
+        > 0
+    )
+    assert value("hostsnap_disk_bytes_total", domain="lab-rbd", disk="vda", direction="write") > 0
+    assert (
+        value("hostsnap_host_temperature_celsius", sensor="hwmon:coretemp", label="Package id 0")
+        == 47.0
+    )
+    assert value("hostsnap_host_temperature_sensors") == 1
+    assert value("hostsnap_freeze_duration_seconds_count") >= 1
+    assert (
+        value("hostsnap_job_duration_seconds_count", operation="snapshot", result="succeeded") >= 1
+    )

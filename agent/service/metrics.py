@@ -1,0 +1,119 @@
+"""The Prometheus text endpoint: disk counters and temperatures read at each scrape, and
+histograms of freeze and job durations. Names and units by Prometheus conventions; rates are
+Prometheus's to compute from the *_total counters."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from agent.errors import HostsnapError
+from agent.hypervisor.host_disks import host_disk_counters
+from agent.hypervisor.sensors import read_temperatures
+from agent.operations.services import Services
+
+log = logging.getLogger(__name__)
+
+FREEZE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+OPERATIONS = (("rd", "read"), ("wr", "write"), ("fl", "flush"))
+
+
+class HostCollector:
+    """Collected at each scrape: never cached, so a scrape shows the host as it is."""
+
+    def __init__(self, svc: Services) -> None:
+        self._svc = svc
+
+    def collect(self) -> Iterator[Any]:
+        ops = CounterMetricFamily(
+            "hostsnap_disk_operations",
+            "Disk operations of a domain's disk",
+            labels=["domain", "disk", "operation"],
+        )
+        data = CounterMetricFamily(
+            "hostsnap_disk_bytes",
+            "Bytes moved by a domain's disk",
+            labels=["domain", "disk", "direction"],
+        )
+        busy = CounterMetricFamily(
+            "hostsnap_disk_time_seconds",
+            "Time a domain's disk spent on operations",
+            labels=["domain", "disk", "operation"],
+        )
+        try:
+            _, domains = self._svc.host.block_counters()
+        except HostsnapError as e:
+            log.warning("metrics: no domain statistics: %s", e)
+            domains = {}
+        _, host = host_disk_counters()
+        for source, disks in (*domains.items(), *host.items()):
+            for disk, counters in disks.items():
+                for key, name in OPERATIONS:
+                    if f"{key}.reqs" in counters:
+                        ops.add_metric([source, disk, name], counters[f"{key}.reqs"])
+                    if f"{key}.times" in counters:
+                        busy.add_metric([source, disk, name], counters[f"{key}.times"] / 1e9)
+                for key, name in OPERATIONS[:2]:
+                    data.add_metric([source, disk, name], counters.get(f"{key}.bytes", 0))
+        yield from (ops, data, busy)
+
+        temperatures = read_temperatures(self._svc.config.sysfs_root)
+        celsius = GaugeMetricFamily(
+            "hostsnap_host_temperature_celsius",
+            "A host temperature sensor",
+            labels=["sensor", "label"],
+        )
+        high = GaugeMetricFamily(
+            "hostsnap_host_temperature_high_celsius",
+            "A sensor's high threshold",
+            labels=["sensor", "label"],
+        )
+        critical = GaugeMetricFamily(
+            "hostsnap_host_temperature_critical_celsius",
+            "A sensor's critical threshold",
+            labels=["sensor", "label"],
+        )
+        for t in temperatures:
+            celsius.add_metric([t.sensor, t.label], t.celsius)
+            if t.high is not None:
+                high.add_metric([t.sensor, t.label], t.high)
+            if t.critical is not None:
+                critical.add_metric([t.sensor, t.label], t.critical)
+        sensors = GaugeMetricFamily(
+            "hostsnap_host_temperature_sensors", "Temperature sensors the host exposes (0: none)"
+        )
+        sensors.add_metric([], len(temperatures))
+        yield from (celsius, high, critical, sensors)
+
+
+def serve_metrics(svc: Services, address: str) -> CollectorRegistry:
+    """Starts the endpoint (a thread of its own) and hooks the duration histograms into the
+    operations."""
+    registry = CollectorRegistry()
+    registry.register(HostCollector(svc))
+    freeze = Histogram(
+        "hostsnap_freeze_duration_seconds",
+        "How long guests were frozen for a snapshot",
+        buckets=FREEZE_BUCKETS,
+        registry=registry,
+    )
+    jobs = Histogram(
+        "hostsnap_job_duration_seconds",
+        "How long jobs took, by operation and outcome",
+        labelnames=["operation", "result"],
+        buckets=JOB_BUCKETS,
+        registry=registry,
+    )
+    svc.observe_freeze = freeze.observe
+    svc.observe_job = lambda operation, result, seconds: jobs.labels(operation, result).observe(
+        seconds
+    )
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+    log.info("metrics on http://%s/metrics", address)
+    return registry
