@@ -45,6 +45,17 @@ class Capacity(HostsnapError):
     cloudstack_code = 530
 
 
+class NotAdmitted(Capacity):
+    """The host or a pool had no room for the job before its deadline (RESOURCE_EXHAUSTED,
+    with the seconds after which a retry makes sense)."""
+
+    reason = "ADMISSION_TIMEOUT"
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Unavailable(HostsnapError):
     """libvirt, the guest agent or Ceph cannot be reached (gRPC UNAVAILABLE)."""
 
@@ -77,6 +88,7 @@ def by_name(name: str | None) -> type[HostsnapError]:
         Conflict,
         Precondition,
         Capacity,
+        NotAdmitted,
         Unavailable,
         Cancelled,
     ):

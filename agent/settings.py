@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.admission import AdmissionConfig
 from agent.config import AgentConfig
 
 DEFAULT_PATH = Path("/etc/hostsnap/agent.toml")
@@ -64,6 +65,7 @@ class Settings:
     # Client certificate identity (CN or SAN) -> viewer, operator or admin.
     roles: dict[str, str] = field(default_factory=dict)
     audit_log: str = "/var/log/hostsnap/audit.log"
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
 
 
 def load(path: Path | None = None, env: Mapping[str, str] = os.environ) -> Settings:
@@ -76,7 +78,7 @@ def load(path: Path | None = None, env: Mapping[str, str] = os.environ) -> Setti
         raw = tomllib.loads(path.read_text()) if path.exists() else {}
     except (OSError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path}: {e}") from e
-    unknown = set(raw) - {"agent", "listen", "tls", "limits", "roles", "audit"}
+    unknown = set(raw) - {"agent", "listen", "tls", "limits", "roles", "audit", "admission"}
     if unknown:
         raise ConfigError(f"{path}: unknown sections: {', '.join(sorted(unknown))}")
     settings = Settings(
@@ -85,6 +87,7 @@ def load(path: Path | None = None, env: Mapping[str, str] = os.environ) -> Setti
         tls=_section(TlsSettings, "tls", raw, env),
         limits=_section(Limits, "limits", raw, env),
         roles=dict(raw.get("roles", {})),
+        admission=_section(AdmissionConfig, "admission", raw, env),
         audit_log=str(
             env.get("HOSTSNAP_AUDIT_LOG", raw.get("audit", {}).get("log", Settings.audit_log))
         ),
@@ -121,6 +124,10 @@ def _coerce(kind: type[Any], value: Any, where: str) -> Any:
         raise ConfigError(f"{where}: expected true or false, got {value!r}")
     if issubclass(kind, Path):
         return Path(value)
+    if kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a table")
+        return {str(k): _coerce(float, v, f"{where}.{k}") for k, v in value.items()}
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise ConfigError(f"{where}: expected a whole number, got {value!r}")
     try:
@@ -157,3 +164,8 @@ def validate(settings: Settings) -> None:
     for name, value in dataclasses.asdict(settings.limits).items():
         if value <= 0:
             raise ConfigError(f"[limits] {name} must be greater than 0")
+    a = settings.admission
+    if min(a.max_jobs, a.max_jobs_per_pool, a.wait_timeout, a.poll_interval) <= 0:
+        raise ConfigError(
+            "[admission] max_jobs, max_jobs_per_pool, wait_timeout, poll_interval > 0"
+        )

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from agent.admission import Admission, AdmissionConfig
 from agent.config import AgentConfig
 from agent.hypervisor.ceph_rbd import CephRbd
 from agent.hypervisor.guest_agent import GuestAgent
@@ -54,15 +55,27 @@ class Services:
     observe_freeze: Callable[[float], None] = lambda seconds: None
     observe_job: Callable[[str, str, float], None] = lambda operation, result, seconds: None
 
+    admission: Admission = field(
+        default_factory=lambda: Admission(AdmissionConfig(), lambda: None, lambda pools: {})
+    )
+
     @classmethod
-    def open(cls, config: AgentConfig) -> Services:
+    def open(cls, config: AgentConfig, admission: AdmissionConfig | None = None) -> Services:
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        return cls(
+        svc = cls(
             config=config,
             host=LibvirtHost(config.libvirt_uri),
             rbd=CephRbd(config.ceph_conf),
             journal=Journal(config.journal_path),
         )
+        from agent.operations import stats  # stats works with a Services: imported late
+
+        svc.admission = Admission(
+            admission or AdmissionConfig(),
+            hottest=lambda: stats.hottest(config.sysfs_root),
+            pool_iops=lambda pools: stats.pool_iops(svc, pools),
+        )
+        return svc
 
     def close(self) -> None:
         self.journal.close()

@@ -3,6 +3,7 @@ and RBD together, in one consistency window; any failure undoes every part alrea
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -21,7 +22,7 @@ from agent.model import (
     Volume,
     VolumeKind,
 )
-from agent.operations import consistency, jobrun, merge, volumes
+from agent.operations import consistency, jobrun, merge, stats, volumes
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ def create(
         # Again, under the job's locks: the disks' active images as they are now.
         current = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
         live = _check(svc, request, current)
-        return _snapshot(svc, job_id, request, current, live)
+        pools = {stats.pool_of(v) for v in current}
+        with svc.admission.admitted(job_id, pools, functools.partial(svc.journal.record, job_id)):
+            return _snapshot(svc, job_id, request, current, live)
 
     spec = jobrun.JobSpec("snapshot", request.domain, [v.key for v in chosen], asdict(request))
     return jobrun.run(

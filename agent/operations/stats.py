@@ -5,10 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
-from agent.errors import InvalidArgument
+from agent.errors import HostsnapError, InvalidArgument
+from agent.hypervisor import domain_xml
 from agent.hypervisor.host_disks import host_disk_counters
 from agent.hypervisor.sensors import Temperature, read_temperatures
+from agent.model import Volume
 from agent.operations.services import Services
 from agent.telemetry import DiskRate, Sample, rates
 
@@ -49,3 +52,37 @@ def measure(
         host_devices=rates(previous[1], current[1]),
         temperatures=read_temperatures(svc.config.sysfs_root),
     )
+
+
+def hottest(sysfs_root: Path) -> float | None:
+    """The highest temperature the host reports; None without sensors."""
+    readings = read_temperatures(sysfs_root)
+    return max((t.celsius for t in readings), default=None)
+
+
+def pool_of(volume: Volume) -> str:
+    """A file volume's pool is its directory; an RBD volume's is `rbd:<pool>`."""
+    if volume.rbd is not None:
+        return f"rbd:{volume.rbd.pool}"
+    assert volume.path is not None
+    return str(Path(volume.path).parent)
+
+
+def pool_iops(svc: Services, pools: set[str], seconds: float = 1.0) -> dict[str, float]:
+    """The IOPS the running domains' disks make on each of `pools`, over `seconds`."""
+    first = Sample(*svc.host.block_counters())
+    time.sleep(seconds)
+    second = Sample(*svc.host.block_counters())
+    where: dict[tuple[str, str], str] = {}
+    for domain in second.counters:
+        try:
+            for volume in domain_xml.volumes(domain, svc.host.xml(domain)):
+                where[(domain, volume.target)] = pool_of(volume)
+        except HostsnapError:
+            continue  # the domain went away meanwhile
+    load = dict.fromkeys(pools, 0.0)
+    for rate in rates(first, second):
+        pool = where.get((rate.domain, rate.disk))
+        if pool in load:
+            load[pool] += rate.read_iops + rate.write_iops
+    return load

@@ -101,7 +101,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    svc = Services.open(settings.agent)
+    svc = Services.open(settings.agent, settings.admission)
     for outcome in await asyncio.to_thread(recovery.recover, svc):
         log.warning("recovered job %s (%s): %s", outcome.job_id, outcome.state, outcome.detail)
     executor = JobExecutor(settings.limits.job_workers, svc.cancellations.request)

@@ -163,12 +163,14 @@ def job(record: Job) -> pb.Job:
     if record.result is not None:
         _result(message, record.operation, record.result)
     if record.state in (JobState.FAILED, JobState.CANCELLED):
+        refused = record.step("admission-refused")
         error_class = errors.by_name(record.error_type)
         message.error.CopyFrom(
             pb.JobError(
                 code=status.code_of(error_class("")).name,
                 reason=record.error_reason or "",
                 message=record.error or "",
+                retry_after_seconds=refused.detail["retry_after"] if refused else 0.0,
             )
         )
     return message

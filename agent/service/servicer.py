@@ -314,6 +314,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         except HostsnapError as e:
             context.set_trailing_metadata(status.trailers(e))
             await context.abort(status.code_of(e), str(e))
+        except Exception:
+            log.exception("a stream failed unexpectedly")
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "internal error in the agent; its log has the details"
+            )
         finally:
             watchers = self._watchers.get(request.job_id, set())
             watchers.discard(changed)
@@ -348,6 +353,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         except HostsnapError as e:
             context.set_trailing_metadata(status.trailers(e))
             await context.abort(status.code_of(e), str(e))
+        except Exception:
+            log.exception("a stream failed unexpectedly")
+            await context.abort(
+                grpc.StatusCode.INTERNAL, "internal error in the agent; its log has the details"
+            )
 
     # rescue
 

@@ -44,4 +44,7 @@ def trailers(error: HostsnapError) -> tuple[tuple[str, str], ...]:
     metadata = [(REASON_KEY, error.reason)]
     if isinstance(error, Capacity):
         metadata.append((CLOUDSTACK_KEY, str(error.cloudstack_code)))
+    retry_after = getattr(error, "retry_after", None)
+    if retry_after is not None:
+        metadata.append(("retry-after", f"{retry_after:.0f}"))
     return tuple(metadata)

@@ -167,6 +167,11 @@ ctl-viewer = "viewer"
 
 [audit]
 log = "{audit}"
+
+[admission]
+temperature_ceiling = 85.0
+wait_timeout = 3.0
+poll_interval = 0.5
 """
     )
     log = (directory / "agent.log").open("wb")

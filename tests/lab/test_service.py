@@ -390,3 +390,32 @@ def test_the_prometheus_endpoint_parses_and_carries_disks_temperatures_and_durat
     assert (
         value("hostsnap_job_duration_seconds_count", operation="snapshot", result="succeeded") >= 1
     )
+
+
+def test_a_hot_host_holds_a_snapshot_back_and_a_cool_one_lets_it_run(agent: AgentProcess, lab: Lab):
+    from .support import rbd_snapshots
+
+    sensor = agent.directory / "sysfs" / "class" / "hwmon" / "hwmon0" / "temp1_input"
+    operator = agent.stub("ctl-operator")
+    before = rbd_snapshots(lab)
+    sensor.write_text("91000\n")  # above the 85 °C ceiling of the test's configuration
+    try:
+        refused = finished(
+            operator, operator.CreateSnapshot(pb.CreateSnapshotRequest(domain="lab-rbd"))
+        )
+    finally:
+        sensor.write_text("47000\n")
+    assert refused.state == pb.JOB_STATE_FAILED
+    assert (refused.error.code, refused.error.reason) == ("RESOURCE_EXHAUSTED", "ADMISSION_TIMEOUT")
+    assert refused.error.retry_after_seconds > 0
+    assert "91.0 °C (ceiling 85.0 °C)" in refused.error.message
+    assert "admission-wait" in refused.steps and "plan" not in refused.steps
+    assert rbd_snapshots(lab) == before  # nothing was made
+
+    sensor.write_text("91000\n")
+    started = operator.CreateSnapshot(pb.CreateSnapshotRequest(domain="lab-rbd"))
+    time.sleep(1)
+    sensor.write_text("47000\n")  # the rack cools down while the job waits
+    ran = finished(operator, started)
+    assert ran.state == pb.JOB_STATE_SUCCEEDED, ran.error.message
+    assert ran.steps[:1] == ["admission-wait"] and "admitted" in ran.steps

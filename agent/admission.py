@@ -1,0 +1,103 @@
+"""Admission: before a snapshot starts, the host and its pools must have room for it.
+
+Limits: jobs at once per host and per pool, an IOPS ceiling per pool (configured capacity
+against measured load) and a temperature ceiling. Over a limit the job waits, re-checking,
+up to its deadline, then fails with RESOURCE_EXHAUSTED and a retry-after. Every decision and
+its reason is written to the job's record."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from agent.errors import NotAdmitted
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AdmissionConfig:
+    max_jobs: int = 4  # admitted jobs at once on the host
+    max_jobs_per_pool: int = 2  # admitted jobs at once on one pool
+    temperature_ceiling: float = 0.0  # °C; 0: no ceiling
+    # Pool (file pool directory, or "rbd:<pool>") -> IOPS it can give; absent: no ceiling.
+    iops_capacity: dict[str, float] = field(default_factory=dict)
+    wait_timeout: float = 60.0  # seconds a job waits for room before it fails
+    poll_interval: float = 1.0
+
+
+class Admission:
+    def __init__(
+        self,
+        config: AdmissionConfig,
+        hottest: Callable[[], float | None],
+        pool_iops: Callable[[set[str]], dict[str, float]],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self._config = config
+        self._hottest = hottest
+        self._pool_iops = pool_iops
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._admitted: dict[str, set[str]] = {}  # job id -> pools
+
+    def _take(self, job_id: str, pools: set[str]) -> str | None:
+        """Takes a place for the job when the host and its pools have one (atomically);
+        else says why not."""
+        c = self._config
+        with self._lock:
+            if len(self._admitted) >= c.max_jobs:
+                return f"{len(self._admitted)} jobs run on this host (limit {c.max_jobs})"
+            for pool in sorted(pools):
+                busy = sum(pool in held for held in self._admitted.values())
+                if busy >= c.max_jobs_per_pool:
+                    return f"{busy} jobs run on pool {pool} (limit {c.max_jobs_per_pool})"
+            self._admitted[job_id] = pools
+        return None
+
+    def _load(self, pools: set[str]) -> str | None:
+        """None when the host is cool and its pools have IOPS to spare, else why not."""
+        c = self._config
+        if c.temperature_ceiling:
+            hottest = self._hottest()
+            if hottest is not None and hottest >= c.temperature_ceiling:
+                return f"the host is at {hottest:.1f} °C (ceiling {c.temperature_ceiling:.1f} °C)"
+        capped = {p for p in pools if p in c.iops_capacity}
+        if capped:
+            for pool, load in sorted(self._pool_iops(capped).items()):
+                if load >= c.iops_capacity[pool]:
+                    return (
+                        f"pool {pool} serves {load:.0f} IOPS (capacity {c.iops_capacity[pool]:.0f})"
+                    )
+        return None
+
+    @contextlib.contextmanager
+    def admitted(self, job_id: str, pools: set[str], record: Callable[..., None]) -> Iterator[None]:
+        """Holds a place for the job while the block runs; waits for one first if need be."""
+        deadline = self._clock() + self._config.wait_timeout
+        reason = self._load(pools) or self._take(job_id, pools)
+        while reason is not None:
+            record("admission-wait", reason=reason)
+            log.info("job %s waits for admission: %s", job_id, reason)
+            if self._clock() >= deadline:
+                retry = max(self._config.poll_interval, self._config.wait_timeout / 2)
+                record("admission-refused", reason=reason, retry_after=retry)
+                raise NotAdmitted(
+                    f"not admitted within {self._config.wait_timeout:.0f} s: {reason}; "
+                    f"retry after {retry:.0f} s",
+                    retry,
+                )
+            self._sleep(self._config.poll_interval)
+            reason = self._load(pools) or self._take(job_id, pools)
+        record("admitted", pools=sorted(pools))
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._admitted.pop(job_id, None)
