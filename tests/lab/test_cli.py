@@ -196,3 +196,13 @@ def test_cancel_stops_a_job_at_its_next_safe_point(agent: AgentProcess, conn: li
     finally:
         start(dom)
     assert has_marker(dom, "kept-by-cancel")  # nothing was rolled back
+
+
+def test_stats_for_people_and_scripts(agent: AgentProcess):
+    human = hostsnap(agent, "stats", "--interval", "1")
+    assert human.returncode == 0, human.stderr
+    assert any(line.startswith("lab-qcow2") and "vda" in line for line in human.stdout.splitlines())
+    assert "Package id 0" in human.stdout  # the test's hwmon tree
+    machine = json.loads(hostsnap(agent, "--json", "stats", "--interval", "1").stdout)
+    assert {d["domain"] for d in machine["domain_disks"]} >= {"lab-qcow2", "lab-rbd"}
+    assert machine["temperatures"][0]["celsius"] == 47.0
