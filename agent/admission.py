@@ -78,13 +78,24 @@ class Admission:
         return None
 
     @contextlib.contextmanager
-    def admitted(self, job_id: str, pools: set[str], record: Callable[..., None]) -> Iterator[None]:
-        """Holds a place for the job while the block runs; waits for one first if need be."""
+    def admitted(
+        self,
+        job_id: str,
+        pools: set[str],
+        record: Callable[..., None],
+        checkpoint: Callable[[], None] = lambda: None,
+    ) -> Iterator[None]:
+        """Holds a place for the job while the block runs; waits for one first if need be
+        (`checkpoint` raises when the job is cancelled meanwhile)."""
         deadline = self._clock() + self._config.wait_timeout
         reason = self._load(pools) or self._take(job_id, pools)
+        recorded = None
         while reason is not None:
-            record("admission-wait", reason=reason)
-            log.info("job %s waits for admission: %s", job_id, reason)
+            if reason != recorded:
+                record("admission-wait", reason=reason)
+                log.info("job %s waits for admission: %s", job_id, reason)
+                recorded = reason
+            checkpoint()
             if self._clock() >= deadline:
                 retry = max(self._config.poll_interval, self._config.wait_timeout / 2)
                 record("admission-refused", reason=reason, retry_after=retry)
@@ -95,8 +106,8 @@ class Admission:
                 )
             self._sleep(self._config.poll_interval)
             reason = self._load(pools) or self._take(job_id, pools)
-        record("admitted", pools=sorted(pools))
         try:
+            record("admitted", pools=sorted(pools))
             yield
         finally:
             with self._lock:

@@ -51,8 +51,10 @@ class NotAdmitted(Capacity):
 
     reason = "ADMISSION_TIMEOUT"
 
-    def __init__(self, message: str, retry_after: float = 0.0) -> None:
-        super().__init__(message)
+    def __init__(
+        self, message: str, retry_after: float = 0.0, *, reason: str | None = None
+    ) -> None:
+        super().__init__(message, reason=reason)
         self.retry_after = retry_after
 
 

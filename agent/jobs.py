@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS layers (
 );
 """
 
+# Failures after which the same idempotency key starts a new job (nothing had changed).
+RETRYABLE_REASONS = ("ADMISSION_TIMEOUT",)
+
 # Columns added after the first release, with their type: added to older journals on open.
 ADDED_COLUMNS = {"jobs": {"error_type": "TEXT"}}
 
@@ -172,9 +175,14 @@ class Journal:
         with self._tx() as db:
             if idempotency_key is not None:
                 row = db.execute(
-                    "SELECT id, operation, domain FROM jobs WHERE idempotency_key = ?",
+                    "SELECT id, operation, domain, error_reason FROM jobs "
+                    "WHERE idempotency_key = ?",
                     (idempotency_key,),
                 ).fetchone()
+                if row is not None and row["error_reason"] in RETRYABLE_REASONS:
+                    # Refused before it changed anything: the key may be used again.
+                    db.execute("UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (row["id"],))
+                    row = None
                 if row is not None:
                     if (row["operation"], row["domain"]) != (operation, domain):
                         raise InvalidArgument(

@@ -7,6 +7,7 @@ HOSTSNAP_LISTEN_TCP. `hostsnap-agent --check-config` loads and validates it.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -125,9 +126,17 @@ def _coerce(kind: type[Any], value: Any, where: str) -> Any:
     if issubclass(kind, Path):
         return Path(value)
     if kind is dict:
+        if isinstance(value, str):  # from the environment: "pool=n,pool2=m"
+            pairs = [item.rpartition("=") for item in value.split(",") if item.strip()]
+            value = {k.strip(): v for k, _, v in pairs}
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a table")
-        return {str(k): _coerce(float, v, f"{where}.{k}") for k, v in value.items()}
+        return {
+            os.path.normpath(str(k)) if str(k).startswith("/") else str(k): _coerce(
+                float, v, f"{where}.{k}"
+            )
+            for k, v in value.items()
+        }
     if kind is int and isinstance(value, float) and not value.is_integer():
         raise ConfigError(f"{where}: expected a whole number, got {value!r}")
     try:
@@ -165,7 +174,12 @@ def validate(settings: Settings) -> None:
         if value <= 0:
             raise ConfigError(f"[limits] {name} must be greater than 0")
     a = settings.admission
-    if min(a.max_jobs, a.max_jobs_per_pool, a.wait_timeout, a.poll_interval) <= 0:
+    positive = [a.max_jobs, a.max_jobs_per_pool, a.wait_timeout, a.poll_interval]
+    positive += list(a.iops_capacity.values())
+    if not all(math.isfinite(v) and v > 0 for v in positive):
         raise ConfigError(
-            "[admission] max_jobs, max_jobs_per_pool, wait_timeout, poll_interval > 0"
+            "[admission] max_jobs, max_jobs_per_pool, wait_timeout, poll_interval and every "
+            "iops_capacity must be finite and greater than 0"
         )
+    if not (math.isfinite(a.temperature_ceiling) and a.temperature_ceiling >= 0):
+        raise ConfigError("[admission] temperature_ceiling must be 0 (none) or a temperature")

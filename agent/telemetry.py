@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 Counters = dict[str, dict[str, dict[str, int]]]  # domain -> disk -> counter -> value
+REQUIRED = {"rd.reqs", "wr.reqs", "rd.bytes", "wr.bytes"}
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ def rates(previous: Sample, current: Sample) -> list[DiskRate]:
             before = previous.counters.get(domain, {}).get(disk)
             if before is None:
                 continue
-            delta = {k: now[k] - before.get(k, 0) for k in now}
-            if any(v < 0 for v in delta.values()):
-                continue  # the domain restarted or a counter was reset
+            delta = {k: now[k] - before[k] for k in now.keys() & before.keys()}
+            if not delta.keys() >= REQUIRED or any(v < 0 for v in delta.values()):
+                continue  # counters missing, or the domain restarted or a counter was reset
             found.append(
                 DiskRate(
                     domain=domain,

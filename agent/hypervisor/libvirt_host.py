@@ -98,11 +98,13 @@ class LibvirtHost:
                 name = stats.get(prefix + "name")
                 if name is None or name in disks:
                     continue  # backing-chain entries repeat the disk's name
-                disks[name] = {
+                counters = {
                     key.removeprefix(prefix): int(value)
                     for key, value in stats.items()
                     if key.startswith(prefix) and key.endswith((".reqs", ".bytes", ".times"))
                 }
+                if counters:  # a busy domain (NOWAIT) may answer without them
+                    disks[name] = counters
             found[dom.name()] = disks
         return taken_at, found
 

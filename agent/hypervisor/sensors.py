@@ -11,7 +11,9 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Temperature:
-    sensor: str  # "hwmon:coretemp" or "thermal:x86_pkg_temp"
+    # The chip or zone and its name ("hwmon0:coretemp", "thermal_zone0:x86_pkg_temp"): unique
+    # on a host with two sockets or several drives of one kind.
+    sensor: str
     label: str  # "Core 0", "temp1", the zone's type
     celsius: float
     high: float | None = None
@@ -44,7 +46,7 @@ def read_temperatures(sysfs: Path = Path("/sys")) -> list[Temperature]:
                 continue
             found.append(
                 Temperature(
-                    sensor=f"hwmon:{name}",
+                    sensor=f"{chip.name}:{name}",
                     label=_text(chip / f"{base}_label", base),
                     celsius=celsius,
                     high=_millidegrees(chip / f"{base}_max"),
@@ -62,8 +64,8 @@ def read_temperatures(sysfs: Path = Path("/sys")) -> list[Temperature]:
         zone_type = _text(zone / "type", zone.name)
         found.append(
             Temperature(
-                sensor=f"thermal:{zone_type}",
-                label=zone.name,
+                sensor=f"{zone.name}:{zone_type}",
+                label=zone_type,
                 celsius=celsius,
                 high=trips.get("hot") or trips.get("passive"),
                 critical=trips.get("critical"),

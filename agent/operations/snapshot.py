@@ -60,11 +60,13 @@ def create(
     _check(svc, request, chosen)  # a refused request does not use up its idempotency key
 
     def body(job_id: str) -> SnapshotResult:
-        # Again, under the job's locks: the disks' active images as they are now.
-        current = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
-        live = _check(svc, request, current)
-        pools = {stats.pool_of(v) for v in current}
-        with svc.admission.admitted(job_id, pools, functools.partial(svc.journal.record, job_id)):
+        pools = {stats.pool_of(v) for v in chosen}
+        record = functools.partial(svc.journal.record, job_id)
+        checkpoint = functools.partial(jobrun.checkpoint, svc, job_id, "admission")
+        with svc.admission.admitted(job_id, pools, record, checkpoint):
+            # Once admitted, under the job's locks: the disks and the domain as they are now.
+            current = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
+            live = _check(svc, request, current)
             return _snapshot(svc, job_id, request, current, live)
 
     spec = jobrun.JobSpec("snapshot", request.domain, [v.key for v in chosen], asdict(request))

@@ -59,7 +59,8 @@ class HostCollector:
                     if f"{key}.times" in counters:
                         busy.add_metric([source, disk, name], counters[f"{key}.times"] / 1e9)
                 for key, name in OPERATIONS[:2]:
-                    data.add_metric([source, disk, name], counters.get(f"{key}.bytes", 0))
+                    if f"{key}.bytes" in counters:
+                        data.add_metric([source, disk, name], counters[f"{key}.bytes"])
         yield from (ops, data, busy)
 
         temperatures = read_temperatures(self._svc.config.sysfs_root)

@@ -337,7 +337,7 @@ def test_stats_show_the_guests_writing_and_the_hosts_temperatures(agent: AgentPr
     assert found.host_devices and all(d.domain == "host" for d in found.host_devices)
     (reading,) = found.temperatures
     assert (reading.sensor, reading.label, reading.celsius) == (
-        "hwmon:coretemp",
+        "hwmon0:coretemp",
         "Package id 0",
         47.0,
     )
@@ -382,7 +382,7 @@ def test_the_prometheus_endpoint_parses_and_carries_disks_temperatures_and_durat
     )
     assert value("hostsnap_disk_bytes_total", domain="lab-rbd", disk="vda", direction="write") > 0
     assert (
-        value("hostsnap_host_temperature_celsius", sensor="hwmon:coretemp", label="Package id 0")
+        value("hostsnap_host_temperature_celsius", sensor="hwmon0:coretemp", label="Package id 0")
         == 47.0
     )
     assert value("hostsnap_host_temperature_sensors") == 1

@@ -90,3 +90,14 @@ def test_hook_refuses_a_stale_layer_whose_active_image_exists(tmp_path):
     assert run_hook(tmp_path, xml, stale, op="release")[0] == 0
     active.unlink()  # the volume was removed and made anew: the record is obsolete
     assert run_hook(tmp_path, xml, stale)[0] == 0
+
+
+def test_a_job_refused_admission_does_not_use_up_its_idempotency_key(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    journal.start("first", "snapshot", "vm", {}, "key")
+    journal.fail("first", "not admitted", "ADMISSION_TIMEOUT", "NotAdmitted")
+    again, created = journal.start("second", "snapshot", "vm", {}, "key")
+    assert created and again.id == "second"
+    journal.fail("second", "failed for real", "OPERATION_FAILED")
+    replayed, created = journal.start("third", "snapshot", "vm", {}, "key")
+    assert not created and replayed.id == "second"

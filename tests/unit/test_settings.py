@@ -34,6 +34,8 @@ def test_environment_overrides_every_key(tmp_path: Path):
     assert settings.agent.freeze_deadline == 3.0
     assert settings.agent.state_dir == tmp_path
     assert settings.listen.insecure_tcp and settings.listen.tcp == "127.0.0.1:7443"
+    capacity = load(EXAMPLE, env={"HOSTSNAP_ADMISSION_IOPS_CAPACITY": "/pool/=500,rbd:cs=900"})
+    assert capacity.admission.iops_capacity == {"/pool": 500.0, "rbd:cs": 900.0}
 
 
 @pytest.mark.parametrize(
@@ -50,6 +52,8 @@ def test_environment_overrides_every_key(tmp_path: Path):
         ('[role]\nctl = "viewer"\n', "unknown sections: role"),
         ("[agent]\nguest_agent_timeout = 2.5\n", "expected a whole number"),
         ('[listen]\ntcp = "0.0.0.0:7443"\ninsecure_tcp = true\n', "loopback address only"),
+        ("[admission]\nwait_timeout = inf\n", "finite and greater than 0"),
+        ('[admission.iops_capacity]\n"/pool" = 0\n', "finite and greater than 0"),
     ],
 )
 def test_a_bad_configuration_is_refused_with_the_key_named(tmp_path: Path, text: str, message: str):

@@ -12,7 +12,7 @@ from agent.telemetry import Sample, rates
 
 
 def counters(reqs: int, nbytes: int, times_ns: int) -> dict[str, int]:
-    return {"wr.reqs": reqs, "wr.bytes": nbytes, "wr.times": times_ns, "rd.reqs": 0}
+    return {"wr.reqs": reqs, "wr.bytes": nbytes, "wr.times": times_ns, "rd.reqs": 0, "rd.bytes": 0}
 
 
 def test_rates_are_deltas_over_the_interval_with_latency_per_operation():
@@ -31,6 +31,13 @@ def test_a_restarted_domain_or_a_new_disk_gives_no_rate_not_a_negative_one():
     after = Sample(2.0, {"vm": {"vda": counters(12, 9, 9), "vdb": counters(1, 1, 1)}})
     assert rates(before, after) == []
     assert rates(after, Sample(2.0, after.counters)) == []  # no time has passed
+
+
+def test_a_disk_without_its_counters_gets_no_rate():
+    # A busy domain answers a NOWAIT statistics call without them.
+    before = Sample(1.0, {"vm": {"vda": {"wr.times": 5}}})
+    after = Sample(2.0, {"vm": {"vda": counters(9000, 9000, 9000)}})
+    assert rates(before, after) == []
 
 
 def test_host_block_devices_are_read_from_the_kernel():
@@ -61,10 +68,10 @@ def test_temperatures_come_from_hwmon_and_thermal_zones_with_their_limits(tmp_pa
 
     found = {(t.sensor, t.label): t for t in read_temperatures(tmp_path)}
 
-    package = found[("hwmon:coretemp", "Package id 0")]
+    package = found[("hwmon0:coretemp", "Package id 0")]
     assert (package.celsius, package.high, package.critical) == (47.0, 84.0, 100.0)
-    assert found[("hwmon:coretemp", "temp2")].high is None
-    acpi = found[("thermal:acpitz", "thermal_zone0")]
+    assert found[("hwmon0:coretemp", "temp2")].high is None
+    acpi = found[("thermal_zone0:acpitz", "acpitz")]
     assert (acpi.celsius, acpi.critical) == (27.8, 105.0)
 
 
