@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from agent import validate
 from agent.errors import HostsnapError, InvalidArgument
-from agent.operations import listing, revert, volumes
+from agent.operations import listing, rescue, revert
 from agent.operations.services import Services
 from agent.service import convert
 from agent.service.security import AuditLog
@@ -47,17 +47,13 @@ class DirectStub:
     def GetFreezeStatus(
         self, request: pb.GetFreezeStatusRequest, timeout: float = 0
     ) -> pb.FreezeStatus:
-        validate.domain_name(request.domain)
-        if not volumes.is_live(self._svc.host.state(request.domain)[0]):
-            return pb.FreezeStatus(domain=request.domain, frozen=False)
-        status = self._svc.guest_agent(request.domain).freeze_status()
-        return pb.FreezeStatus(domain=request.domain, frozen=status == "frozen")
+        frozen = rescue.is_frozen(self._svc, request.domain)
+        return pb.FreezeStatus(domain=request.domain, frozen=frozen)
 
     def Thaw(self, request: pb.ThawRequest, timeout: float = 0) -> pb.FreezeStatus:
         def thaw() -> pb.FreezeStatus:
-            validate.domain_name(request.domain)
-            self._svc.guest_agent(request.domain).thaw()
-            return self.GetFreezeStatus(pb.GetFreezeStatusRequest(domain=request.domain))
+            frozen = rescue.thaw(self._svc, request.domain)
+            return pb.FreezeStatus(domain=request.domain, frozen=frozen)
 
         return self._audited("Thaw", request.domain, thaw)
 

@@ -25,6 +25,7 @@ STEPS = (
 
 
 def point(step: str) -> None:
+    assert step in STEPS, f"unknown fault step {step!r}"
     wanted = os.environ.get(FAULT_ENV)
     if wanted == step:
         log.error("fault switch %s=%s: dying now", FAULT_ENV, step)

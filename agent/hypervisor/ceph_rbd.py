@@ -29,7 +29,6 @@ class RbdSnap:
     snap_id: int
     created: float
     protected: bool
-    size: int
 
 
 def client_version() -> str:
@@ -108,7 +107,6 @@ class CephRbd:
                     # Ceph returns a naive datetime in UTC.
                     created=image.get_snap_timestamp(s["id"]).replace(tzinfo=UTC).timestamp(),
                     protected=bool(image.is_protected_snap(s["name"])),
-                    size=int(s["size"]),
                 )
                 for s in image.list_snaps()
             ]

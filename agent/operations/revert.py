@@ -3,6 +3,7 @@ snapshot's layer becomes the active image (later layers stay until purged). RBD:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import uuid
@@ -94,13 +95,14 @@ def _revert_file(svc: Services, job_id: str, record: SnapshotRecord, volume: Vol
     assert volume.path is not None
     overlay = volumes.overlay_path(volume.path, uuid.uuid4().hex)
     svc.journal.record(job_id, "plan", target=volume.target, overlay=overlay, previous=volume.path)
-    qemu_img.create_overlay(overlay, record.content)
-    faults.point("during-revert")
     try:
+        qemu_img.create_overlay(overlay, record.content)
+        faults.point("during-revert")
         xml = svc.host.xml(record.domain, inactive=True)
         svc.host.define(domain_xml.with_disk_source(xml, volume.target, overlay))
     except BaseException:
-        os.unlink(overlay)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(overlay)  # made, or half made, and never used
         raise
     svc.journal.set_active_layer(record.domain, volume.target, overlay, [volume.path])
     svc.publish_layers()

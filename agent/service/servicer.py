@@ -26,7 +26,7 @@ from agent.errors import (
     Unavailable,
 )
 from agent.model import SnapshotRequest
-from agent.operations import delete, listing, revert, snapshot, stats, volumes
+from agent.operations import delete, listing, rescue, revert, snapshot, stats, volumes
 from agent.operations.services import Services
 from agent.service import convert, status
 from agent.service.executor import JobExecutor
@@ -48,6 +48,22 @@ def _target(request: Any) -> str:
         if value:
             return str(value)
     return ""
+
+
+INTERNAL_MESSAGE = "internal error in the agent; its log has the details"
+
+
+@contextlib.asynccontextmanager
+async def _stream_errors(context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """A streaming RPC's errors as status codes, as `rpc` does for unary ones."""
+    try:
+        yield
+    except HostsnapError as e:
+        context.set_trailing_metadata(status.trailers(e))
+        await context.abort(status.code_of(e), str(e))
+    except Exception:
+        log.exception("a stream failed unexpectedly")
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
 def rpc(role: Role, *, audited: bool = False) -> Callable[[Handler], Handler]:
@@ -84,9 +100,7 @@ def rpc(role: Role, *, audited: bool = False) -> Callable[[Handler], Handler]:
                 raise
             except Exception:
                 log.exception("%s failed unexpectedly", name)
-                await context.abort(
-                    grpc.StatusCode.INTERNAL, "internal error in the agent; its log has the details"
-                )
+                await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_MESSAGE)
             finally:
                 if audited:
                     self.audit.write(identity, name, _target(request), outcome)
@@ -298,27 +312,20 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         changed = asyncio.Event()
         self._watchers.setdefault(request.job_id, set()).add(changed)
         try:
-            last = None
-            while True:
-                changed.clear()
-                current = await self._blocking(self._job, request.job_id)
-                if current != last:
-                    yield current
-                    last = current
-                if current.state != pb.JOB_STATE_RUNNING:
-                    return
-                # Woken by the job's next journal write; the timeout also catches jobs of
-                # another process (a previous agent's, finished by recovery).
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(changed.wait(), WATCH_POLL_SECONDS)
-        except HostsnapError as e:
-            context.set_trailing_metadata(status.trailers(e))
-            await context.abort(status.code_of(e), str(e))
-        except Exception:
-            log.exception("a stream failed unexpectedly")
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal error in the agent; its log has the details"
-            )
+            async with _stream_errors(context):
+                last = None
+                while True:
+                    changed.clear()
+                    current = await self._blocking(self._job, request.job_id)
+                    if current != last:
+                        yield current
+                        last = current
+                    if current.state != pb.JOB_STATE_RUNNING:
+                        return
+                    # Woken by the job's next journal write; the timeout also catches jobs of
+                    # another process (a previous agent's, finished by recovery).
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(changed.wait(), WATCH_POLL_SECONDS)
         finally:
             watchers = self._watchers.get(request.job_id, set())
             watchers.discard(changed)
@@ -340,7 +347,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
         self, request: pb.GetStatsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.Stats]:
         await self.authorize(context, Role.VIEWER, "WatchStats", request, audited=False)
-        try:
+        async with _stream_errors(context):
             seconds = stats.interval(request.interval_seconds)
             previous = await self._blocking(stats.sample, self.svc)
             while True:
@@ -350,35 +357,17 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                     await self._blocking(stats.measure, self.svc, previous, current)
                 )
                 previous = current
-        except HostsnapError as e:
-            context.set_trailing_metadata(status.trailers(e))
-            await context.abort(status.code_of(e), str(e))
-        except Exception:
-            log.exception("a stream failed unexpectedly")
-            await context.abort(
-                grpc.StatusCode.INTERNAL, "internal error in the agent; its log has the details"
-            )
 
     # rescue
-
-    def _freeze_status(self, domain: str) -> pb.FreezeStatus:
-        validate.domain_name(domain)
-        if not volumes.is_live(self.svc.host.state(domain)[0]):
-            return pb.FreezeStatus(domain=domain, frozen=False)
-        frozen = self.svc.guest_agent(domain).freeze_status() == "frozen"
-        return pb.FreezeStatus(domain=domain, frozen=frozen)
 
     @rpc(Role.VIEWER)
     async def GetFreezeStatus(
         self, request: pb.GetFreezeStatusRequest, context: Any
     ) -> pb.FreezeStatus:
-        return await self._blocking(self._freeze_status, request.domain)
+        frozen = await self._blocking(rescue.is_frozen, self.svc, request.domain)
+        return pb.FreezeStatus(domain=request.domain, frozen=frozen)
 
     @rpc(Role.OPERATOR, audited=True)
     async def Thaw(self, request: pb.ThawRequest, context: Any) -> pb.FreezeStatus:
-        def thaw() -> pb.FreezeStatus:
-            validate.domain_name(request.domain)
-            self.svc.guest_agent(request.domain).thaw()
-            return self._freeze_status(request.domain)
-
-        return await self._blocking(thaw)
+        frozen = await self._blocking(rescue.thaw, self.svc, request.domain)
+        return pb.FreezeStatus(domain=request.domain, frozen=frozen)

@@ -47,10 +47,6 @@ class Lab:
     def agent_state(self) -> Path:
         return self.paths.agent_state
 
-    @property
-    def rbd_image(self) -> str:
-        return f"{self.rbd_pool}/{self.rbd_domain}"
-
 
 def up(paths: LabPaths | None = None) -> Lab:
     paths = paths or LabPaths.from_env()

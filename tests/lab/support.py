@@ -6,7 +6,6 @@ import hashlib
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,8 @@ import rbd
 
 from agent.config import AgentConfig
 from hostsnap_lab import guest_agent
-from hostsnap_lab.lab import Lab
+from hostsnap_lab.lab import Lab, wait_for_guest_agents
+from hostsnap_lab.paths import LabPaths
 
 
 def write_marker(dom: libvirt.virDomain, name: str) -> None:
@@ -42,11 +42,7 @@ def start(dom: libvirt.virDomain, timeout: float = 180) -> None:
 
 
 def wait_for_agent(dom: libvirt.virDomain, timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while not guest_agent.answers_ping(dom, timeout=2):
-        assert dom.isActive(), f"{dom.name()} stopped while booting"
-        assert time.monotonic() < deadline, f"{dom.name()}: no guest agent after {timeout} s"
-        time.sleep(1)
+    wait_for_guest_agents(dom.connect(), LabPaths.from_env(), (dom.name(),), timeout)
 
 
 def disk_source(dom: libvirt.virDomain, inactive: bool = False) -> str:
