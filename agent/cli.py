@@ -196,7 +196,10 @@ def describe(job: Any) -> str:
         if r.quiesce_note:
             lines.append(f"  note: {r.quiesce_note}")
         for d in r.disks:
-            lines.append(f"  {d.target}: snapshot {d.snapshot_id}; active image {d.active_image}")
+            how = f" ({d.method})" if d.method else ""
+            lines.append(
+                f"  {d.target}: snapshot {d.snapshot_id}{how}; active image {d.active_image}"
+            )
     elif job.HasField("revert"):
         lines.append(f"  {job.revert.target}: active image {job.revert.active_image}")
     elif job.HasField("delete"):

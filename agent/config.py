@@ -22,6 +22,12 @@ class AgentConfig:
     # Free space a file pool must keep, as a fraction of the data a snapshot may add
     # (the operator guidance is 25% overhead).
     pool_headroom: float = 0.25
+    # Quiesced RBD snapshots of running domains freeze the guest only while its disk switches
+    # to a temporary local overlay (see operations/rbd_overlay.py), when the overlay
+    # directory has this many bytes free; otherwise the guest stays frozen across the
+    # RBD snapshot call.
+    rbd_local_overlay: bool = True
+    rbd_overlay_min_free: int = 1 << 30
 
     # Where the kernel's sysfs is (temperatures); tests point it at a fixture tree.
     sysfs_root: Path = Path("/sys")
@@ -29,6 +35,10 @@ class AgentConfig:
     @property
     def journal_path(self) -> Path:
         return self.state_dir / "journal.sqlite"
+
+    @property
+    def rbd_overlay_dir(self) -> Path:
+        return self.state_dir / "rbd-overlays"
 
     @property
     def layers_path(self) -> Path:

@@ -19,6 +19,7 @@ STEPS = (
     "after-freeze",
     "during-rbd-snapshot",
     "after-libvirt-snapshot",
+    "before-merge-back",
     "during-revert",
     "after-merge",
 )

@@ -100,6 +100,9 @@ class DiskSnapshot:
     snapshot_id: str
     content: str  # file: the frozen layer's path; rbd: pool/image@snap
     active_image: str  # the disk's active image after the operation
+    # qcow2-overlay; rbd-short-freeze (frozen only for a local overlay switch) or
+    # rbd-frozen-across (frozen across the RBD snapshot call); "" when offline.
+    method: str = ""
 
 
 @dataclass(frozen=True)

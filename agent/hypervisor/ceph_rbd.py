@@ -111,6 +111,10 @@ class CephRbd:
                 for s in image.list_snaps()
             ]
 
+    def size(self, source: RbdSource) -> int:
+        with self._image(source) as image:
+            return int(image.size())
+
     def create_snapshot(self, source: RbdSource, name: str) -> None:
         log.info("RBD %s: creating snapshot %s", source.spec, name)
         with self._image(source) as image:

@@ -93,3 +93,20 @@ def with_disk_source(xml: str, target: str, path: str) -> str:
     for stale in disk.findall("backingStore"):
         disk.remove(stale)
     return ET.tostring(root, encoding="unicode")
+
+
+def disk_element(xml: str, target: str) -> str:
+    """One disk's element as XML text (to put it back later with `with_disk_element`)."""
+    return ET.tostring(_disk(ET.fromstring(xml), target), encoding="unicode")
+
+
+def with_disk_element(xml: str, target: str, element: str) -> str:
+    """The domain XML with the disk of `target` replaced by `element`."""
+    root = ET.fromstring(xml)
+    old = _disk(root, target)
+    devices = root.find("devices")
+    assert devices is not None
+    new = ET.fromstring(element)
+    new.tail = old.tail
+    devices[list(devices).index(old)] = new
+    return ET.tostring(root, encoding="unicode")

@@ -204,7 +204,11 @@ class LibvirtHost:
             info = self.domain(name).blockJobInfo(target, 0)
         return dict(info) if info else None
 
-    def block_commit(self, name: str, target: str, top: str, base: str, *, active: bool) -> None:
+    def block_commit(
+        self, name: str, target: str, top: str | None, base: str | None, *, active: bool
+    ) -> None:
+        """Commits `top` (None: the active image) into `base` (None: the bottom of the chain,
+        which may be a network image)."""
         flags = libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE if active else 0
         log.info("domain %s disk %s: block commit %s into %s", name, target, top, base)
         with _translated(f"block commit on {name}/{target}"):

@@ -67,6 +67,27 @@ def create_overlay(path: str, backing: str) -> None:
     run(["qemu-img", "create", *options, path, str(top.virtual_size)])
 
 
+def create_overlay_over_rbd(path: str, backing: str, size: int) -> None:
+    """An empty qcow2 image over a raw RBD image, `backing` in qemu's `rbd:pool/image:...`
+    form (never opened here: the running QEMU already has the image open)."""
+    run(
+        [
+            "qemu-img",
+            "create",
+            "-q",
+            "-u",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            backing,
+            path,
+            str(size),
+        ]
+    )
+
+
 def commit(top: str) -> None:
     """Writes `top`'s data into its backing file (offline only)."""
     run(["qemu-img", "commit", "-q", "-f", "qcow2", top])

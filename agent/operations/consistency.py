@@ -34,7 +34,11 @@ class Window:
         """A snapshot the agent took before it died: application-consistent only when the
         freeze was confirmed and no watchdog thawed the guest before the snapshot."""
         frozen = job.step("frozen")
+        thawed = [s for s in job.steps if s.name == "thawed" and "frozen_seconds" in s.detail]
         if frozen is not None and job.step("watchdog-fired") is None:
+            if thawed:  # by the job itself, before the agent died
+                note = "completed by recovery"
+                return cls(Consistency.APPLICATION, note, thawed[0].detail["frozen_seconds"])
             note = "completed by recovery; the guest stayed frozen until the agent restarted"
             return cls(Consistency.APPLICATION, note, now - frozen.at)
         return cls(Consistency.CRASH, "completed by recovery; the guest was not frozen")

@@ -87,7 +87,7 @@ def resume(svc: Services, domain: str, target: str, top: str, base: str, live: b
     running = volumes.is_live(svc.host.state(domain)[0])
     if running and svc.host.block_job(domain, target):
         chain = domain_xml.backing_chain(svc.host.xml(domain), target)
-        _wait_commit(svc, domain, target, top, is_active=chain[:1] == [top])
+        wait_commit(svc, domain, target, top, is_active=chain[:1] == [top])
         _wait_chain_without(svc, domain, target, top)
         return
     active = volumes.current_active(svc, domain, target)
@@ -106,13 +106,13 @@ def _merge_live(svc: Services, domain: str, target: str, top: str, base: str) ->
         raise Precondition(f"{top} and {base} are not both in the running chain of {target}")
     is_active = chain[0] == top
     svc.host.block_commit(domain, target, top, base, active=is_active)
-    _wait_commit(svc, domain, target, top, is_active)
+    wait_commit(svc, domain, target, top, is_active)
     chain_after = _wait_chain_without(svc, domain, target, top)
     log.info("domain %s disk %s: merged %s; active image %s", domain, target, top, chain_after[0])
     return chain_after[0]
 
 
-def _wait_commit(svc: Services, domain: str, target: str, top: str, is_active: bool) -> None:
+def wait_commit(svc: Services, domain: str, target: str, top: str, is_active: bool) -> None:
     """Waits for a block commit to end; an active commit is pivoted once really ready."""
     deadline = svc.monotonic() + svc.config.block_job_timeout
     while True:

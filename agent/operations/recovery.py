@@ -88,6 +88,9 @@ def _snapshot(svc: Services, job: Job) -> tuple[JobState, str]:
         return JobState.FAILED, "it stopped before changing anything"
     known = {f.name for f in dataclasses.fields(snapshot.Plan)}
     plan = snapshot.Plan(**{k: v for k, v in plan_step.detail.items() if k in known})
+    # First the RBD disks of a short freeze go back on their images (the guest's newest
+    # data is in the overlays until then); then the disks are as the job found them.
+    snapshot.merge_back(svc, job.id, job.domain, plan)
     by_target = {t: _volume(svc, job.domain, t) for t in plan.snapshot_ids}
     switched = all(
         volumes.current_active(svc, job.domain, t) == overlay

@@ -22,7 +22,7 @@ from agent.model import (
     Volume,
     VolumeKind,
 )
-from agent.operations import consistency, jobrun, merge, stats, volumes
+from agent.operations import consistency, jobrun, merge, rbd_overlay, stats, volumes
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,6 +39,10 @@ class Plan:
     overlays: dict[str, str] = field(default_factory=dict)  # target -> new overlay path
     actives: dict[str, str] = field(default_factory=dict)  # target -> active image before
     rbd_snaps: dict[str, str] = field(default_factory=dict)  # target -> RBD snapshot name
+    # The short freeze (rbd_overlay.py): target -> temporary local overlay, and the RBD
+    # disk's definition to put back.
+    rbd_overlays: dict[str, str] = field(default_factory=dict)
+    rbd_disks: dict[str, str] = field(default_factory=dict)
 
     def pending_layers(self, domain: str) -> dict[str, dict[str, str]]:
         """The stale-layer entries this snapshot will create, for the hook to honour from
@@ -102,8 +106,13 @@ def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> boo
     return live
 
 
-def _plan(chosen: list[Volume], live: bool) -> Plan:
+def _plan(svc: Services, job_id: str, domain: str, chosen: list[Volume], live: bool) -> Plan:
     plan = Plan(live=live, snapshot_ids={v.target: uuid.uuid4().hex for v in chosen})
+    unusable = rbd_overlay.unusable_because(svc, chosen, live)
+    if unusable and any(v.kind == VolumeKind.RBD for v in chosen) and live:
+        log.warning("domain %s: RBD snapshot without the short freeze: %s", domain, unusable)
+        svc.journal.record(job_id, "rbd-direct", reason=unusable)
+    xml = svc.host.xml(domain)
     for volume in chosen:
         sid = plan.snapshot_ids[volume.target]
         if volume.kind == VolumeKind.FILE:
@@ -114,6 +123,9 @@ def _plan(chosen: list[Volume], live: bool) -> Plan:
             plan.overlays[volume.target] = volumes.overlay_path(volume.path, sid)
         else:
             plan.rbd_snaps[volume.target] = f"{RBD_PREFIX}{sid}"
+            if not unusable:
+                plan.rbd_overlays[volume.target] = rbd_overlay.overlay_path(svc, volume, sid)
+                plan.rbd_disks[volume.target] = domain_xml.disk_element(xml, volume.target)
     return plan
 
 
@@ -122,38 +134,63 @@ def _snapshot(
 ) -> SnapshotResult:
     by_target = {v.target: v for v in chosen}
     jobrun.checkpoint(svc, job_id, "planning")
-    plan = _plan(chosen, live)
+    plan = _plan(svc, job_id, request.domain, chosen, live)
     svc.journal.record(job_id, "plan", **asdict(plan))
+    frozen_across = {t: s for t, s in plan.rbd_snaps.items() if t not in plan.rbd_overlays}
+    after_thaw = {t: s for t, s in plan.rbd_snaps.items() if t in plan.rbd_overlays}
     try:
         for target, overlay in plan.overlays.items():
             qemu_img.create_overlay(overlay, plan.actives[target])
+        for target, overlay in plan.rbd_overlays.items():
+            rbd_overlay.create(svc, by_target[target], overlay)
         svc.journal.record(job_id, "overlays-created")
         faults.point("after-overlay-created")
         svc.publish_layers(plan.pending_layers(request.domain))
 
         with consistency.window(svc, job_id, request, live, len(chosen)) as window:
-            for target, snap in plan.rbd_snaps.items():
-                source = by_target[target].rbd
-                assert source is not None
-                svc.journal.record(job_id, "rbd-snapshot", target=target, name=snap)
-                svc.rbd.create_snapshot(source, snap)
-                faults.point("during-rbd-snapshot")
-            if plan.overlays:
+            _rbd_snapshots(svc, job_id, frozen_across, by_target)
+            if plan.overlays or plan.rbd_overlays:
                 svc.journal.record(job_id, "switch-active")
                 _switch_to_overlays(svc, request.domain, plan, live)
                 faults.point("after-libvirt-snapshot")
+        svc.journal.record(job_id, "thawed", frozen_seconds=window.frozen_seconds)
+        # The RBD images receive no writes now: their snapshots are the disks at the freeze.
+        _rbd_snapshots(svc, job_id, after_thaw, by_target)
+        faults.point("before-merge-back")
+        merge_back(svc, job_id, request.domain, plan)
     except BaseException:
         svc.journal.record(job_id, "undo")
         undo(svc, request.domain, plan, by_target)
         raise
-    svc.journal.record(job_id, "thawed", frozen_seconds=window.frozen_seconds)
     return commit_result(svc, job_id, request, by_target, plan, window)
+
+
+def _rbd_snapshots(
+    svc: Services, job_id: str, snaps: dict[str, str], by_target: dict[str, Volume]
+) -> None:
+    for target, snap in snaps.items():
+        source = by_target[target].rbd
+        assert source is not None
+        svc.journal.record(job_id, "rbd-snapshot", target=target, name=snap)
+        svc.rbd.create_snapshot(source, snap)
+        faults.point("during-rbd-snapshot")
+
+
+def merge_back(svc: Services, job_id: str, domain: str, plan: Plan) -> None:
+    """Puts each RBD disk of the short freeze back on its image."""
+    for target, overlay in plan.rbd_overlays.items():
+        svc.journal.record(job_id, "merge-back", target=target, overlay=overlay)
+        rbd_overlay.merge_back(svc, domain, target, overlay, plan.rbd_disks[target])
+    if plan.rbd_overlays:
+        svc.journal.record(job_id, "merged-back")
 
 
 def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> None:
     if live:
         svc.host.snapshot_external(
-            domain, plan.overlays, domain_xml.all_targets(svc.host.xml(domain))
+            domain,
+            {**plan.overlays, **plan.rbd_overlays},
+            domain_xml.all_targets(svc.host.xml(domain)),
         )
         return
     xml = svc.host.xml(domain, inactive=True)
@@ -165,6 +202,11 @@ def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> N
 def undo(svc: Services, domain: str, plan: Plan, by_target: dict[str, Volume]) -> None:
     """Takes back every part a failed snapshot made, judging by what libvirt and Ceph show
     (a call that raised may still have done its work)."""
+    for target, overlay in plan.rbd_overlays.items():
+        try:  # first: until then the guest's newest data is in the overlay alone
+            rbd_overlay.merge_back(svc, domain, target, overlay, plan.rbd_disks[target])
+        except HostsnapError as e:
+            log.error("undo: %s/%s is still on overlay %s: %s", domain, target, overlay, e)
     for target, name in plan.rbd_snaps.items():
         source = by_target[target].rbd
         assert source is not None
@@ -221,7 +263,11 @@ def commit_result(
                 deleted=None,
             )
         )
-        disks.append(DiskSnapshot(target, volume.kind, sid, content, active))
+        if volume.kind == VolumeKind.FILE:
+            method = "qcow2-overlay"
+        else:
+            method = "rbd-short-freeze" if target in plan.rbd_overlays else "rbd-frozen-across"
+        disks.append(DiskSnapshot(target, volume.kind, sid, content, active, method))
     svc.publish_layers()
     return SnapshotResult(
         job_id=job_id,

@@ -190,6 +190,7 @@ def _result(message: pb.Job, operation: str, result: dict[str, Any]) -> None:
                         snapshot_id=d["snapshot_id"],
                         content=d["content"],
                         active_image=d["active_image"],
+                        method=d.get("method", ""),
                     )
                     for d in result["disks"]
                 ],

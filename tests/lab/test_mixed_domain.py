@@ -3,8 +3,10 @@ failure undoes every part already made."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from xml.sax.saxutils import quoteattr
 
@@ -71,16 +73,42 @@ def test_both_disks_are_snapshotted_in_one_freeze(
 ):
     result = snapshot.create(svc, SnapshotRequest(NAME, quiesce=Quiesce.REQUIRED))
     assert result.consistency == Consistency.APPLICATION
-    assert {(d.target, d.kind) for d in result.disks} == {
-        ("vda", VolumeKind.FILE),
-        ("vdb", VolumeKind.RBD),
+    assert {(d.target, d.kind, d.method) for d in result.disks} == {
+        ("vda", VolumeKind.FILE, "qcow2-overlay"),
+        ("vdb", VolumeKind.RBD, "rbd-short-freeze"),
     }
     steps = [s.name for s in svc.journal.get(result.job_id).steps]
-    assert steps.count("freeze") == 1
-    assert steps.index("freeze") < steps.index("rbd-snapshot") < steps.index("switch-active")
+    assert steps.count("freeze") == 1 and steps.count("switch-active") == 1
+    # One switch for both disks while frozen; the RBD snapshot after the thaw.
+    order = ["freeze", "switch-active", "thawed", "rbd-snapshot", "merge-back", "merged-back"]
+    assert [steps.index(s) for s in order] == sorted(steps.index(s) for s in order)
     rbd_disk = next(d for d in result.disks if d.kind == VolumeKind.RBD)
     assert f"hostsnap-{rbd_disk.snapshot_id}" in rbd_snapshots(lab, NAME)
+    assert disk_kinds(mixed) == {"vda": "file", "vdb": "network"}
+    assert not list(svc.config.rbd_overlay_dir.iterdir())
     assert guest_agent.fsfreeze_status(mixed) == "thawed"
+
+
+def test_without_the_short_freeze_the_guest_stays_frozen_across_the_rbd_snapshot(
+    lab: Lab, mixed: libvirt.virDomain, svc: Services, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(svc, "config", dataclasses.replace(svc.config, rbd_local_overlay=False))
+    result = snapshot.create(svc, SnapshotRequest(NAME, quiesce=Quiesce.REQUIRED))
+    assert {d.target: d.method for d in result.disks} == {
+        "vda": "qcow2-overlay",
+        "vdb": "rbd-frozen-across",
+    }
+    job = svc.journal.get(result.job_id)
+    direct = job.step("rbd-direct")
+    assert direct is not None and "disabled by [agent] rbd_local_overlay" in direct.detail["reason"]
+    steps = [s.name for s in job.steps]
+    assert steps.index("freeze") < steps.index("rbd-snapshot") < steps.index("thawed")
+    assert disk_kinds(mixed) == {"vda": "file", "vdb": "network"}
+
+
+def disk_kinds(dom: libvirt.virDomain) -> dict[str, str]:
+    disks = ET.fromstring(dom.XMLDesc(0)).findall("devices/disk")
+    return {d.find("target").get("dev"): d.get("type") for d in disks}  # type: ignore[union-attr]
 
 
 def test_a_subset_of_disks_can_be_chosen(lab: Lab, mixed: libvirt.virDomain, svc: Services):
@@ -90,7 +118,9 @@ def test_a_subset_of_disks_can_be_chosen(lab: Lab, mixed: libvirt.virDomain, svc
     assert rbd_snapshots(lab, NAME) == before_rbd
 
 
-@pytest.mark.parametrize("step", ["during-rbd-snapshot", "after-libvirt-snapshot"])
+@pytest.mark.parametrize(
+    "step", ["during-rbd-snapshot", "after-libvirt-snapshot", "before-merge-back"]
+)
 def test_a_failure_undoes_every_part_already_made(
     lab: Lab, mixed: libvirt.virDomain, svc: Services, monkeypatch: pytest.MonkeyPatch, step: str
 ):
@@ -107,6 +137,8 @@ def test_a_failure_undoes_every_part_already_made(
     assert chain(active_before) == chain_before
     assert rbd_snapshots(lab, NAME) == rbd_before
     assert sorted(p.name for p in lab.paths.pool.glob(f"{NAME}*")) == pool_before
+    assert disk_kinds(mixed) == {"vda": "file", "vdb": "network"}
+    assert not list(svc.config.rbd_overlay_dir.iterdir())
     assert guest_agent.fsfreeze_status(mixed) == "thawed"
     job = svc.journal.jobs()[-1]
     assert job.state == "failed" and "injected failure" in (job.error or "")

@@ -63,7 +63,10 @@ def recovered_job(svc: Services, key: str) -> recovery.Recovered:
         ("lab-qcow2", "after-freeze", JobState.FAILED),
         ("lab-qcow2", "after-libvirt-snapshot", JobState.SUCCEEDED),
         ("lab-rbd", "after-freeze", JobState.FAILED),
+        # The short freeze: the disk is on a local overlay from the switch to the merge back.
+        ("lab-rbd", "after-libvirt-snapshot", JobState.FAILED),
         ("lab-rbd", "during-rbd-snapshot", JobState.SUCCEEDED),
+        ("lab-rbd", "before-merge-back", JobState.SUCCEEDED),
     ],
 )
 def test_agent_killed_during_snapshot_recovers_to_a_truthful_state(
@@ -83,8 +86,10 @@ def test_agent_killed_during_snapshot_recovers_to_a_truthful_state(
 
     died = run_agent_process(agent_config, SNAPSHOT.format(domain=domain, key=key), fault)
     assert died.returncode == -9, died.stderr
-    if fault in ("after-freeze", "after-libvirt-snapshot", "during-rbd-snapshot"):
+    if fault in ("after-freeze", "after-libvirt-snapshot"):
         assert guest_agent.fsfreeze_status(dom) == "frozen"  # the agent died with it frozen
+    if domain == "lab-rbd":
+        assert ("<disk type='file'" in dom.XMLDesc(0)) == (fault != "after-freeze")
 
     job = recovered_job(svc, key)
 
@@ -94,6 +99,9 @@ def test_agent_killed_during_snapshot_recovers_to_a_truthful_state(
     assert has_marker(dom, marker)
     record = svc.journal.get(job.job_id)
     assert record.state == outcome
+    if domain == "lab-rbd":
+        assert "<source protocol='rbd'" in dom.XMLDesc(0)
+        assert not list(svc.config.rbd_overlay_dir.glob("*"))
     (volume,) = listing.list_snapshots(svc, domain)
     if outcome == JobState.FAILED:
         assert "interrupted by an agent restart" in (record.error or "")
