@@ -29,6 +29,10 @@ class AgentConfig:
     rbd_local_overlay: bool = True
     rbd_overlay_min_free: int = 1 << 30
 
+    # Volumes with longer backing chains (RBD: clone depth) are reported as over the limit
+    # (CloudStack operators know it as snapshot.delta.max).
+    max_chain_depth: int = 16
+
     # Where the kernel's sysfs is (temperatures); tests point it at a fixture tree.
     sysfs_root: Path = Path("/sys")
 

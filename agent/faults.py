@@ -21,6 +21,7 @@ STEPS = (
     "after-libvirt-snapshot",
     "before-merge-back",
     "during-revert",
+    "during-block-commit",
     "after-merge",
 )
 

@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS layers (
 RETRYABLE_REASONS = ("ADMISSION_TIMEOUT",)
 
 # Columns added after the first release, with their type: added to older journals on open.
-ADDED_COLUMNS = {"jobs": {"error_type": "TEXT"}}
+ADDED_COLUMNS = {"jobs": {"error_type": "TEXT", "progress": "REAL"}}
 
 LEFT_FROZEN = """
 SELECT id FROM jobs j
@@ -104,6 +104,7 @@ class Job:
     created: float
     updated: float
     steps: tuple[Step, ...] = field(default_factory=tuple)
+    progress: float = 0.0  # of a long step (a merge, a flatten), 0 to 1
 
     def step(self, name: str) -> Step | None:
         """The last step of that name, if the job reached it."""
@@ -233,6 +234,14 @@ class Journal:
             db.execute("UPDATE jobs SET updated = ? WHERE id = ?", (self._clock(), job_id))
         self._changed(job_id)
 
+    def set_progress(self, job_id: str, fraction: float) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET progress = ?, updated = ? WHERE id = ?",
+                (fraction, self._clock(), job_id),
+            )
+        self._changed(job_id)
+
     def succeed(self, job_id: str, result: dict[str, Any]) -> None:
         with self._tx() as db:
             db.execute(
@@ -279,6 +288,7 @@ class Journal:
             created=row["created"],
             updated=row["updated"],
             steps=tuple(Step(s["name"], json.loads(s["detail"]), s["at"]) for s in steps),
+            progress=row["progress"] or 0.0,
         )
 
     def jobs_left_frozen(self) -> list[Job]:

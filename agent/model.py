@@ -170,3 +170,37 @@ class DeleteResult:
     active_image: str
     removed: tuple[str, ...] = field(default_factory=tuple)
     note: str = ""
+
+
+@dataclass(frozen=True)
+class DiskChainResult:
+    """What a consolidate or flatten did to one disk."""
+
+    target: str
+    active_image: str
+    depth_before: int
+    depth_after: int
+    removed: tuple[str, ...] = ()  # images (RBD: the parent link) that are gone
+    snapshots_lost: tuple[str, ...] = ()  # a forced flatten: snapshots whose layers went
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ChainResult:
+    job_id: str
+    domain: str
+    disks: tuple[DiskChainResult, ...]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ChainResult:
+        disks = tuple(
+            DiskChainResult(
+                **{
+                    **d,
+                    "removed": tuple(d["removed"]),
+                    "snapshots_lost": tuple(d["snapshots_lost"]),
+                }
+            )
+            for d in data["disks"]
+        )
+        return cls(data["job_id"], data["domain"], disks)

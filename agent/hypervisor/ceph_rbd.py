@@ -111,6 +111,37 @@ class CephRbd:
                 for s in image.list_snaps()
             ]
 
+    def parents(self, source: RbdSource) -> list[str]:
+        """The clone's ancestry, nearest first, as "pool/image@snapshot" (empty: no clone)."""
+        found: list[str] = []
+        current = source
+        while True:
+            with self._image(current) as image:
+                try:
+                    pool, name, snap = image.parent_info()
+                except rbd.ImageNotFound:
+                    return found
+            found.append(f"{pool}/{name}@{snap}")
+            current = RbdSource(pool, name, current.monitors, current.config_file)
+
+    def flatten(self, source: RbdSource, progress: Callable[[float], None]) -> None:
+        """Copies the parent's data into a clone, which then stands alone."""
+        log.info("RBD %s: flattening", source.spec)
+
+        def report(done: int, total: int) -> int:
+            progress(done / max(total, 1))
+            return 0  # librbd stops the flatten on anything else
+
+        with self._image(source) as image:
+            try:
+                image.flatten(on_progress=report)
+            except rbd.InvalidArgument as e:
+                raise Precondition(
+                    f"RBD image {source.spec} is not a clone", reason="NOT_A_CLONE"
+                ) from e
+            except rbd.Error as e:
+                raise OperationFailed(f"flattening {source.spec} failed: {e}") from e
+
     def size(self, source: RbdSource) -> int:
         with self._image(source) as image:
             return int(image.size())

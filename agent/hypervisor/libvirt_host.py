@@ -205,14 +205,31 @@ class LibvirtHost:
         return dict(info) if info else None
 
     def block_commit(
-        self, name: str, target: str, top: str | None, base: str | None, *, active: bool
+        self,
+        name: str,
+        target: str,
+        top: str | None,
+        base: str | None,
+        *,
+        active: bool,
+        bandwidth_mib: int = 0,
     ) -> None:
         """Commits `top` (None: the active image) into `base` (None: the bottom of the chain,
-        which may be a network image)."""
+        which may be a network image), at most `bandwidth_mib` MiB/s (0: unlimited)."""
         flags = libvirt.VIR_DOMAIN_BLOCK_COMMIT_ACTIVE if active else 0
         log.info("domain %s disk %s: block commit %s into %s", name, target, top, base)
         with _translated(f"block commit on {name}/{target}"):
-            self.domain(name).blockCommit(target, base, top, 0, flags)
+            self.domain(name).blockCommit(target, base, top, bandwidth_mib, flags)
+
+    def block_pull(self, name: str, target: str, *, bandwidth_mib: int = 0) -> None:
+        """Copies every backing layer's data into the active image (it then has no backing)."""
+        log.info("domain %s disk %s: block pull of the whole chain", name, target)
+        with _translated(f"block pull on {name}/{target}"):
+            self.domain(name).blockRebase(target, None, bandwidth_mib, 0)
+
+    def block_job_set_speed(self, name: str, target: str, bandwidth_mib: int) -> None:
+        with _translated(f"block job speed on {name}/{target}"):
+            self.domain(name).blockJobSetSpeed(target, bandwidth_mib, 0)
 
     def block_job_pivot(self, name: str, target: str) -> None:
         with _translated(f"pivot on {name}/{target}"):

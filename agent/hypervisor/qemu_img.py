@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import subprocess
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from agent.errors import OperationFailed
@@ -88,9 +91,37 @@ def create_overlay_over_rbd(path: str, backing: str, size: int) -> None:
     )
 
 
-def commit(top: str) -> None:
-    """Writes `top`'s data into its backing file (offline only)."""
-    run(["qemu-img", "commit", "-q", "-f", "qcow2", top])
+def commit(
+    top: str, base: str | None = None, progress: Callable[[float], None] | None = None
+) -> None:
+    """Writes `top`'s data (and that of the layers between) into `base`, by default its
+    backing file (offline only). The images between are invalid afterwards."""
+    options = ["-b", base] if base else []
+    run_with_progress(["qemu-img", "commit", "-p", "-f", "qcow2", *options, top], progress)
+
+
+def flatten(path: str, progress: Callable[[float], None] | None = None) -> None:
+    """Copies every backing layer's data into `path`, which then has no backing file."""
+    run_with_progress(["qemu-img", "rebase", "-p", "-f", "qcow2", "-b", "", path], progress)
+
+
+def run_with_progress(
+    argv: Sequence[str], progress: Callable[[float], None] | None, timeout: float = TIMEOUT
+) -> None:
+    """Runs a qemu-img command with -p, telling `progress` each "(n.nn/100%)" it prints."""
+    log.debug("running %s", " ".join(argv))
+    proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    deadline = time.monotonic() + timeout
+    while chunk := os.read(proc.stdout.fileno(), 4096):
+        percents = re.findall(rb"\((\d+(?:\.\d+)?)/100%\)", chunk)
+        if progress is not None and percents:
+            progress(float(percents[-1]) / 100)
+        if time.monotonic() > deadline:
+            proc.kill()
+    stderr = proc.stderr.read().decode(errors="replace").strip()
+    if proc.wait() != 0:
+        raise OperationFailed(f"{' '.join(argv)} failed with exit code {proc.returncode}: {stderr}")
 
 
 def rebase_unsafe(path: str, backing: str, backing_format: str) -> None:

@@ -22,6 +22,9 @@ class DeleteRequest:
     snapshot_id: str
     domain: str = ""  # when given, the snapshot must belong to this domain
     idempotency_key: str | None = None
+    # File disks: only forget the snapshot; its layer is merged by the next consolidation
+    # (many deletes, one merge).
+    defer_merge: bool = False
 
 
 def delete(
@@ -32,6 +35,13 @@ def delete(
 
     def body(job_id: str) -> DeleteResult:
         live = _check(svc, volume)  # again, under the job's locks
+        if volume.kind == VolumeKind.FILE and request.defer_merge:
+            svc.journal.record(job_id, "defer-merge", layer=record.content)
+            svc.journal.mark_snapshot_deleted(record.id)
+            note = f"its layer {record.content} stays until the next consolidation"
+            return DeleteResult(
+                job_id, record.id, record.domain, record.target, volume.location, (), note
+            )
         if volume.kind == VolumeKind.FILE:
             return _delete_file(svc, job_id, record, volume, live)
         assert volume.rbd is not None

@@ -103,3 +103,21 @@ def replay(job: Job, from_dict: Callable[[dict[str, Any]], R]) -> R:
         error = errors.by_name(job.error_type)
         raise error(job.error or "failed", reason=job.error_reason or "INTERNAL")
     raise Conflict(f"job {job.id} with this idempotency key is still running")
+
+
+class ProgressReporter:
+    """Writes a job's progress when it moved by a percent or more: `share` of the job from
+    `start` on is the step reporting."""
+
+    def __init__(self, svc: Services, job_id: str) -> None:
+        self._svc = svc
+        self._job_id = job_id
+        self._written = -1.0
+
+    def part(self, start: float, share: float) -> Callable[[float], None]:
+        return lambda fraction: self(start + share * min(max(fraction, 0.0), 1.0))
+
+    def __call__(self, fraction: float) -> None:
+        if abs(fraction - self._written) >= 0.01:
+            self._written = fraction
+            self._svc.journal.set_progress(self._job_id, fraction)

@@ -10,9 +10,12 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-from agent.errors import OperationFailed, Precondition
+from agent import faults
+from agent.errors import Cancelled, OperationFailed, Precondition
 from agent.hypervisor import domain_xml, qemu_img
 from agent.operations import volumes
 from agent.operations.services import Services
@@ -20,6 +23,16 @@ from agent.operations.services import Services
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
+
+
+@dataclass(frozen=True)
+class Control:
+    """How a merge may be steered: its speed, its progress, and whether a cancel of its job
+    aborts it (only when an aborted merge harms nothing: the base holds no kept snapshot)."""
+
+    bandwidth_mib: int = 0
+    progress: Callable[[float], None] = lambda fraction: None
+    cancellable_job: str | None = None
 
 
 def children(path: str) -> list[str]:
@@ -39,11 +52,19 @@ def children(path: str) -> list[str]:
 
 
 def merge_into_backing(
-    svc: Services, domain: str, target: str, top: str, base: str, live: bool
+    svc: Services,
+    domain: str,
+    target: str,
+    top: str,
+    base: str,
+    live: bool,
+    control: Control = Control(),
+    between: tuple[str, ...] = (),
 ) -> str:
-    """Writes `top` into `base` (its backing file) and takes `top` out of the disk's chain.
-    Returns the disk's active image afterwards."""
-    other_children = [c for c in children(base) if c != top]
+    """Writes `top` into `base` (its backing file, or one further down: the images
+    `between` go with `top`) and takes `top` out of the disk's chain. Returns the active
+    image afterwards."""
+    other_children = [c for c in children(base) if c not in (top, *between)]
     if other_children:
         raise Precondition(
             f"{base} is also the backing file of {', '.join(other_children)}; merging {top} into "
@@ -51,8 +72,8 @@ def merge_into_backing(
             reason="LAYER_SHARED",
         )
     if live:
-        return _merge_live(svc, domain, target, top, base)
-    return _merge_offline(svc, domain, target, top, base)
+        return _merge_live(svc, domain, target, top, base, control)
+    return _merge_offline(svc, domain, target, top, base, control)
 
 
 def remove_layer(svc: Services, top: str, base: str) -> None:
@@ -88,7 +109,7 @@ def resume(svc: Services, domain: str, target: str, top: str, base: str, live: b
     if running and svc.host.block_job(domain, target):
         chain = domain_xml.backing_chain(svc.host.xml(domain), target)
         wait_commit(svc, domain, target, top, is_active=chain[:1] == [top])
-        _wait_chain_without(svc, domain, target, top)
+        _wait_chain_without(svc, domain, target, top, chain)
         return
     active = volumes.current_active(svc, domain, target)
     chain = [layer.path for layer in qemu_img.chain(active)] if active else []
@@ -100,23 +121,37 @@ def resume(svc: Services, domain: str, target: str, top: str, base: str, live: b
         _merge_offline(svc, domain, target, top, base)
 
 
-def _merge_live(svc: Services, domain: str, target: str, top: str, base: str) -> str:
+def _merge_live(
+    svc: Services, domain: str, target: str, top: str, base: str, control: Control = Control()
+) -> str:
     chain = domain_xml.backing_chain(svc.host.xml(domain), target)
     if top not in chain or base not in chain:
         raise Precondition(f"{top} and {base} are not both in the running chain of {target}")
     is_active = chain[0] == top
-    svc.host.block_commit(domain, target, top, base, active=is_active)
-    wait_commit(svc, domain, target, top, is_active)
-    chain_after = _wait_chain_without(svc, domain, target, top)
+    svc.host.block_commit(
+        domain, target, top, base, active=is_active, bandwidth_mib=control.bandwidth_mib
+    )
+    wait_commit(svc, domain, target, top, is_active, control)
+    chain_after = _wait_chain_without(svc, domain, target, top, chain)
     log.info("domain %s disk %s: merged %s; active image %s", domain, target, top, chain_after[0])
     return chain_after[0]
 
 
-def wait_commit(svc: Services, domain: str, target: str, top: str, is_active: bool) -> None:
-    """Waits for a block commit to end; an active commit is pivoted once really ready."""
+def wait_commit(
+    svc: Services,
+    domain: str,
+    target: str,
+    top: str,
+    is_active: bool,
+    control: Control = Control(),
+) -> None:
+    """Waits for a block commit to end; an active commit is pivoted once really ready (cursor
+    at the end and libvirt's mirror marked ready)."""
     deadline = svc.monotonic() + svc.config.block_job_timeout
     while True:
         info = svc.host.block_job(domain, target)
+        if info and info["end"]:
+            control.progress(info["cur"] / info["end"])
         if is_active:
             if (
                 info
@@ -126,9 +161,19 @@ def wait_commit(svc: Services, domain: str, target: str, top: str, is_active: bo
                 svc.host.block_job_pivot(domain, target)
                 return
             if not info:
+                chain = domain_xml.backing_chain(svc.host.xml(domain), target)
+                if chain[:1] == [top]:
+                    raise _aborted_outside(top, chain)
                 raise OperationFailed(f"the block commit of {top} on {domain}/{target} vanished")
         elif not info:
             return
+        faults.point("during-block-commit")
+        if control.cancellable_job and svc.cancellations.requested(control.cancellable_job):
+            svc.host.block_job_abort(domain, target)
+            raise Cancelled(
+                f"cancelled during the merge of {top}; the block job was aborted and the chain "
+                "is as it was"
+            )
         if svc.monotonic() > deadline:
             svc.host.block_job_abort(domain, target)
             raise OperationFailed(
@@ -138,20 +183,35 @@ def wait_commit(svc: Services, domain: str, target: str, top: str, is_active: bo
         time.sleep(POLL_SECONDS)
 
 
-def _wait_chain_without(svc: Services, domain: str, target: str, top: str) -> list[str]:
-    """libvirt updates the chain right after the job ends; verify it really lost `top`."""
+def _aborted_outside(top: str, chain: list[str]) -> Cancelled:
+    return Cancelled(
+        f"the block job merging {top} was aborted outside hostsnap (e.g. `virsh blockjob "
+        f"--abort`); the chain is unchanged: {' <- '.join(chain)}",
+        reason="BLOCK_JOB_ABORTED",
+    )
+
+
+def _wait_chain_without(
+    svc: Services, domain: str, target: str, top: str, before: list[str]
+) -> list[str]:
+    """libvirt updates the chain right after the job ends; verify it really lost `top`. A
+    chain still as it was means the job was aborted by someone else."""
     deadline = svc.monotonic() + 10
     while True:
         chain = domain_xml.backing_chain(svc.host.xml(domain), target)
         if top not in chain and not svc.host.block_job(domain, target):
             return chain
         if svc.monotonic() > deadline:
+            if chain == before:
+                raise _aborted_outside(top, chain)
             raise OperationFailed(f"after the commit, {top} is still in the chain {chain}")
         time.sleep(POLL_SECONDS)
 
 
-def _merge_offline(svc: Services, domain: str, target: str, top: str, base: str) -> str:
-    qemu_img.commit(top)
+def _merge_offline(
+    svc: Services, domain: str, target: str, top: str, base: str, control: Control = Control()
+) -> str:
+    qemu_img.commit(top, base, control.progress)
     xml = svc.host.xml(domain, inactive=True)
     sources = {v.target: v.path for v in domain_xml.volumes(domain, xml)}
     if sources.get(target) == top:

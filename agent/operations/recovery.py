@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from agent.errors import HostsnapError, Precondition
-from agent.hypervisor import domain_xml
+from agent.hypervisor import domain_xml, qemu_img
 from agent.jobs import Job, JobState
 from agent.model import (
     DeleteResult,
@@ -21,7 +21,7 @@ from agent.model import (
     Volume,
     VolumeKind,
 )
-from agent.operations import consistency, merge, snapshot, volumes
+from agent.operations import chains, consistency, consolidate, merge, snapshot, volumes
 from agent.operations.jobrun import to_json
 from agent.operations.services import Services
 
@@ -49,7 +49,13 @@ def recover(svc: Services) -> list[Recovered]:
             "job %s: %s of %s was interrupted; recovering", job.id, job.operation, job.domain
         )
         try:
-            handler = {"snapshot": _snapshot, "revert": _revert, "delete": _delete}[job.operation]
+            handler = {
+                "snapshot": _snapshot,
+                "revert": _revert,
+                "delete": _delete,
+                "consolidate": _consolidate,
+                "flatten": _flatten,
+            }[job.operation]
             state, detail = handler(svc, job)
         except HostsnapError as e:
             state, detail = JobState.FAILED, f"recovery could not finish the job: {e}"
@@ -156,6 +162,12 @@ def _delete(svc: Services, job: Job) -> tuple[JobState, str]:
         result = DeleteResult(job.id, sid, job.domain, record.target, active)
         svc.journal.succeed(job.id, to_json(result))
         return JobState.SUCCEEDED, "the RBD snapshot removal was run again"
+    if job.step("defer-merge") is not None:
+        svc.journal.mark_snapshot_deleted(sid)
+        active = volumes.current_active(svc, job.domain, record.target) or record.content
+        result = DeleteResult(job.id, sid, job.domain, record.target, active)
+        svc.journal.succeed(job.id, to_json(result))
+        return JobState.SUCCEEDED, "the snapshot was forgotten; its layer waits for consolidation"
     step = job.step("merge")
     if step is None:
         return JobState.FAILED, "it stopped before changing anything"
@@ -171,3 +183,37 @@ def _delete(svc: Services, job: Job) -> tuple[JobState, str]:
     result = DeleteResult(job.id, sid, job.domain, record.target, active, (top,))
     svc.journal.succeed(job.id, to_json(result))
     return JobState.SUCCEEDED, f"the merge of {top} was finished"
+
+
+def _consolidate(svc: Services, job: Job) -> tuple[JobState, str]:
+    """The merge under way is finished (re-attaching to a live commit QEMU still runs, and
+    pivoting it when ready); the job then ends failed, the rest left for a new run."""
+    step = job.step("merge")
+    if step is None:
+        return JobState.FAILED, "it stopped before merging anything"
+    target, live = step.detail["target"], step.detail["live"]
+    run = chains.MergeRun(step.detail["top"], step.detail["base"], tuple(step.detail["between"]))
+    merged = job.step("merged")
+    if merged is None or merged.at < step.at:
+        merge.resume(svc, job.domain, target, run.top, run.base, live)
+    active = volumes.current_active(svc, job.domain, target) or run.base
+    consolidate.finish_merge(svc, job.domain, target, run, active)
+    return JobState.FAILED, f"the merge of {run.top} was finished; consolidate again for the rest"
+
+
+def _flatten(svc: Services, job: Job) -> tuple[JobState, str]:
+    if job.step("rbd-flatten") is not None:
+        return JobState.FAILED, "an RBD flatten was interrupted; the clone reads as before"
+    step = job.step("flatten")
+    if step is None:
+        return JobState.FAILED, "it stopped before flattening anything"
+    target = step.detail["target"]
+    flattened = job.step("flattened")
+    if flattened is None or flattened.at < step.at:
+        if svc.host.exists(job.domain) and volumes.is_live(svc.host.state(job.domain)[0]):
+            consolidate.wait_pull(svc, job.domain, target, lambda fraction: None)
+        active = volumes.current_active(svc, job.domain, target)
+        if active is None or len(qemu_img.chain(active)) > 1:
+            return JobState.FAILED, f"the flatten of {target} did not finish; nothing was removed"
+    consolidate.finish_flatten(svc, step.detail["remove"], step.detail["lost"])
+    return JobState.FAILED, f"the flatten of {target} was finished; other disks were not flattened"

@@ -154,7 +154,7 @@ def job(record: Job) -> pb.Job:
         operation=record.operation,
         state=JOB_STATE[record.state],
         domain=record.domain,
-        progress=0.0 if record.state == JobState.RUNNING else 1.0,
+        progress=record.progress if record.state == JobState.RUNNING else 1.0,
         created_at=timestamp(record.created),
         updated_at=timestamp(record.updated),
         idempotency_key=record.idempotency_key or "",

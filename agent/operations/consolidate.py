@@ -1,0 +1,279 @@
+"""Consolidate and flatten: shorter chains, with every kept snapshot reading as before.
+
+Consolidate merges away the layers that hold no kept snapshot (chains.py says which): one
+block commit per stretch of such layers, into the lowest of them, which then takes the
+place of the layer above the stretch. Flatten copies the whole chain into the active image
+(block pull, or qemu-img rebase offline); the volume's own layers below then go, and with
+them the snapshots they held, which is why that needs `force`. RBD: flatten detaches a clone
+from its parent; consolidation has nothing to merge."""
+
+from __future__ import annotations
+
+import functools
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from agent import faults, validate
+from agent.errors import Cancelled, InvalidArgument, OperationFailed, Precondition
+from agent.hypervisor import domain_xml, qemu_img
+from agent.model import ChainResult, DiskChainResult, DomainState, Volume, VolumeKind
+from agent.operations import chains, jobrun, merge, stats, volumes
+from agent.operations.services import Services
+
+
+@dataclass(frozen=True)
+class ChainRequest:
+    domain: str
+    disks: tuple[str, ...] = ()  # target devs; empty means every disk
+    bandwidth_mib: int = 0  # live block jobs run at most this many MiB/s (0: unlimited)
+    force: bool = False  # flatten: also when the layers of kept snapshots would go
+    idempotency_key: str | None = None
+
+
+def consolidate(
+    svc: Services, request: ChainRequest, on_started: Callable[[str], None] | None = None
+) -> ChainResult:
+    return _run(svc, "consolidate", request, _consolidate_volume, on_started)
+
+
+def flatten(
+    svc: Services, request: ChainRequest, on_started: Callable[[str], None] | None = None
+) -> ChainResult:
+    return _run(svc, "flatten", request, _flatten_volume, on_started)
+
+
+Step = Callable[
+    [Services, str, Volume, bool, ChainRequest, Callable[[float], None]], DiskChainResult
+]
+
+
+def _run(
+    svc: Services,
+    operation: str,
+    request: ChainRequest,
+    step: Step,
+    on_started: Callable[[str], None] | None,
+) -> ChainResult:
+    if request.bandwidth_mib < 0:
+        raise InvalidArgument("bandwidth_mib must be 0 (unlimited) or more")
+    chosen = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
+    _check(svc, operation, request, chosen)  # a refused request keeps its idempotency key
+
+    def body(job_id: str) -> ChainResult:
+        record = functools.partial(svc.journal.record, job_id)
+        checkpoint = functools.partial(jobrun.checkpoint, svc, job_id, "admission")
+        with svc.admission.admitted(job_id, {stats.pool_of(v) for v in chosen}, record, checkpoint):
+            current = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
+            live = _check(svc, operation, request, current)
+            progress = jobrun.ProgressReporter(svc, job_id)
+            share = 1 / len(current)
+            done = []
+            for i, volume in enumerate(current):
+                part = progress.part(i * share, share)
+                done.append(step(svc, job_id, volume, live, request, part))
+                part(1.0)
+        return ChainResult(job_id, request.domain, tuple(done))
+
+    spec = jobrun.JobSpec(operation, request.domain, [v.key for v in chosen], asdict(request))
+    return jobrun.run(svc, spec, request.idempotency_key, body, ChainResult.from_dict, on_started)
+
+
+def _check(svc: Services, operation: str, request: ChainRequest, chosen: list[Volume]) -> bool:
+    """True when the domain runs. Refused: a domain neither running nor shut off, a disk
+    with someone else's block job, a flatten that would lose kept snapshots unforced."""
+    validate.domain_name(request.domain)
+    state = svc.host.state(request.domain)[0]
+    live = volumes.is_live(state)
+    if not live and state != DomainState.SHUTOFF:
+        raise Precondition(
+            f"domain {request.domain} is {state}; {operation} it running or shut off"
+        )
+    for volume in chosen:
+        if live:
+            volumes.ensure_no_block_job(svc, volume)
+        if operation == "flatten" and volume.kind == VolumeKind.FILE and not request.force:
+            lost = [
+                s
+                for layer in _flatten_removes(chains.health(svc, volume, live))
+                for s in layer.snapshots
+            ]
+            if lost:
+                raise Precondition(
+                    f"flattening {volume.key} would delete the layers of snapshots "
+                    f"{', '.join(lost)}; delete them first or flatten with force",
+                    reason="SNAPSHOTS_WOULD_BE_LOST",
+                )
+    return live
+
+
+def _consolidate_volume(
+    svc: Services,
+    job_id: str,
+    volume: Volume,
+    live: bool,
+    request: ChainRequest,
+    progress: Callable[[float], None],
+) -> DiskChainResult:
+    before = chains.health(svc, volume, live)
+    if volume.kind == VolumeKind.RBD:
+        note = "RBD snapshots form no chain: nothing to merge (flatten detaches a clone)"
+        return DiskChainResult(
+            volume.target, volume.location, before.depth, before.depth, note=note
+        )
+    removed: list[str] = []
+    active = before.active_image
+    for n, run in enumerate(before.runs):
+        jobrun.checkpoint(svc, job_id, f"merging {run.top}")
+        svc.journal.record(job_id, "merge", target=volume.target, live=live, **asdict(run))
+        control = merge.Control(
+            request.bandwidth_mib,
+            lambda f, n=n: progress((n + f) / len(before.runs)),  # type: ignore[misc]
+            cancellable_job=job_id,  # the base holds no kept snapshot: an abort harms nothing
+        )
+        active = merge.merge_into_backing(
+            svc, volume.domain, volume.target, run.top, run.base, live, control, run.between
+        )
+        faults.point("after-merge")
+        svc.journal.record(job_id, "merged", target=volume.target, active=active)
+        finish_merge(svc, volume.domain, volume.target, run, active)
+        removed += [run.top, *run.between]
+    expected = [layer.path for layer in before.layers if layer.path not in removed]
+    after = _verified_chain(svc, volume, expected)
+    return DiskChainResult(volume.target, after[0], before.depth, len(after), tuple(removed))
+
+
+def finish_merge(
+    svc: Services, domain: str, target: str, run: chains.MergeRun, active: str
+) -> None:
+    """After a run's commit: its images go, `base` takes `top`'s snapshots."""
+    merge.remove_layer(svc, run.top, run.base)
+    for path in run.between:
+        if os.path.exists(path):
+            os.unlink(path)
+        svc.journal.forget_layer(path)
+    svc.journal.move_snapshot_content(run.top, run.base)
+    svc.journal.forget_layer(run.top)
+    svc.journal.set_active_layer(domain, target, active, [])
+    svc.publish_layers()
+
+
+def _flatten_removes(health: chains.ChainHealth) -> list[chains.ChainLayer]:
+    """The layers below the active image a flatten deletes: the volume's own, from the top
+    down, until one that something else still needs (a second branch, a template)."""
+    removes = []
+    for layer in health.layers[1:]:
+        if not layer.own or layer.children != 1:
+            break
+        removes.append(layer)
+    return removes
+
+
+def _flatten_volume(
+    svc: Services,
+    job_id: str,
+    volume: Volume,
+    live: bool,
+    request: ChainRequest,
+    progress: Callable[[float], None],
+) -> DiskChainResult:
+    before = chains.health(svc, volume, live)
+    if volume.kind == VolumeKind.RBD:
+        assert volume.rbd is not None
+        if not before.rbd_parents:
+            note = "not a clone: nothing to flatten"
+            return DiskChainResult(volume.target, volume.location, 1, 1, note=note)
+        svc.journal.record(job_id, "rbd-flatten", target=volume.target)
+        svc.rbd.flatten(volume.rbd, progress)
+        svc.journal.record(job_id, "flattened", target=volume.target)
+        depth_after = 1 + len(svc.rbd.parents(volume.rbd))
+        return DiskChainResult(
+            volume.target, volume.location, before.depth, depth_after, (before.rbd_parents[0],)
+        )
+    if before.depth == 1:
+        return DiskChainResult(volume.target, before.active_image, 1, 1, note="already one image")
+    removes = _flatten_removes(before)
+    lost = tuple(s for layer in removes for s in layer.snapshots)
+    jobrun.checkpoint(svc, job_id, "the flatten")
+    svc.journal.record(
+        job_id,
+        "flatten",
+        target=volume.target,
+        live=live,
+        remove=[layer.path for layer in removes],
+        lost=list(lost),
+    )
+    if live:
+        svc.host.block_pull(volume.domain, volume.target, bandwidth_mib=request.bandwidth_mib)
+        wait_pull(svc, volume.domain, volume.target, progress, job_id)
+    else:
+        qemu_img.flatten(before.active_image, progress)
+    faults.point("after-merge")
+    svc.journal.record(job_id, "flattened", target=volume.target)
+    after = _verified_chain(svc, volume, [before.active_image])
+    finish_flatten(svc, [layer.path for layer in removes], list(lost))
+    kept = len(before.layers) - 1 - len(removes)
+    note = f"{kept} layers below stay: other images still use them" if kept else ""
+    return DiskChainResult(
+        volume.target,
+        after[0],
+        before.depth,
+        len(after),
+        tuple(layer.path for layer in removes),
+        lost,
+        note,
+    )
+
+
+def finish_flatten(svc: Services, remove: list[str], lost: list[str]) -> None:
+    for snapshot_id in lost:
+        svc.journal.mark_snapshot_deleted(snapshot_id)
+    for path in remove:
+        if os.path.exists(path):
+            os.unlink(path)
+        svc.journal.forget_layer(path)
+    svc.publish_layers()
+
+
+def wait_pull(
+    svc: Services,
+    domain: str,
+    target: str,
+    progress: Callable[[float], None],
+    job_id: str | None = None,
+) -> None:
+    """Waits for a block pull to end; a cancel of `job_id` aborts it (the active image then
+    still reads its backing files, which are unchanged)."""
+    deadline = svc.monotonic() + svc.config.block_job_timeout
+    while info := svc.host.block_job(domain, target):
+        if info["end"]:
+            progress(info["cur"] / info["end"])
+        if job_id is not None and svc.cancellations.requested(job_id):
+            svc.host.block_job_abort(domain, target)
+            raise Cancelled(
+                "cancelled during the block pull; it was aborted, the chain is as it was"
+            )
+        if svc.monotonic() > deadline:
+            svc.host.block_job_abort(domain, target)
+            raise OperationFailed(
+                f"block pull on {domain}/{target} did not finish in "
+                f"{svc.config.block_job_timeout:.0f} s; aborted, the chain is as it was"
+            )
+        time.sleep(merge.POLL_SECONDS)
+
+
+def _verified_chain(svc: Services, volume: Volume, expected: list[str]) -> list[str]:
+    """The disk's chain now, from libvirt and the images, which must be `expected`."""
+    active = volumes.current_active(svc, volume.domain, volume.target)
+    assert active is not None
+    found = [layer.path for layer in qemu_img.chain(active)]
+    if volumes.is_live(svc.host.state(volume.domain)[0]):
+        reported = domain_xml.backing_chain(svc.host.xml(volume.domain), volume.target)
+        if reported != found[: len(reported)]:
+            found = reported
+    if found != expected:
+        raise OperationFailed(
+            f"{volume.key}: the chain is {' <- '.join(found)}, expected {' <- '.join(expected)}"
+        )
+    return found
