@@ -66,29 +66,18 @@ def create_overlay(path: str, backing: str) -> None:
     the same size. -u with an explicit size: the backing chain is not opened again, which
     would cost more with every layer."""
     top = info(backing)
-    options = ["-q", "-u", "-f", "qcow2", "-F", top.format, "-b", backing]
-    run(["qemu-img", "create", *options, path, str(top.virtual_size)])
+    _create_unsafe(path, backing, top.format, top.virtual_size)
 
 
 def create_overlay_over_rbd(path: str, backing: str, size: int) -> None:
     """An empty qcow2 image over a raw RBD image, `backing` in qemu's `rbd:pool/image:...`
     form (never opened here: the running QEMU already has the image open)."""
-    run(
-        [
-            "qemu-img",
-            "create",
-            "-q",
-            "-u",
-            "-f",
-            "qcow2",
-            "-F",
-            "raw",
-            "-b",
-            backing,
-            path,
-            str(size),
-        ]
-    )
+    _create_unsafe(path, backing, "raw", size)
+
+
+def _create_unsafe(path: str, backing: str, backing_format: str, size: int) -> None:
+    options = ["-q", "-u", "-f", "qcow2", "-F", backing_format, "-b", backing]
+    run(["qemu-img", "create", *options, path, str(size)])
 
 
 def commit(
@@ -119,6 +108,8 @@ def run_with_progress(
             progress(float(percents[-1]) / 100)
         if time.monotonic() > deadline:
             proc.kill()
+            proc.wait()
+            raise OperationFailed(f"{' '.join(argv)} did not finish within {timeout:.0f} s")
     stderr = proc.stderr.read().decode(errors="replace").strip()
     if proc.wait() != 0:
         raise OperationFailed(f"{' '.join(argv)} failed with exit code {proc.returncode}: {stderr}")

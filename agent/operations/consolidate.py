@@ -44,7 +44,7 @@ def flatten(
     return _run(svc, "flatten", request, _flatten_volume, on_started)
 
 
-Step = Callable[
+VolumeStep = Callable[
     [Services, str, Volume, bool, ChainRequest, Callable[[float], None]], DiskChainResult
 ]
 
@@ -53,7 +53,7 @@ def _run(
     svc: Services,
     operation: str,
     request: ChainRequest,
-    step: Step,
+    step: VolumeStep,
     on_started: Callable[[str], None] | None,
 ) -> ChainResult:
     if request.bandwidth_mib < 0:
@@ -123,7 +123,6 @@ def _consolidate_volume(
             volume.target, volume.location, before.depth, before.depth, note=note
         )
     removed: list[str] = []
-    active = before.active_image
     for n, run in enumerate(before.runs):
         jobrun.checkpoint(svc, job_id, f"merging {run.top}")
         svc.journal.record(job_id, "merge", target=volume.target, live=live, **asdict(run))

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import quoteattr
 
 import libvirt
 import rados
@@ -15,6 +16,7 @@ import rbd
 
 from agent.config import AgentConfig
 from hostsnap_lab import guest_agent
+from hostsnap_lab.ceph import MON_ADDR
 from hostsnap_lab.lab import Lab, wait_for_guest_agents
 from hostsnap_lab.paths import LabPaths
 
@@ -119,3 +121,21 @@ def run_agent_process(
         env={"HOSTSNAP_FAULT": fault, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
         check=False,
     )
+
+
+def qcow2_and_rbd_disks(lab: Lab, qcow2: Path, rbd_image: str) -> str:
+    """Disk XML for a lab domain: vda a qcow2 file (the guest's /data), vdb an RBD image."""
+    host, port = MON_ADDR.split(":")
+    return f"""<disk type='file' device='disk'>
+      <driver name='qemu' type='qcow2'/>
+      <source file={quoteattr(str(qcow2))}/>
+      <target dev='vda' bus='virtio'/>
+    </disk>
+    <disk type='network' device='disk'>
+      <driver name='qemu' type='raw'/>
+      <source protocol='rbd' name={quoteattr(f"rbd/{rbd_image}")}>
+        <host name='{host}' port='{port}'/>
+        <config file={quoteattr(str(lab.ceph_conf))}/>
+      </source>
+      <target dev='vdb' bus='virtio'/>
+    </disk>"""

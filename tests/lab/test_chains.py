@@ -9,8 +9,8 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from xml.sax.saxutils import quoteattr
 
 import libvirt
 import pytest
@@ -23,10 +23,19 @@ from agent.operations import chains, consolidate, delete, recovery, snapshot, vo
 from agent.operations.consolidate import ChainRequest
 from agent.operations.services import Services
 from hostsnap_lab import domains, guest_agent
-from hostsnap_lab.ceph import MON_ADDR
 from hostsnap_lab.lab import Lab
 
-from .support import chain, disk_source, has_marker, run_agent_process, start, stop, write_marker
+from .support import (
+    chain,
+    disk_source,
+    has_marker,
+    qcow2_and_rbd_disks,
+    run_agent_process,
+    start,
+    stop,
+    wait_for_agent,
+    write_marker,
+)
 
 NAME = "lab-chain"
 CLONE = f"{NAME}-clone"
@@ -34,20 +43,7 @@ PARENT = f"{NAME}-parent"
 
 
 def chain_domain(lab: Lab) -> domains.LabDomain:
-    host, port = MON_ADDR.split(":")
-    disks = f"""<disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file={quoteattr(str(lab.paths.pool / f"{NAME}.qcow2"))}/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source protocol='rbd' name='rbd/{CLONE}'>
-        <host name='{host}' port='{port}'/>
-        <config file={quoteattr(str(lab.ceph_conf))}/>
-      </source>
-      <target dev='vdb' bus='virtio'/>
-    </disk>"""
+    disks = qcow2_and_rbd_disks(lab, lab.paths.pool / f"{NAME}.qcow2", CLONE)
     return domains.LabDomain(NAME, disks)
 
 
@@ -84,7 +80,7 @@ def make_domain(lab: Lab, conn: libvirt.virConnect, config: AgentConfig) -> libv
     rbd_cli(lab, "clone", f"rbd/{PARENT}@base", f"rbd/{CLONE}")
     domains.define_and_start(conn, lab.paths, chain_domain(lab))
     found = conn.lookupByName(NAME)
-    start_if_stopped(found)
+    wait_for_agent(found)
     return found
 
 
@@ -106,19 +102,9 @@ def fresh_dom(
     return make_domain(lab, conn, agent_config)
 
 
-def start_if_stopped(dom: libvirt.virDomain) -> None:
-    if not dom.isActive():
-        start(dom)
-    else:
-        from .support import wait_for_agent
-
-        wait_for_agent(dom)
-
-
-def take(svc: Services, tmp_path: Path, marker: str) -> tuple[str, Path]:
-    """Writes a marker, snapshots vda, and keeps a raw copy of what the snapshot holds."""
-    dom_name = NAME
-    result = snapshot.create(svc, SnapshotRequest(dom_name, ("vda",), Quiesce.PREFERRED))
+def take(svc: Services, tmp_path: Path) -> tuple[str, Path]:
+    """Snapshots vda and keeps a raw copy of what the snapshot holds."""
+    result = snapshot.create(svc, SnapshotRequest(NAME, ("vda",), Quiesce.PREFERRED))
     (disk,) = result.disks
     copy = tmp_path / f"{disk.snapshot_id}.raw"
     subprocess.run(["qemu-img", "convert", "-U", "-O", "raw", disk.content, str(copy)], check=True)
@@ -149,7 +135,7 @@ def build_chain(
     taken = {}
     for name in ("s1", "s2", "s3", "s4", "s5")[: len(keep)]:
         write_marker(dom, f"{name}-{uuid.uuid4().hex[:6]}")
-        taken[name] = take(svc, tmp_path, name)
+        taken[name] = take(svc, tmp_path)
     for flag, (sid, _) in zip(keep, taken.values(), strict=True):
         if flag == "-":
             delete.delete(svc, delete.DeleteRequest(sid, defer_merge=True))
@@ -206,27 +192,13 @@ def test_offline_consolidation(dom: libvirt.virDomain, svc: Services, tmp_path: 
 def slow_top(dom: libvirt.virDomain, svc: Services, tmp_path: Path) -> tuple[str, Path]:
     """A kept snapshot, then a deferred one whose layer is under 24 MiB of new data: its
     consolidation is one active commit that takes a while at 1 MiB/s."""
-    kept = take(svc, tmp_path, "kept")
-    deferred, _ = take(svc, tmp_path, "deferred")
+    kept = take(svc, tmp_path)
+    deferred, _ = take(svc, tmp_path)
     guest_agent.exec_in_guest(
         dom, ["/bin/sh", "-c", "dd if=/dev/urandom of=/data/big bs=1M count=24 && sync"], 120
     )
     delete.delete(svc, delete.DeleteRequest(deferred, defer_merge=True))
     return kept
-
-
-def in_thread(call: object) -> tuple[threading.Thread, dict[str, BaseException]]:
-    failure: dict[str, BaseException] = {}
-
-    def run() -> None:
-        try:
-            call()  # type: ignore[operator]
-        except BaseException as e:  # the test inspects it
-            failure["error"] = e
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    return thread, failure
 
 
 def wait_for_block_job(svc: Services) -> None:
@@ -236,12 +208,46 @@ def wait_for_block_job(svc: Services) -> None:
         time.sleep(0.05)
 
 
+@dataclass
+class SlowMerge:
+    """A consolidation at 1 MiB/s running in a thread, to be cancelled or aborted."""
+
+    kept: tuple[str, Path]
+    chain_before: list[str]
+    job_ids: list[str]
+    thread: threading.Thread
+    failure: list[BaseException]
+
+    @classmethod
+    def start(cls, svc: Services, dom: libvirt.virDomain, tmp_path: Path) -> SlowMerge:
+        kept = slow_top(dom, svc, tmp_path)
+        chain_before = chain(disk_source(dom))
+        job_ids: list[str] = []
+        failure: list[BaseException] = []
+        request = ChainRequest(NAME, ("vda",), bandwidth_mib=1)
+
+        def run() -> None:
+            try:
+                consolidate.consolidate(svc, request, job_ids.append)
+            except BaseException as e:  # the test inspects it
+                failure.append(e)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_for_block_job(svc)
+        return cls(kept, chain_before, job_ids, thread, failure)
+
+    def end(self) -> BaseException | None:
+        self.thread.join(60)
+        return self.failure[0] if self.failure else None
+
+
 def test_flatten_is_refused_while_it_would_lose_snapshots_unless_forced(
     dom: libvirt.virDomain, svc: Services, tmp_path: Path
 ):
     marker = f"flatten-{uuid.uuid4().hex[:6]}"
     write_marker(dom, marker)
-    kept_id, _ = take(svc, tmp_path, "flatten")
+    kept_id, _ = take(svc, tmp_path)
     chain_before = chain(disk_source(dom))
 
     with pytest.raises(Precondition, match=kept_id) as refused:
@@ -261,7 +267,7 @@ def test_flatten_is_refused_while_it_would_lose_snapshots_unless_forced(
     assert has_marker(dom, marker)
 
 
-def test_rbd_clone_depth_and_flatten(dom: libvirt.virDomain, svc: Services):
+def test_rbd_clone_depth_and_flatten(lab: Lab, dom: libvirt.virDomain, svc: Services):
     before = health(svc, "vdb")
     assert before.rbd_parents == (f"rbd/{PARENT}@base",) and before.depth == 2
 
@@ -270,7 +276,7 @@ def test_rbd_clone_depth_and_flatten(dom: libvirt.virDomain, svc: Services):
     (disk,) = result.disks
     assert (disk.depth_before, disk.depth_after) == (2, 1)
     assert health(svc, "vdb").rbd_parents == ()
-    assert "parent" not in rbd_cli(dom_lab(svc), "info", f"rbd/{CLONE}")
+    assert "parent" not in rbd_cli(lab, "info", f"rbd/{CLONE}")
     assert svc.journal.get(result.job_id).progress > 0.9
 
 
@@ -278,47 +284,36 @@ def test_cancel_aborts_a_live_merge_and_leaves_the_chain(
     fresh_dom: libvirt.virDomain, svc: Services, tmp_path: Path
 ):
     dom = fresh_dom
-    kept_id, copy = slow_top(dom, svc, tmp_path)
-    chain_before = chain(disk_source(dom))
-    job_ids: list[str] = []
-    request = ChainRequest(NAME, ("vda",), bandwidth_mib=1)
-    thread, failure = in_thread(lambda: consolidate.consolidate(svc, request, job_ids.append))
-    wait_for_block_job(svc)
+    merging = SlowMerge.start(svc, dom, tmp_path)
     deadline = time.monotonic() + 30
-    while not 0 < svc.journal.get(job_ids[0]).progress < 1:  # reported while it runs
+    while not 0 < svc.journal.get(merging.job_ids[0]).progress < 1:  # reported while it runs
         assert time.monotonic() < deadline, "no progress was reported"
         time.sleep(0.2)
-    svc.cancellations.request(job_ids[0])
-    thread.join(60)
+    svc.cancellations.request(merging.job_ids[0])
+    error = merging.end()
 
-    assert isinstance(failure.get("error"), Cancelled), failure
-    assert svc.journal.get(job_ids[0]).state == JobState.CANCELLED
-    assert chain(disk_source(dom)) == chain_before
+    assert isinstance(error, Cancelled), error
+    assert svc.journal.get(merging.job_ids[0]).state == JobState.CANCELLED
+    assert chain(disk_source(dom)) == merging.chain_before
     assert not svc.host.block_job(NAME, "vda")
-    assert reads_as_taken(svc, kept_id, copy)
+    assert reads_as_taken(svc, *merging.kept)
 
 
 def test_an_abort_from_outside_ends_the_job_cancelled(
     fresh_dom: libvirt.virDomain, svc: Services, tmp_path: Path
 ):
     dom = fresh_dom
-    kept_id, copy = slow_top(dom, svc, tmp_path)
-    chain_before = chain(disk_source(dom))
-    job_ids: list[str] = []
-    request = ChainRequest(NAME, ("vda",), bandwidth_mib=1)
-    thread, failure = in_thread(lambda: consolidate.consolidate(svc, request, job_ids.append))
-    wait_for_block_job(svc)
+    merging = SlowMerge.start(svc, dom, tmp_path)
     subprocess.run(
         ["virsh", "-c", "qemu:///system", "blockjob", NAME, "vda", "--abort"], check=True
     )
-    thread.join(60)
+    error = merging.end()
 
-    error = failure.get("error")
-    assert isinstance(error, Cancelled) and error.reason == "BLOCK_JOB_ABORTED", failure
-    job = svc.journal.get(job_ids[0])
+    assert isinstance(error, Cancelled) and error.reason == "BLOCK_JOB_ABORTED", error
+    job = svc.journal.get(merging.job_ids[0])
     assert job.state == JobState.CANCELLED and job.error_reason == "BLOCK_JOB_ABORTED"
-    assert chain(disk_source(dom)) == chain_before
-    assert reads_as_taken(svc, kept_id, copy)
+    assert chain(disk_source(dom)) == merging.chain_before
+    assert reads_as_taken(svc, *merging.kept)
 
 
 def test_agent_killed_during_a_live_commit_is_finished_by_recovery(
@@ -346,9 +341,3 @@ def test_agent_killed_during_a_live_commit_is_finished_by_recovery(
     assert not Path(chain_before[0]).exists()
     assert reads_as_taken(svc, kept_id, copy)
     assert guest_agent.fsfreeze_status(dom) == "thawed"
-
-
-def dom_lab(svc: Services) -> Lab:
-    from hostsnap_lab import lab as lab_stack
-
-    return lab_stack.up()

@@ -8,7 +8,6 @@ import subprocess
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from xml.sax.saxutils import quoteattr
 
 import libvirt
 import pytest
@@ -18,29 +17,15 @@ from agent.model import Consistency, Quiesce, SnapshotRequest, VolumeKind
 from agent.operations import snapshot
 from agent.operations.services import Services
 from hostsnap_lab import domains, guest_agent
-from hostsnap_lab.ceph import MON_ADDR
 from hostsnap_lab.lab import Lab
 
-from .support import chain, disk_source, rbd_snapshots, wait_for_agent
+from .support import chain, disk_source, qcow2_and_rbd_disks, rbd_snapshots, wait_for_agent
 
 NAME = "lab-mixed"
 
 
 def mixed_domain(lab: Lab) -> domains.LabDomain:
-    host, port = MON_ADDR.split(":")
-    disks = f"""<disk type='file' device='disk'>
-      <driver name='qemu' type='qcow2'/>
-      <source file={quoteattr(str(lab.paths.pool / f"{NAME}.qcow2"))}/>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw'/>
-      <source protocol='rbd' name='rbd/{NAME}'>
-        <host name='{host}' port='{port}'/>
-        <config file={quoteattr(str(lab.ceph_conf))}/>
-      </source>
-      <target dev='vdb' bus='virtio'/>
-    </disk>"""
+    disks = qcow2_and_rbd_disks(lab, lab.paths.pool / f"{NAME}.qcow2", NAME)
     return domains.LabDomain(NAME, disks)
 
 
