@@ -15,6 +15,7 @@ from agent import faults
 from agent.errors import HostsnapError, Precondition
 from agent.jobs import Job
 from agent.model import Consistency, DomainState, Quiesce, SnapshotRequest
+from agent.operations import pause
 from agent.operations.quiesce import STILL_FROZEN, FreezeWindow
 from agent.operations.services import Services
 
@@ -60,7 +61,7 @@ def window(
             if request.quiesce == Quiesce.NONE
             else "the guest could not be frozen"
         )
-        with _paused_if_several(svc, request.domain, disks):
+        with _paused_if_several(svc, job_id, request.domain, disks):
             yield Window(Consistency.CRASH, note)
         return
     result = Window(Consistency.APPLICATION)
@@ -108,13 +109,9 @@ def _freeze(svc: Services, job_id: str, request: SnapshotRequest) -> FreezeWindo
 
 
 @contextlib.contextmanager
-def _paused_if_several(svc: Services, domain: str, disks: int) -> Iterator[None]:
+def _paused_if_several(svc: Services, job_id: str, domain: str, disks: int) -> Iterator[None]:
     if disks < 2 or svc.host.state(domain)[0] != DomainState.RUNNING:
         yield
         return
-    log.info("domain %s: paused so its %d disks are cut at one instant", domain, disks)
-    svc.host.suspend(domain)
-    try:
+    with pause.paused(svc, job_id, domain, f"its {disks} disks are cut at one instant"):
         yield
-    finally:
-        svc.host.resume(domain)

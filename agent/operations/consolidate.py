@@ -127,9 +127,10 @@ def _consolidate_volume(
         jobrun.checkpoint(svc, job_id, f"merging {run.top}")
         svc.journal.record(job_id, "merge", target=volume.target, live=live, **asdict(run))
         control = merge.Control(
+            job_id,
             request.bandwidth_mib,
             lambda f, n=n: progress((n + f) / len(before.runs)),  # type: ignore[misc]
-            cancellable_job=job_id,  # the base holds no kept snapshot: an abort harms nothing
+            cancellable=True,  # the base holds no kept snapshot: an abort harms nothing
         )
         active = merge.merge_into_backing(
             svc, volume.domain, volume.target, run.top, run.base, live, control, run.between
@@ -206,6 +207,7 @@ def _flatten_volume(
     if live:
         svc.host.block_pull(volume.domain, volume.target, bandwidth_mib=request.bandwidth_mib)
         wait_pull(svc, volume.domain, volume.target, progress, job_id)
+        merge.make_durable(svc, job_id, volume.domain, before.active_image)
     else:
         qemu_img.flatten(before.active_image, progress)
     faults.point("after-merge")

@@ -99,7 +99,13 @@ def _delete_file(
     jobrun.checkpoint(svc, job_id, "the merge")
     svc.journal.record(job_id, "merge", top=top, base=record.content, live=in_running_chain)
     active = merge.merge_into_backing(
-        svc, record.domain, record.target, top, record.content, in_running_chain
+        svc,
+        record.domain,
+        record.target,
+        top,
+        record.content,
+        in_running_chain,
+        merge.Control(job_id),
     )
     faults.point("after-merge")
     svc.journal.record(job_id, "merged", active=active)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 from agent import faults
 from agent.errors import Cancelled, OperationFailed, Precondition
-from agent.hypervisor import domain_xml, qemu_img
-from agent.operations import volumes
+from agent.hypervisor import domain_xml, qemu_img, qemu_process
+from agent.operations import pause, volumes
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -27,12 +27,14 @@ POLL_SECONDS = 0.05
 
 @dataclass(frozen=True)
 class Control:
-    """How a merge may be steered: its speed, its progress, and whether a cancel of its job
-    aborts it (only when an aborted merge harms nothing: the base holds no kept snapshot)."""
+    """The job a merge belongs to, and how it may be steered: its speed, its progress, and
+    whether a cancel of the job aborts it (only when an aborted merge harms nothing: the base
+    holds no kept snapshot)."""
 
+    job_id: str
     bandwidth_mib: int = 0
     progress: Callable[[float], None] = lambda fraction: None
-    cancellable_job: str | None = None
+    cancellable: bool = False
 
 
 def children(path: str) -> list[str]:
@@ -43,10 +45,10 @@ def children(path: str) -> list[str]:
         if not candidate.is_file() or str(candidate) == path:
             continue
         try:
-            layer = qemu_img.chain(str(candidate))[0]
-        except OperationFailed:
-            continue  # not an image
-        if layer.backing == path:
+            backing = qemu_img.backing_file(str(candidate))
+        except OSError:
+            continue  # vanished or unreadable: not an image of ours
+        if backing == path:
             found.append(str(candidate))
     return found
 
@@ -58,7 +60,7 @@ def merge_into_backing(
     top: str,
     base: str,
     live: bool,
-    control: Control = Control(),
+    control: Control,
     between: tuple[str, ...] = (),
 ) -> str:
     """Writes `top` into `base` (its backing file, or one further down: the images
@@ -99,30 +101,37 @@ def remove_unused_overlay(path: str) -> None:
     os.unlink(path)
 
 
-def resume(svc: Services, domain: str, target: str, top: str, base: str, live: bool) -> None:
+def resume(
+    svc: Services, job_id: str, domain: str, target: str, top: str, base: str, live: bool
+) -> None:
     """Finishes a merge an earlier agent process started (journalled with `live` as it was).
 
     A live commit that QEMU finished leaves `top` full of data and out of the chain: it must
     not be committed again (that would write old data over newer). An offline commit can be
     repeated: `qemu-img commit` of the same data is harmless."""
+    control = Control(job_id)
     running = volumes.is_live(svc.host.state(domain)[0])
     if running and svc.host.block_job(domain, target):
         chain = domain_xml.backing_chain(svc.host.xml(domain), target)
-        wait_commit(svc, domain, target, top, is_active=chain[:1] == [top])
-        _wait_chain_without(svc, domain, target, top, chain)
+        wait_commit(svc, domain, target, top, chain[:1] == [top], control)
+        chain_after = _wait_chain_without(svc, domain, target, top, chain)
+        if chain_after[0] != base:
+            make_durable(svc, job_id, domain, base)
         return
     active = volumes.current_active(svc, domain, target)
     chain = [layer.path for layer in qemu_img.chain(active)] if active else []
     if top not in chain and live:
-        return  # the live commit had finished
+        if running and active != base:  # the live commit had finished
+            make_durable(svc, job_id, domain, base)
+        return
     if running and top in chain:
-        _merge_live(svc, domain, target, top, base)
+        _merge_live(svc, domain, target, top, base, control)
     else:
-        _merge_offline(svc, domain, target, top, base)
+        _merge_offline(svc, domain, target, top, base, control)
 
 
 def _merge_live(
-    svc: Services, domain: str, target: str, top: str, base: str, control: Control = Control()
+    svc: Services, domain: str, target: str, top: str, base: str, control: Control
 ) -> str:
     chain = domain_xml.backing_chain(svc.host.xml(domain), target)
     if top not in chain or base not in chain:
@@ -133,6 +142,8 @@ def _merge_live(
     )
     wait_commit(svc, domain, target, top, is_active, control)
     chain_after = _wait_chain_without(svc, domain, target, top, chain)
+    if not is_active:
+        make_durable(svc, control.job_id, domain, base)
     log.info("domain %s disk %s: merged %s; active image %s", domain, target, top, chain_after[0])
     return chain_after[0]
 
@@ -143,7 +154,7 @@ def wait_commit(
     target: str,
     top: str,
     is_active: bool,
-    control: Control = Control(),
+    control: Control,
 ) -> None:
     """Waits for a block commit to end; an active commit is pivoted once really ready (cursor
     at the end and libvirt's mirror marked ready)."""
@@ -168,7 +179,7 @@ def wait_commit(
         elif not info:
             return
         faults.point("during-block-commit")
-        if control.cancellable_job and svc.cancellations.requested(control.cancellable_job):
+        if control.cancellable and svc.cancellations.requested(control.job_id):
             svc.host.block_job_abort(domain, target)
             raise Cancelled(
                 f"cancelled during the merge of {top}; the block job was aborted and the chain "
@@ -208,8 +219,22 @@ def _wait_chain_without(
         time.sleep(POLL_SECONDS)
 
 
+def make_durable(svc: Services, job_id: str, domain: str, image: str) -> None:
+    """Before the layers whose data a live block job copied into `image` are deleted, that
+    data must be on disk, not only in QEMU's metadata cache. A block commit into a read-only
+    base is: QEMU flushes the base when it reopens it read-only at the end. It skips that for
+    a base open read-write already (the base of an aborted active commit, see qemu_process),
+    and a block pull writes into the active image, which the guest flushes when it likes.
+    Then the domain is paused for the moment it takes: pausing makes QEMU flush every node."""
+    if qemu_process.opened_read_write(domain, image) is False:
+        return
+    log.info("job %s: domain %s: flushing %s before the merged layers go", job_id, domain, image)
+    with pause.paused(svc, job_id, domain, f"flush {image} to disk"):
+        pass
+
+
 def _merge_offline(
-    svc: Services, domain: str, target: str, top: str, base: str, control: Control = Control()
+    svc: Services, domain: str, target: str, top: str, base: str, control: Control
 ) -> str:
     qemu_img.commit(top, base, control.progress)
     xml = svc.host.xml(domain, inactive=True)

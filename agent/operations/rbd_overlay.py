@@ -77,7 +77,9 @@ def create(svc: Services, volume: Volume, path: str) -> None:
     qemu_img.create_overlay_over_rbd(path, spec, svc.rbd.size(volume.rbd))
 
 
-def merge_back(svc: Services, domain: str, target: str, overlay: str, disk_xml: str) -> None:
+def merge_back(
+    svc: Services, job_id: str, domain: str, target: str, overlay: str, disk_xml: str
+) -> None:
     """Commits the overlay into its RBD image and puts the disk back on the image (running:
     active commit and pivot; stopped: qemu-img commit and the original disk definition).
     An overlay the disk is not using is removed when it holds no data."""
@@ -86,7 +88,7 @@ def merge_back(svc: Services, domain: str, target: str, overlay: str, disk_xml: 
         return
     if volumes.is_live(svc.host.state(domain)[0]):
         svc.host.block_commit(domain, target, None, None, active=True)
-        merge.wait_commit(svc, domain, target, overlay, is_active=True)
+        merge.wait_commit(svc, domain, target, overlay, True, merge.Control(job_id))
         _wait_back_on_rbd(svc, domain, target)
     else:
         qemu_img.commit(overlay)

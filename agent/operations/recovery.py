@@ -21,7 +21,7 @@ from agent.model import (
     Volume,
     VolumeKind,
 )
-from agent.operations import chains, consistency, consolidate, merge, snapshot, volumes
+from agent.operations import chains, consistency, consolidate, merge, pause, snapshot, volumes
 from agent.operations.jobrun import to_json
 from agent.operations.services import Services
 
@@ -49,6 +49,8 @@ def recover(svc: Services) -> list[Recovered]:
             "job %s: %s of %s was interrupted; recovering", job.id, job.operation, job.domain
         )
         try:
+            if pause.left_paused(job):
+                pause.resume_after_crash(svc, job)
             handler = {
                 "snapshot": _snapshot,
                 "revert": _revert,
@@ -113,7 +115,7 @@ def _snapshot(svc: Services, job: Job) -> tuple[JobState, str]:
         result = snapshot.commit_result(svc, job.id, request, by_target, plan, window)
         svc.journal.succeed(job.id, to_json(result))
         return JobState.SUCCEEDED, f"the snapshot had been taken; completed ({window.consistency})"
-    snapshot.undo(svc, job.domain, plan, by_target)
+    snapshot.undo(svc, job.id, job.domain, plan, by_target)
     return JobState.FAILED, "the snapshot had not been completed; its parts were taken back"
 
 
@@ -173,7 +175,7 @@ def _delete(svc: Services, job: Job) -> tuple[JobState, str]:
         return JobState.FAILED, "it stopped before changing anything"
     top, base = step.detail["top"], step.detail["base"]
     if job.step("merged") is None:
-        merge.resume(svc, job.domain, record.target, top, base, step.detail["live"])
+        merge.resume(svc, job.id, job.domain, record.target, top, base, step.detail["live"])
     merge.remove_layer(svc, top, base)
     svc.journal.move_snapshot_content(top, base)
     svc.journal.forget_layer(top)
@@ -195,7 +197,7 @@ def _consolidate(svc: Services, job: Job) -> tuple[JobState, str]:
     run = chains.MergeRun(step.detail["top"], step.detail["base"], tuple(step.detail["between"]))
     merged = job.step("merged")
     if merged is None or merged.at < step.at:
-        merge.resume(svc, job.domain, target, run.top, run.base, live)
+        merge.resume(svc, job.id, job.domain, target, run.top, run.base, live)
     active = volumes.current_active(svc, job.domain, target) or run.base
     consolidate.finish_merge(svc, job.domain, target, run, active)
     return JobState.FAILED, f"the merge of {run.top} was finished; consolidate again for the rest"
@@ -215,5 +217,7 @@ def _flatten(svc: Services, job: Job) -> tuple[JobState, str]:
         active = volumes.current_active(svc, job.domain, target)
         if active is None or len(qemu_img.chain(active)) > 1:
             return JobState.FAILED, f"the flatten of {target} did not finish; nothing was removed"
+        if volumes.is_live(svc.host.state(job.domain)[0]):
+            merge.make_durable(svc, job.id, job.domain, active)
     consolidate.finish_flatten(svc, step.detail["remove"], step.detail["lost"])
     return JobState.FAILED, f"the flatten of {target} was finished; other disks were not flattened"

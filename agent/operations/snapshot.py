@@ -160,7 +160,7 @@ def _snapshot(
         merge_back(svc, job_id, request.domain, plan)
     except BaseException:
         svc.journal.record(job_id, "undo")
-        undo(svc, request.domain, plan, by_target)
+        undo(svc, job_id, request.domain, plan, by_target)
         raise
     return commit_result(svc, job_id, request, by_target, plan, window)
 
@@ -180,7 +180,7 @@ def merge_back(svc: Services, job_id: str, domain: str, plan: Plan) -> None:
     """Puts each RBD disk of the short freeze back on its image."""
     for target, overlay in plan.rbd_overlays.items():
         svc.journal.record(job_id, "merge-back", target=target, overlay=overlay)
-        rbd_overlay.merge_back(svc, domain, target, overlay, plan.rbd_disks[target])
+        rbd_overlay.merge_back(svc, job_id, domain, target, overlay, plan.rbd_disks[target])
     if plan.rbd_overlays:
         svc.journal.record(job_id, "merged-back")
 
@@ -199,12 +199,12 @@ def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> N
     svc.host.define(xml)
 
 
-def undo(svc: Services, domain: str, plan: Plan, by_target: dict[str, Volume]) -> None:
+def undo(svc: Services, job_id: str, domain: str, plan: Plan, by_target: dict[str, Volume]) -> None:
     """Takes back every part a failed snapshot made, judging by what libvirt and Ceph show
     (a call that raised may still have done its work)."""
     for target, overlay in plan.rbd_overlays.items():
         try:  # first: until then the guest's newest data is in the overlay alone
-            rbd_overlay.merge_back(svc, domain, target, overlay, plan.rbd_disks[target])
+            rbd_overlay.merge_back(svc, job_id, domain, target, overlay, plan.rbd_disks[target])
         except HostsnapError as e:
             log.error("undo: %s/%s is still on overlay %s: %s", domain, target, overlay, e)
     for target, name in plan.rbd_snaps.items():
@@ -219,7 +219,8 @@ def undo(svc: Services, domain: str, plan: Plan, by_target: dict[str, Volume]) -
         try:
             if volumes.current_active(svc, domain, target) == overlay:
                 # The overlay is the active image already: merge it back into the old one.
-                merge.merge_into_backing(svc, domain, target, overlay, old, plan.live)
+                control = merge.Control(job_id)
+                merge.merge_into_backing(svc, domain, target, overlay, old, plan.live, control)
                 merge.remove_layer(svc, overlay, old)
             else:
                 merge.remove_unused_overlay(overlay)

@@ -17,8 +17,9 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.errors import Cancelled, Precondition
+from agent.hypervisor import qemu_process
 from agent.jobs import JobState, Journal
-from agent.model import Quiesce, SnapshotRequest
+from agent.model import DomainState, Quiesce, SnapshotRequest
 from agent.operations import chains, consolidate, delete, recovery, snapshot, volumes
 from agent.operations.consolidate import ChainRequest
 from agent.operations.services import Services
@@ -97,8 +98,7 @@ def dom(
 def fresh_dom(
     lab: Lab, conn: libvirt.virConnect, agent_config: AgentConfig, dom: libvirt.virDomain
 ) -> libvirt.virDomain:
-    """The chain domain made anew: an aborted merge's partial base stays out of later tests
-    (see the note on consolidating after an aborted active commit)."""
+    """The chain domain made anew, for tests that leave a merge aborted."""
     return make_domain(lab, conn, agent_config)
 
 
@@ -314,6 +314,29 @@ def test_an_abort_from_outside_ends_the_job_cancelled(
     assert job.state == JobState.CANCELLED and job.error_reason == "BLOCK_JOB_ABORTED"
     assert chain(disk_source(dom)) == merging.chain_before
     assert reads_as_taken(svc, *merging.kept)
+
+
+def test_a_commit_into_the_base_of_an_aborted_merge_is_on_disk_before_its_top_goes(
+    fresh_dom: libvirt.virDomain, svc: Services, tmp_path: Path
+):
+    """QEMU before 9.0 leaves the base of an aborted active commit open read-write, and does
+    not flush a later commit into such a base: without the agent's flush, the layer above
+    was deleted while the merged data was still only in QEMU's cache."""
+    dom = fresh_dom
+    merging = SlowMerge.start(svc, dom, tmp_path)
+    svc.cancellations.request(merging.job_ids[0])
+    assert isinstance(merging.end(), Cancelled)
+    base = merging.chain_before[1]
+    assert qemu_process.opened_read_write(NAME, base), "the lab's QEMU should show the defect"
+    kept = take(svc, tmp_path)  # the layer above that base now holds a kept snapshot
+
+    result = consolidate.consolidate(svc, ChainRequest(NAME, ("vda",)))
+
+    assert reads_as_taken(svc, *kept)  # read from disk, as a backup or a crashed QEMU would
+    assert reads_as_taken(svc, *merging.kept)
+    steps = [s.name for s in svc.journal.get(result.job_id).steps]
+    assert steps.count("paused") == steps.count("resumed") == 1
+    assert svc.host.state(NAME)[0] == DomainState.RUNNING
 
 
 def test_agent_killed_during_a_live_commit_is_finished_by_recovery(

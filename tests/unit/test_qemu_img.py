@@ -1,0 +1,32 @@
+"""qemu_img.backing_file reads the qcow2 header itself: it must name what qemu-img names."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from agent.hypervisor import qemu_img
+
+
+def qemu_img_cli(*args: str) -> None:
+    subprocess.run(["qemu-img", *args], check=True, capture_output=True)
+
+
+def test_backing_file_agrees_with_qemu_img(tmp_path: Path):
+    base = tmp_path / "base.qcow2"
+    qemu_img_cli("create", "-q", "-f", "qcow2", str(base), "16M")
+    absolute = tmp_path / "absolute.qcow2"
+    qemu_img_cli("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(absolute))
+    relative = tmp_path / "relative.qcow2"
+    qemu_img_cli("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", "base.qcow2", str(relative))
+    on_rbd = tmp_path / "on-rbd.qcow2"
+    spec = "rbd:rbd/image:conf=/etc/ceph/ceph.conf"
+    qemu_img_cli("create", "-q", "-u", "-f", "qcow2", "-F", "raw", "-b", spec, str(on_rbd), "16M")
+    raw = tmp_path / "raw.img"
+    raw.write_bytes(b"QFI" + bytes(100))
+
+    assert qemu_img.backing_file(str(base)) is None
+    assert qemu_img.backing_file(str(absolute)) == str(base) == qemu_img.info(str(absolute)).backing
+    assert qemu_img.backing_file(str(relative)) == qemu_img.info(str(relative)).backing
+    assert qemu_img.backing_file(str(on_rbd)) == spec
+    assert qemu_img.backing_file(str(raw)) is None
