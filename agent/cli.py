@@ -18,32 +18,19 @@ from typing import Any
 
 import grpc
 
-from agent import __version__
-from agent.cli_output import as_json, end_progress, progress, table
+from agent import __version__, cli_chains
+from agent.cli_jobs import EXIT_CODES, enum_name, wait_for
+from agent.cli_output import as_json, table
 from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap.agent.v1 import agent_pb2_grpc
 
 DEFAULT_SOCKET = "/run/hostsnap/agent.sock"
 DEFAULT_CONFIG = Path("/etc/hostsnap/agent.toml")
-EXIT_CODES = {
-    grpc.StatusCode.INVALID_ARGUMENT: 2,
-    grpc.StatusCode.NOT_FOUND: 3,
-    grpc.StatusCode.FAILED_PRECONDITION: 4,
-    grpc.StatusCode.ABORTED: 4,
-    grpc.StatusCode.UNAVAILABLE: 5,
-    grpc.StatusCode.PERMISSION_DENIED: 6,
-    grpc.StatusCode.UNAUTHENTICATED: 6,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 7,
-}
 QUIESCE = {
     "required": pb.QUIESCE_REQUIRED,
     "preferred": pb.QUIESCE_PREFERRED,
     "none": pb.QUIESCE_NONE,
 }
-
-
-def enum_name(enum: Any, value: int, prefix: str) -> str:
-    return str(enum.Name(value)).removeprefix(prefix).lower()
 
 
 class UsageError(Exception):
@@ -142,73 +129,6 @@ def cmd_snapshots(stub: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_chain(stub: Any, args: argparse.Namespace) -> int:
-    found = _snapshots(stub, args)
-    if args.json:
-        print(as_json(list(found.volumes)))
-        return 0
-    for volume in found.volumes:
-        kept = {s.content: s for s in volume.snapshots}
-        where = f"{volume.volume.domain}/{volume.volume.target}"
-        if not volume.chain:
-            print(f"{where}: RBD image {volume.volume.location}, snapshots newest first")
-        else:
-            print(f"{where} (depth {len(volume.chain)})")
-        for depth, layer in enumerate(volume.chain):
-            label = "active" if depth == 0 else ""
-            if layer.path in kept:
-                label = f"snapshot {kept[layer.path].name} ({kept[layer.path].id})"
-            indent = "    " * depth
-            print(f"{indent}└─ {layer.path}  {layer.actual_size // 1024} KiB  {label}".rstrip())
-        for s in volume.snapshots if not volume.chain else []:
-            print(f"   @{s.name} ({s.id})")
-    return 0
-
-
-def wait_for(stub: Any, job: Any, args: argparse.Namespace) -> int:
-    """Follows a job to its end, printing its steps; prints the result."""
-    if not args.no_wait:
-        for update in stub.WatchJob(pb.WatchJobRequest(job_id=job.id)):
-            job = update
-            if not args.json:
-                step = job.steps[-1] if job.steps else "queued"
-                progress(f"job {job.id} {job.operation}: {step} ({job.progress:.0%})")
-        if not args.json:
-            end_progress()
-    if args.json:
-        print(as_json(job))
-    else:
-        print(describe(job))
-    if job.state == pb.JOB_STATE_FAILED:
-        return EXIT_CODES.get(getattr(grpc.StatusCode, job.error.code, None), 1)
-    if job.state == pb.JOB_STATE_CANCELLED:
-        return 0 if args.command == "cancel" else 1
-    return 0
-
-
-def describe(job: Any) -> str:
-    state = enum_name(pb.JobState, job.state, "JOB_STATE_")
-    lines = [f"job {job.id}: {job.operation} of {job.domain} {state}"]
-    if job.HasField("snapshot"):
-        r = job.snapshot
-        consistency = enum_name(pb.Consistency, r.consistency, "CONSISTENCY_")
-        lines.append(f"  {consistency}-consistent, guest frozen {1000 * r.frozen_seconds:.0f} ms")
-        if r.quiesce_note:
-            lines.append(f"  note: {r.quiesce_note}")
-        for d in r.disks:
-            how = f" ({d.method})" if d.method else ""
-            lines.append(
-                f"  {d.target}: snapshot {d.snapshot_id}{how}; active image {d.active_image}"
-            )
-    elif job.HasField("revert"):
-        lines.append(f"  {job.revert.target}: active image {job.revert.active_image}")
-    elif job.HasField("delete"):
-        lines.append(f"  {job.delete.target}: active image {job.delete.active_image}")
-    if job.HasField("error"):
-        lines.append(f"  error ({job.error.code}, {job.error.reason}): {job.error.message}")
-    return "\n".join(lines)
-
-
 def cmd_snapshot_create(stub: Any, args: argparse.Namespace) -> int:
     request = pb.CreateSnapshotRequest(
         domain=args.domain,
@@ -229,7 +149,9 @@ def cmd_revert(stub: Any, args: argparse.Namespace) -> int:
 
 def cmd_delete(stub: Any, args: argparse.Namespace) -> int:
     request = pb.DeleteSnapshotRequest(
-        snapshot_id=args.snapshot, idempotency_key=args.idempotency_key or ""
+        snapshot_id=args.snapshot,
+        idempotency_key=args.idempotency_key or "",
+        defer_merge=args.defer_merge,
     )
     return wait_for(stub, stub.DeleteSnapshot(request, timeout=args.timeout), args)
 
@@ -441,9 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("snapshots", cmd_snapshots, "a domain's snapshots, newest first")
     p.add_argument("domain")
     p.add_argument("--disk")
-    p = command("chain", cmd_chain, "a domain's backing chains, drawn as a tree")
-    p.add_argument("domain")
-    p.add_argument("disk", nargs="?")
+    chain_jobs = cli_chains.add_commands(command)
     snap = sub.add_parser("snapshot", help="take a snapshot").add_subparsers(
         dest="action", required=True
     )
@@ -462,7 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub.choices["revert"].add_argument(
         "--stop", action="store_true", help="shut the domain down first (destroyed if it hangs)"
     )
-    for p in (snap.choices["create"], sub.choices["revert"], sub.choices["delete"]):
+    sub.choices["delete"].add_argument(
+        "--defer-merge",
+        action="store_true",
+        help="only forget the snapshot; the next consolidate merges its layer",
+    )
+    for p in (snap.choices["create"], sub.choices["revert"], sub.choices["delete"], *chain_jobs):
         p.add_argument("--idempotency-key", help="the same key returns the same job")
         p.add_argument("--no-wait", action="store_true", help="print the job and return")
     p = command("jobs", cmd_jobs, "the agent's jobs, newest first")

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 from agent import validate
 from agent.errors import HostsnapError, InvalidArgument
-from agent.operations import listing, rescue, revert
+from agent.operations import chains, listing, rescue, revert
 from agent.operations.services import Services
 from agent.service import convert
 from agent.service.security import AuditLog
@@ -62,6 +62,10 @@ class DirectStub:
     ) -> pb.ListSnapshotsResponse:
         found = listing.list_snapshots(self._svc, request.domain, tuple(request.disks))
         return pb.ListSnapshotsResponse(volumes=[convert.volume_snapshots(v) for v in found])
+
+    def GetChains(self, request: pb.GetChainsRequest, timeout: float = 0) -> pb.GetChainsResponse:
+        found = chains.domain_health(self._svc, request.domain, tuple(request.disks))
+        return pb.GetChainsResponse(chains=[convert.chain(c) for c in found])
 
     def RevertSnapshot(self, request: pb.RevertSnapshotRequest, timeout: float = 0) -> pb.Job:
         wanted = revert.RevertRequest(

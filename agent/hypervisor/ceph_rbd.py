@@ -12,8 +12,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC
 
-import rados
-import rbd
+try:
+    import rados
+    import rbd
+except ImportError:  # python3-rados and python3-rbd are optional: without them, no RBD disks
+    rados = rbd = None
 
 from agent.errors import NotFound, OperationFailed, Precondition, Unavailable
 from agent.model import RbdSource
@@ -40,6 +43,8 @@ def client_version() -> str:
             return found.group(1)
     except (OSError, subprocess.TimeoutExpired):
         pass
+    if rados is None:
+        return ""
     api = rados.Rados().version()
     return f"librados {api.major}.{api.minor}.{api.extra}"
 
@@ -56,6 +61,10 @@ class CephRbd:
     def _cluster(self, conf: str) -> rados.Rados:
         with self._lock:
             cluster = self._clusters.get(conf)
+            if cluster is None and rados is None:
+                raise Unavailable(
+                    "Ceph's Python bindings are not installed (python3-rados, python3-rbd)"
+                )
             if cluster is None:
                 try:
                     cluster = rados.Rados(conffile=conf)

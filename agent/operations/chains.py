@@ -60,6 +60,12 @@ class ChainHealth:
         return sum(1 + len(run.between) for run in self.runs)
 
 
+def domain_health(svc: Services, domain: str, disks: tuple[str, ...]) -> list[ChainHealth]:
+    chosen = volumes.select(volumes.domain_volumes(svc, domain), disks)
+    live = volumes.is_live(svc.host.state(domain)[0])
+    return [health(svc, volume, live) for volume in chosen]
+
+
 def health(svc: Services, volume: Volume, live: bool) -> ChainHealth:
     if volume.kind == VolumeKind.RBD:
         assert volume.rbd is not None

@@ -10,6 +10,8 @@ from agent import errors
 from agent.errors import InvalidArgument
 from agent.jobs import Job, JobState
 from agent.model import Consistency, DomainState, Quiesce, VolumeKind, VolumeSnapshots
+from agent.operations.chains import ChainHealth
+from agent.operations.consolidate import ChainRequest
 from agent.operations.stats import HostStats
 from agent.service import status
 from agent.telemetry import DiskRate
@@ -67,6 +69,16 @@ def idempotency_key(value: str) -> str | None:
     return value or None
 
 
+def chain_request(request: pb.ChainRequest) -> ChainRequest:
+    return ChainRequest(
+        request.domain,
+        tuple(request.disks),
+        request.bandwidth_mib,
+        request.force,
+        idempotency_key(request.idempotency_key),
+    )
+
+
 def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
@@ -110,6 +122,30 @@ def volume_snapshots(found: VolumeSnapshots) -> pb.VolumeSnapshots:
         if s.chain_position is not None:
             snap.chain_position.CopyFrom(wrappers_pb2.Int32Value(value=s.chain_position))
     return message
+
+
+def chain(found: ChainHealth) -> pb.Chain:
+    return pb.Chain(
+        target=found.volume.target,
+        kind=KIND[found.volume.kind],
+        active_image=found.active_image,
+        depth=found.depth,
+        max_depth=found.max_depth,
+        over_limit=found.over_limit,
+        layers=[
+            pb.ChainLayer(
+                path=layer.path,
+                size_on_disk=layer.size_on_disk,
+                snapshot_ids=layer.snapshots,
+                own=layer.own,
+                children=layer.children,
+            )
+            for layer in found.layers
+        ],
+        rbd_parents=found.rbd_parents,
+        merge_runs=[pb.MergeRun(top=r.top, base=r.base, between=r.between) for r in found.runs],
+        mergeable=found.mergeable,
+    )
 
 
 def _double(value: float | None) -> wrappers_pb2.DoubleValue | None:
@@ -213,4 +249,8 @@ def _result(message: pb.Job, operation: str, result: dict[str, Any]) -> None:
                 removed=result["removed"],
                 note=result.get("note", ""),
             )
+        )
+    elif operation in ("consolidate", "flatten"):
+        message.chain.CopyFrom(
+            pb.ChainResult(disks=[pb.DiskChainResult(**d) for d in result["disks"]])
         )

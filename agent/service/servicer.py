@@ -26,7 +26,17 @@ from agent.errors import (
     Unavailable,
 )
 from agent.model import SnapshotRequest
-from agent.operations import delete, listing, rescue, revert, snapshot, stats, volumes
+from agent.operations import (
+    chains,
+    consolidate,
+    delete,
+    listing,
+    rescue,
+    revert,
+    snapshot,
+    stats,
+    volumes,
+)
 from agent.operations.services import Services
 from agent.service import convert, status
 from agent.service.executor import JobExecutor
@@ -268,9 +278,31 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     @rpc(Role.OPERATOR, audited=True)
     async def DeleteSnapshot(self, request: pb.DeleteSnapshotRequest, context: Any) -> pb.Job:
         wanted = delete.DeleteRequest(
-            request.snapshot_id, request.domain, convert.idempotency_key(request.idempotency_key)
+            request.snapshot_id,
+            request.domain,
+            convert.idempotency_key(request.idempotency_key),
+            request.defer_merge,
         )
         return await self._started(lambda started: delete.delete(self.svc, wanted, started))
+
+    @rpc(Role.VIEWER)
+    async def GetChains(self, request: pb.GetChainsRequest, context: Any) -> pb.GetChainsResponse:
+        found = await self._blocking(
+            chains.domain_health, self.svc, request.domain, tuple(request.disks)
+        )
+        return pb.GetChainsResponse(chains=[convert.chain(c) for c in found])
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def Consolidate(self, request: pb.ChainRequest, context: Any) -> pb.Job:
+        wanted = convert.chain_request(request)
+        return await self._started(
+            lambda started: consolidate.consolidate(self.svc, wanted, started)
+        )
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def Flatten(self, request: pb.ChainRequest, context: Any) -> pb.Job:
+        wanted = convert.chain_request(request)
+        return await self._started(lambda started: consolidate.flatten(self.svc, wanted, started))
 
     def _job(self, job_id: str) -> pb.Job:
         validate.job_id(job_id)

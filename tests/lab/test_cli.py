@@ -52,7 +52,7 @@ def test_cli_cycle_with_json_and_tables(agent: AgentProcess, conn: libvirt.virCo
     assert header.split()[:3] == ["ID", "NAME", "DISK"]
     assert any(row.startswith(snapshot_id) and "application" in row for row in rows)
     tree = hostsnap(agent, "chain", "lab-qcow2")
-    assert f"({snapshot_id})" in tree.stdout and "active" in tree.stdout
+    assert f"snapshot {snapshot_id}" in tree.stdout and "active" in tree.stdout
 
     write_marker(dom, "cli-after")
     running = hostsnap(agent, "revert", snapshot_id)
@@ -72,6 +72,36 @@ def test_cli_cycle_with_json_and_tables(agent: AgentProcess, conn: libvirt.virCo
     assert hostsnap(agent, "delete", snapshot_id).returncode == 3  # not found any more
     jobs = json.loads(hostsnap(agent, "--json", "jobs", "--domain", "lab-qcow2").stdout)
     assert [j["operation"] for j in jobs[:3]] == ["delete", "revert", "snapshot"]
+
+
+def test_chain_shows_what_consolidate_merges_and_consolidate_merges_it_live(
+    agent: AgentProcess, conn: libvirt.virConnect
+):
+    dom = conn.lookupByName("lab-qcow2")
+    taken = []
+    for n in range(3):
+        write_marker(dom, f"cli-chain-{n}")
+        created = hostsnap(agent, "--json", "snapshot", "create", "lab-qcow2", "--quiesce", "none")
+        taken.append(json.loads(created.stdout)["snapshot"]["disks"][0])
+    for disk in taken[:2]:
+        forgot = hostsnap(agent, "delete", "--defer-merge", disk["snapshot_id"])
+        assert forgot.returncode == 0, forgot.stderr
+    before = json.loads(hostsnap(agent, "--json", "chain", "lab-qcow2", "vda").stdout)[0]
+    assert before["mergeable"] >= 2 and not before["over_limit"]
+    drawn = hostsnap(agent, "chain", "lab-qcow2").stdout
+    assert f"snapshot {taken[2]['snapshot_id']}" in drawn
+    assert f"depth {before['depth']} of at most 16" in drawn and "consolidate merges them" in drawn
+
+    merged = hostsnap(agent, "--json", "consolidate", "lab-qcow2", "--bandwidth", "64")
+    assert merged.returncode == 0, merged.stderr
+    (disk,) = json.loads(merged.stdout)["chain"]["disks"]
+    after = json.loads(hostsnap(agent, "--json", "chain", "lab-qcow2", "vda").stdout)[0]
+    assert disk["depth_after"] == after["depth"] == before["depth"] - before["mergeable"]
+    assert after["merge_runs"] == []
+    assert any(taken[2]["snapshot_id"] in layer["snapshot_ids"] for layer in after["layers"])
+    assert all(has_marker(dom, f"cli-chain-{n}") for n in range(3))
+    refused = hostsnap(agent, "flatten", "lab-qcow2")
+    assert refused.returncode == 4 and "[SNAPSHOTS_WOULD_BE_LOST]" in refused.stderr
 
 
 def test_cli_errors_are_clear_and_their_exit_codes_mean_something(agent: AgentProcess):
