@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test lint unit lab-up lab-status lab-down bench env host-packages clean
+.PHONY: demo test lint unit lab-up lab-status lab-down bench env host-packages packages clean
 
 demo: env
 	$(VENV)/bin/hostsnap-lab up
@@ -26,6 +26,11 @@ lint: env
 
 bench: env
 	$(PY) -m bench
+
+# The DEBs (packaging/debian/) and the RPM (packaging/rpm/hostsnap.spec) into dist/, built from
+# the tree with Debian's tools (host-packages installs them).
+packages: host-packages
+	$(SYSTEM_PYTHON) packaging/build.py --out dist
 
 lab-up lab-status lab-down: env
 	$(VENV)/bin/hostsnap-lab $(subst lab-,,$@)

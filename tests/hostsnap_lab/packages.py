@@ -35,6 +35,14 @@ REQUIRED = (
     "ceph-common",
     "python3-rados",
     "python3-rbd",
+    # Building and checking hostsnap's own packages (make packages, tests/lab/test_packages.py).
+    "debhelper",
+    "dh-python",
+    "pybuild-plugin-pyproject",
+    "python3-all",
+    "python3-setuptools",
+    "lintian",
+    "rpm",
 )
 
 
