@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.cli_jobs import wait_for
-from agent.cli_output import as_json
+from agent.cli_output import as_json, table
 from hostsnap.agent.v1 import agent_pb2 as pb
 
 Command = Callable[[str, Callable[[Any, argparse.Namespace], int], str], argparse.ArgumentParser]
@@ -24,25 +24,27 @@ def cmd_chain(stub: Any, args: argparse.Namespace) -> int:
 
 
 def draw(chain: Any) -> str:
-    """The chain as a tree, active image first, each layer with its size and kept snapshots;
-    `*` marks the layers a consolidation would merge away."""
+    """The chain, active image first, each layer on the one below it with its size and kept
+    snapshots; `*` marks the layers a consolidation would merge away."""
     limit = f"depth {chain.depth} of at most {chain.max_depth}"
     if chain.over_limit:
         limit += ": OVER THE LIMIT, consolidate or flatten it"
     lines = [f"{chain.target} ({limit})"]
     if chain.kind == pb.VOLUME_KIND_RBD:
-        lines.append(f"└─ rbd {chain.active_image}")
-        lines += [f"{'    ' * (i + 1)}└─ clone of {p}" for i, p in enumerate(chain.rbd_parents)]
+        lines.append(f"  rbd {chain.active_image}")
+        lines += [f"  └─ clone of {parent}" for parent in chain.rbd_parents]
         return "\n".join(lines)
     merged = {p for run in chain.merge_runs for p in (run.base, *run.between)}
+    rows = []
     for depth, layer in enumerate(chain.layers):
         notes = ["active"] if depth == 0 else []
         notes += [f"snapshot {s}" for s in layer.snapshot_ids]
         if not layer.own:
             notes.append("shared, never changed")
-        mark = "*" if layer.path in merged else " "
+        mark = "*" if layer.path in merged else ""
         size = f"{layer.size_on_disk / 2**20:.1f} MiB"
-        lines.append(f"{'    ' * depth}└─{mark}{layer.path}  {size}  {', '.join(notes)}".rstrip())
+        rows.append((f"{depth}{mark}", layer.path, size, ", ".join(notes)))
+    lines.append(table(["#", "layer (each backed by the next)", "on disk", "holds"], rows))
     if chain.mergeable:
         lines.append(f"* {chain.mergeable} layers hold no kept snapshot: consolidate merges them")
     return "\n".join(lines)

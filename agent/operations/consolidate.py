@@ -210,6 +210,7 @@ def _flatten_volume(
         merge.make_durable(svc, job_id, volume.domain, before.active_image)
     else:
         qemu_img.flatten(before.active_image, progress)
+        merge.redefine_offline(svc, volume.domain, volume.target, before.active_image)
     faults.point("after-merge")
     svc.journal.record(job_id, "flattened", target=volume.target)
     after = _verified_chain(svc, volume, [before.active_image])

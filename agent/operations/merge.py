@@ -239,9 +239,16 @@ def _merge_offline(
     qemu_img.commit(top, base, control.progress)
     xml = svc.host.xml(domain, inactive=True)
     sources = {v.target: v.path for v in domain_xml.volumes(domain, xml)}
-    if sources.get(target) == top:
-        svc.host.define(domain_xml.with_disk_source(xml, target, base))
-        return base
-    active = sources.get(target)
-    assert active is not None
+    active = base if sources.get(target) == top else sources[target]
+    assert active is not None  # a file disk
+    redefine_offline(svc, domain, target, active)
     return active
+
+
+def redefine_offline(svc: Services, domain: str, target: str, active: str) -> None:
+    """After qemu-img changed a stopped domain's chain: the definition names `active`, without
+    the `<backingStore>` chain libvirt wrote into it at live snapshots, which may name layers
+    that are gone (libvirt then refuses to start the domain); libvirt reads the chain from the
+    images instead."""
+    xml = svc.host.xml(domain, inactive=True)
+    svc.host.define(domain_xml.with_disk_source(xml, target, active))

@@ -22,6 +22,7 @@ from agent.jobs import JobState, Journal
 from agent.model import DomainState, Quiesce, SnapshotRequest
 from agent.operations import chains, consolidate, delete, recovery, snapshot, volumes
 from agent.operations.consolidate import ChainRequest
+from agent.operations.recovery import Recovered
 from agent.operations.services import Services
 from hostsnap_lab import domains, guest_agent
 from hostsnap_lab.lab import Lab
@@ -189,6 +190,41 @@ def test_offline_consolidation(dom: libvirt.virDomain, svc: Services, tmp_path: 
     assert has_marker(dom, marker)
 
 
+def killed(svc: Services, operation: str, fault: str) -> Recovered:
+    """Runs a consolidate or flatten of vda in an agent process killed at `fault`, then the
+    start-up recovery; returns what recovery did with that job."""
+    key = uuid.uuid4().hex
+    code = (
+        "from agent.operations import consolidate\n"
+        f"consolidate.{operation}(svc, consolidate.ChainRequest({NAME!r}, ('vda',), "
+        f"idempotency_key={key!r}))\n"
+    )
+    died = run_agent_process(svc.config, code, fault)
+    assert died.returncode == -9, died.stderr
+    outcomes = recovery.recover(svc)
+    (job,) = [o for o in outcomes if svc.journal.get(o.job_id).idempotency_key == key]
+    return job
+
+
+def test_agent_killed_after_an_offline_merge_is_finished_by_recovery(
+    dom: libvirt.virDomain, svc: Services, tmp_path: Path
+):
+    kept = build_chain(svc, dom, tmp_path, "-k")
+    before = health(svc)
+    stop(dom)
+    try:
+        job = killed(svc, "consolidate", "after-merge")
+
+        assert job.state == JobState.FAILED and "was finished" in job.detail
+        after = chain(disk_source(dom, inactive=True))
+        assert len(after) == before.depth - before.mergeable
+        assert all(Path(p).exists() for p in after)
+        for sid, copy in kept.values():
+            assert reads_as_taken(svc, sid, copy), sid
+    finally:
+        start(dom)
+
+
 def slow_top(dom: libvirt.virDomain, svc: Services, tmp_path: Path) -> tuple[str, Path]:
     """A kept snapshot, then a deferred one whose layer is under 24 MiB of new data: its
     consolidation is one active commit that takes a while at 1 MiB/s."""
@@ -264,6 +300,24 @@ def test_flatten_is_refused_while_it_would_lose_snapshots_unless_forced(
     assert has_marker(dom, marker)
     stop(dom)
     start(dom)  # boots from the single image
+    assert has_marker(dom, marker)
+
+
+def test_agent_killed_after_a_live_flatten_is_finished_by_recovery(
+    dom: libvirt.virDomain, svc: Services, tmp_path: Path
+):
+    marker = f"flatten-kill-{uuid.uuid4().hex[:6]}"
+    write_marker(dom, marker)
+    build_chain(svc, dom, tmp_path, "-")  # a layer whose snapshot is gone: nothing is lost
+    layers_before = chain(disk_source(dom))
+
+    job = killed(svc, "flatten", "after-merge")
+
+    assert job.state == JobState.FAILED and "was finished" in job.detail
+    assert chain(disk_source(dom)) == [layers_before[0]]
+    assert not any(Path(p).exists() for p in layers_before[1:])
+    steps = [s.name for s in svc.journal.get(job.job_id).steps]
+    assert steps.count("paused") == steps.count("resumed") >= 1  # the pull flushed to disk
     assert has_marker(dom, marker)
 
 
