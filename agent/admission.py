@@ -3,7 +3,8 @@
 Limits: jobs at once per host and per pool, an IOPS ceiling per pool (configured capacity
 against measured load) and a temperature ceiling. Over a limit the job waits, re-checking,
 up to its deadline, then fails with RESOURCE_EXHAUSTED and a retry-after. Every decision and
-its reason is written to the job's record."""
+its reason is written to the job's record. Past `throttle_at` of a ceiling, live merges that
+are already running slow down to `throttled_bandwidth_mib`."""
 
 from __future__ import annotations
 
@@ -28,6 +29,10 @@ class AdmissionConfig:
     iops_capacity: dict[str, float] = field(default_factory=dict)
     wait_timeout: float = 60.0  # seconds a job waits for room before it fails
     poll_interval: float = 1.0
+    # At this fraction of the temperature ceiling or of a pool's IOPS capacity, the host is
+    # hot or busy: live merges run at throttled_bandwidth_mib (MiB/s) until it is not.
+    throttle_at: float = 0.9
+    throttled_bandwidth_mib: int = 16
 
 
 class Admission:
@@ -61,21 +66,31 @@ class Admission:
             self._admitted[job_id] = pools
         return None
 
-    def _load(self, pools: set[str]) -> str | None:
-        """None when the host is cool and its pools have IOPS to spare, else why not."""
+    def _load(self, pools: set[str], fraction: float = 1.0) -> str | None:
+        """None when the host is below `fraction` of its temperature ceiling and its pools
+        below that of their IOPS capacity, else why not."""
         c = self._config
         if c.temperature_ceiling:
             hottest = self._hottest()
-            if hottest is not None and hottest >= c.temperature_ceiling:
+            if hottest is not None and hottest >= fraction * c.temperature_ceiling:
                 return f"the host is at {hottest:.1f} °C (ceiling {c.temperature_ceiling:.1f} °C)"
         capped = {p for p in pools if p in c.iops_capacity}
         if capped:
             for pool, load in sorted(self._pool_iops(capped).items()):
-                if load >= c.iops_capacity[pool]:
+                if load >= fraction * c.iops_capacity[pool]:
                     return (
                         f"pool {pool} serves {load:.0f} IOPS (capacity {c.iops_capacity[pool]:.0f})"
                     )
         return None
+
+    def merge_bandwidth(self, pools: set[str], requested_mib: int) -> tuple[int, str | None]:
+        """The MiB/s a live merge on `pools` should run at now (0: unlimited), and why it is
+        less than requested when it is."""
+        throttled = self._config.throttled_bandwidth_mib
+        if requested_mib and requested_mib <= throttled:
+            return requested_mib, None
+        reason = self._load(pools, self._config.throttle_at)
+        return (throttled, reason) if reason else (requested_mib, None)
 
     @contextlib.contextmanager
     def admitted(

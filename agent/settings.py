@@ -183,3 +183,7 @@ def validate(settings: Settings) -> None:
         )
     if not (math.isfinite(a.temperature_ceiling) and a.temperature_ceiling >= 0):
         raise ConfigError("[admission] temperature_ceiling must be 0 (none) or a temperature")
+    if not (0 < a.throttle_at <= 1 and a.throttled_bandwidth_mib > 0):
+        raise ConfigError(
+            "[admission] throttle_at must be in (0, 1] and throttled_bandwidth_mib above 0"
+        )

@@ -227,6 +227,11 @@ class LibvirtHost:
         with _translated(f"block pull on {name}/{target}"):
             self.domain(name).blockRebase(target, None, bandwidth_mib, 0)
 
+    def block_job_set_speed(self, name: str, target: str, bandwidth_mib: int) -> None:
+        """Changes a running block job's limit (MiB/s; 0: unlimited)."""
+        with _translated(f"block job speed on {name}/{target}"):
+            self.domain(name).blockJobSetSpeed(target, bandwidth_mib, 0)
+
     def block_job_pivot(self, name: str, target: str) -> None:
         with _translated(f"pivot on {name}/{target}"):
             self.domain(name).blockJobAbort(target, libvirt.VIR_DOMAIN_BLOCK_JOB_ABORT_PIVOT)

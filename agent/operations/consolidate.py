@@ -131,6 +131,7 @@ def _consolidate_volume(
             request.bandwidth_mib,
             lambda f, n=n: progress((n + f) / len(before.runs)),  # type: ignore[misc]
             cancellable=True,  # the base holds no kept snapshot: an abort harms nothing
+            pools=frozenset({stats.pool_of(volume)}),
         )
         active = merge.merge_into_backing(
             svc, volume.domain, volume.target, run.top, run.base, live, control, run.between

@@ -35,6 +35,7 @@ class Control:
     bandwidth_mib: int = 0
     progress: Callable[[float], None] = lambda fraction: None
     cancellable: bool = False
+    pools: frozenset[str] = frozenset()  # where the merge reads and writes (for throttling)
 
 
 def children(path: str) -> list[str]:
@@ -137,10 +138,11 @@ def _merge_live(
     if top not in chain or base not in chain:
         raise Precondition(f"{top} and {base} are not both in the running chain of {target}")
     is_active = chain[0] == top
+    speed = Speed(svc, domain, target, control)
     svc.host.block_commit(
-        domain, target, top, base, active=is_active, bandwidth_mib=control.bandwidth_mib
+        domain, target, top, base, active=is_active, bandwidth_mib=speed.starting()
     )
-    wait_commit(svc, domain, target, top, is_active, control)
+    wait_commit(svc, domain, target, top, is_active, control, speed)
     chain_after = _wait_chain_without(svc, domain, target, top, chain)
     if not is_active:
         make_durable(svc, control.job_id, domain, base)
@@ -155,14 +157,17 @@ def wait_commit(
     top: str,
     is_active: bool,
     control: Control,
+    speed: Speed | None = None,
 ) -> None:
     """Waits for a block commit to end; an active commit is pivoted once really ready (cursor
     at the end and libvirt's mirror marked ready)."""
     deadline = svc.monotonic() + svc.config.block_job_timeout
+    speed = speed or Speed(svc, domain, target, control)
     while True:
         info = svc.host.block_job(domain, target)
         if info and info["end"]:
             control.progress(info["cur"] / info["end"])
+            speed.adjust()
         if is_active:
             if (
                 info
@@ -192,6 +197,61 @@ def wait_commit(
                 "aborted, the chain is unchanged"
             )
         time.sleep(POLL_SECONDS)
+
+
+class Speed:
+    """A live merge's bandwidth: lowered while the host runs hot or its pools busy (as
+    admission judges), back to the requested one after; each change journalled."""
+
+    CHECK_SECONDS = 2.0
+
+    def __init__(self, svc: Services, domain: str, target: str, control: Control) -> None:
+        self._svc, self._domain, self._target, self._control = svc, domain, target, control
+        self._current = control.bandwidth_mib
+        self._next_check = svc.monotonic()
+
+    def _wanted(self) -> tuple[int, str | None]:
+        if not self._control.pools:
+            return self._control.bandwidth_mib, None
+        self._next_check = self._svc.monotonic() + self.CHECK_SECONDS
+        return self._svc.admission.merge_bandwidth(
+            set(self._control.pools), self._control.bandwidth_mib
+        )
+
+    def starting(self) -> int:
+        """The speed to start the job at."""
+        wanted, reason = self._wanted()
+        if wanted != self._current:
+            self._record(wanted, reason)
+        return wanted
+
+    def _record(self, wanted: int, reason: str | None) -> None:
+        log.info(
+            "job %s: %s/%s merge bandwidth %s MiB/s (%s)",
+            self._control.job_id,
+            self._domain,
+            self._target,
+            wanted or "unlimited",
+            reason or "as requested",
+        )
+        self._svc.journal.record(
+            self._control.job_id, "bandwidth", mib=wanted, reason=reason or "as requested"
+        )
+        self._current = wanted
+
+    def adjust(self) -> None:
+        """Changes the running job's speed when the host's state calls for another."""
+        if self._svc.monotonic() < self._next_check:
+            return
+        wanted, reason = self._wanted()
+        if wanted == self._current:
+            return
+        try:
+            self._svc.host.block_job_set_speed(self._domain, self._target, wanted)
+        except OperationFailed as e:  # the job ended meanwhile
+            log.info("job %s: speed not changed: %s", self._control.job_id, e)
+            return
+        self._record(wanted, reason)
 
 
 def _aborted_outside(top: str, chain: list[str]) -> Cancelled:

@@ -15,18 +15,29 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from agent.admission import Admission, AdmissionConfig
 from agent.config import AgentConfig
 from agent.errors import Cancelled, Precondition
 from agent.hypervisor import qemu_process
 from agent.jobs import JobState, Journal
 from agent.model import DomainState, Quiesce, SnapshotRequest
-from agent.operations import chains, consolidate, delete, recovery, snapshot, volumes
+from agent.operations import (
+    chains,
+    consolidate,
+    delete,
+    merge,
+    recovery,
+    snapshot,
+    stats,
+    volumes,
+)
 from agent.operations.consolidate import ChainRequest
 from agent.operations.recovery import Recovered
 from agent.operations.services import Services
 from hostsnap_lab import domains, guest_agent
 from hostsnap_lab.lab import Lab
 
+from .agent_process import hwmon_fixture
 from .support import (
     chain,
     disk_source,
@@ -276,6 +287,38 @@ class SlowMerge:
     def end(self) -> BaseException | None:
         self.thread.join(60)
         return self.failure[0] if self.failure else None
+
+
+def test_a_live_merge_slows_down_while_the_host_runs_hot(
+    dom: libvirt.virDomain, svc: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    sysfs = hwmon_fixture(tmp_path / "sysfs")  # one sensor at 47 °C
+    sensor = sysfs / "class" / "hwmon" / "hwmon0" / "temp1_input"
+    config = AdmissionConfig(temperature_ceiling=50.0, throttle_at=0.9, throttled_bandwidth_mib=1)
+    hot = Admission(config, lambda: stats.hottest(sysfs), lambda pools: {})
+    monkeypatch.setattr(svc, "admission", hot)
+    monkeypatch.setattr(merge.Speed, "CHECK_SECONDS", 0.2)
+    kept = slow_top(dom, svc, tmp_path)
+    job_ids: list[str] = []
+    merging = threading.Thread(
+        target=consolidate.consolidate, args=(svc, ChainRequest(NAME, ("vda",)), job_ids.append)
+    )
+    merging.start()
+    try:
+        deadline = time.monotonic() + 30
+        while (svc.host.block_job(NAME, "vda") or {}).get("bandwidth") != 1:
+            assert time.monotonic() < deadline, "the merge was not slowed down"
+            time.sleep(0.05)
+        sensor.write_text("30000\n")  # the rack cools down
+    finally:
+        merging.join(120)
+    assert not merging.is_alive()
+    job = svc.journal.get(job_ids[0])
+    assert job.state == JobState.SUCCEEDED
+    speeds = [(s.detail["mib"], s.detail["reason"]) for s in job.steps if s.name == "bandwidth"]
+    assert speeds[0][0] == 1 and "47.0 °C (ceiling 50.0 °C)" in speeds[0][1]
+    assert speeds[-1] == (0, "as requested")
+    assert reads_as_taken(svc, *kept)
 
 
 def test_flatten_is_refused_while_it_would_lose_snapshots_unless_forced(

@@ -80,3 +80,21 @@ def test_a_pool_at_its_iops_capacity_makes_jobs_on_it_wait():
             pass
     with admission.admitted("k", {"/quiet"}, world.record):
         pass
+
+
+def test_live_merges_slow_down_near_a_ceiling_and_speed_up_after():
+    world = World()
+    admission = world.admission(
+        temperature_ceiling=80, iops_capacity={"/p": 1000}, throttled_bandwidth_mib=16
+    )
+    assert admission.merge_bandwidth({"/p"}, 0) == (0, None)
+    world.temperature = 73.0  # 0.9 of the ceiling is 72
+    slow, reason = admission.merge_bandwidth({"/p"}, 0)
+    assert slow == 16 and reason is not None and "73.0 °C" in reason
+    assert admission.merge_bandwidth({"/p"}, 8) == (8, None)  # already slower than that
+    world.temperature = 40.0
+    world.iops["/p"] = 950.0
+    slow, reason = admission.merge_bandwidth({"/p"}, 100)
+    assert slow == 16 and reason is not None and "950 IOPS" in reason
+    world.iops["/p"] = 100.0
+    assert admission.merge_bandwidth({"/p"}, 100) == (100, None)
