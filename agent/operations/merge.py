@@ -18,6 +18,7 @@ from agent import faults
 from agent.errors import Cancelled, OperationFailed, Precondition
 from agent.hypervisor import domain_xml, qemu_img, qemu_process
 from agent.operations import pause, volumes
+from agent.operations.merge_speed import Speed
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -197,61 +198,6 @@ def wait_commit(
                 "aborted, the chain is unchanged"
             )
         time.sleep(POLL_SECONDS)
-
-
-class Speed:
-    """A live merge's bandwidth: lowered while the host runs hot or its pools busy (as
-    admission judges), back to the requested one after; each change journalled."""
-
-    CHECK_SECONDS = 2.0
-
-    def __init__(self, svc: Services, domain: str, target: str, control: Control) -> None:
-        self._svc, self._domain, self._target, self._control = svc, domain, target, control
-        self._current = control.bandwidth_mib
-        self._next_check = svc.monotonic()
-
-    def _wanted(self) -> tuple[int, str | None]:
-        if not self._control.pools:
-            return self._control.bandwidth_mib, None
-        self._next_check = self._svc.monotonic() + self.CHECK_SECONDS
-        return self._svc.admission.merge_bandwidth(
-            set(self._control.pools), self._control.bandwidth_mib
-        )
-
-    def starting(self) -> int:
-        """The speed to start the job at."""
-        wanted, reason = self._wanted()
-        if wanted != self._current:
-            self._record(wanted, reason)
-        return wanted
-
-    def _record(self, wanted: int, reason: str | None) -> None:
-        log.info(
-            "job %s: %s/%s merge bandwidth %s MiB/s (%s)",
-            self._control.job_id,
-            self._domain,
-            self._target,
-            wanted or "unlimited",
-            reason or "as requested",
-        )
-        self._svc.journal.record(
-            self._control.job_id, "bandwidth", mib=wanted, reason=reason or "as requested"
-        )
-        self._current = wanted
-
-    def adjust(self) -> None:
-        """Changes the running job's speed when the host's state calls for another."""
-        if self._svc.monotonic() < self._next_check:
-            return
-        wanted, reason = self._wanted()
-        if wanted == self._current:
-            return
-        try:
-            self._svc.host.block_job_set_speed(self._domain, self._target, wanted)
-        except OperationFailed as e:  # the job ended meanwhile
-            log.info("job %s: speed not changed: %s", self._control.job_id, e)
-            return
-        self._record(wanted, reason)
 
 
 def _aborted_outside(top: str, chain: list[str]) -> Cancelled:

@@ -10,6 +10,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from agent.errors import HostsnapError
 from agent.hypervisor.host_disks import host_disk_counters
@@ -23,7 +24,7 @@ JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 180
 OPERATIONS = (("rd", "read"), ("wr", "write"), ("fl", "flush"))
 
 
-class HostCollector:
+class HostCollector(Collector):  # an ABC in Debian's 0.16, a Protocol in newer releases
     """Collected at each scrape: never cached, so a scrape shows the host as it is."""
 
     def __init__(self, svc: Services) -> None:

@@ -25,7 +25,7 @@ from agent.operations import (
     chains,
     consolidate,
     delete,
-    merge,
+    merge_speed,
     recovery,
     snapshot,
     stats,
@@ -297,7 +297,7 @@ def test_a_live_merge_slows_down_while_the_host_runs_hot(
     config = AdmissionConfig(temperature_ceiling=50.0, throttle_at=0.9, throttled_bandwidth_mib=1)
     hot = Admission(config, lambda: stats.hottest(sysfs), lambda pools: {})
     monkeypatch.setattr(svc, "admission", hot)
-    monkeypatch.setattr(merge.Speed, "CHECK_SECONDS", 0.2)
+    monkeypatch.setattr(merge_speed.Speed, "CHECK_SECONDS", 0.2)
     kept = slow_top(dom, svc, tmp_path)
     job_ids: list[str] = []
     merging = threading.Thread(
