@@ -50,6 +50,13 @@ def draw(chain: Any) -> str:
     return "\n".join(lines)
 
 
+def bandwidth(text: str) -> int:
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and {2**32 - 1} MiB/s")
+    return value
+
+
 def _chain_request(args: argparse.Namespace) -> pb.ChainRequest:
     return pb.ChainRequest(
         domain=args.domain,
@@ -88,6 +95,9 @@ def add_commands(command: Command) -> list[argparse.ArgumentParser]:
         p.add_argument("domain")
         p.add_argument("--disk", action="append", help="a target device (repeatable); default all")
         p.add_argument(
-            "--bandwidth", type=int, default=0, help="MiB/s for a running domain (0: unlimited)"
+            "--bandwidth",
+            type=bandwidth,
+            default=0,
+            help="MiB/s for a running domain's block jobs (0: unlimited)",
         )
     return jobs

@@ -23,6 +23,7 @@ STEPS = (
     "during-revert",
     "during-block-commit",
     "after-merge",
+    "while-paused",
 )
 
 

@@ -62,8 +62,10 @@ class CephRbd:
         with self._lock:
             cluster = self._clusters.get(conf)
             if cluster is None and rados is None:
-                raise Unavailable(
-                    "Ceph's Python bindings are not installed (python3-rados, python3-rbd)"
+                raise Precondition(
+                    "Ceph's Python bindings are not installed on this host (python3-rados, "
+                    "python3-rbd): RBD disks cannot be handled",
+                    reason="RBD_BINDINGS_MISSING",
                 )
             if cluster is None:
                 try:

@@ -57,6 +57,7 @@ def _layer(entry: dict[str, Any]) -> Layer:
 
 
 QCOW2_MAGIC = b"QFI\xfb"
+QCOW2_MAX_BACKING_NAME = 1023  # bytes; qemu refuses longer names
 PROTOCOL = re.compile(r"^[a-z0-9+]+:")  # rbd:pool/image, json:{...}, nbd:...
 
 
@@ -70,7 +71,7 @@ def backing_file(path: str) -> str | None:
         if len(header) < 20 or header[:4] != QCOW2_MAGIC:
             return None
         offset, size = struct.unpack(">QI", header[8:20])
-        if not offset or not size:
+        if not offset or not size or size > QCOW2_MAX_BACKING_NAME:
             return None
         image.seek(offset)
         name = image.read(size).decode("utf-8", "replace")

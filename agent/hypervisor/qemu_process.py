@@ -17,7 +17,7 @@ PID_DIR = Path("/run/libvirt/qemu")
 
 def opened_read_write(domain: str, path: str, pid_dir: Path = PID_DIR) -> bool | None:
     """Whether the domain's QEMU has `path` open for writing; None when that cannot be told
-    (no pid file: not the system daemon, or the domain is not running)."""
+    (no pid file: not the system daemon, or the domain is not running; /proc not readable)."""
     try:
         pid = int((pid_dir / f"{domain}.pid").read_text().strip())
         fds = list(Path(f"/proc/{pid}/fd").iterdir())
@@ -29,8 +29,10 @@ def opened_read_write(domain: str, path: str, pid_dir: Path = PID_DIR) -> bool |
             if os.readlink(fd) != wanted:
                 continue
             info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
-        except OSError:
+        except FileNotFoundError:
             continue  # closed meanwhile
+        except OSError:
+            return None  # e.g. no right to look into another user's process
         flags = next(int(line.split()[1], 8) for line in info.splitlines() if line[:6] == "flags:")
         if flags & os.O_ACCMODE != os.O_RDONLY:
             return True

@@ -58,6 +58,10 @@ def _run(
 ) -> ChainResult:
     if request.bandwidth_mib < 0:
         raise InvalidArgument("bandwidth_mib must be 0 (unlimited) or more")
+    if request.force and operation != "flatten":
+        raise InvalidArgument(f"force applies to flatten, not to {operation}")
+    if len(set(request.disks)) != len(request.disks):
+        raise InvalidArgument(f"a disk is named twice in {', '.join(request.disks)}")
     chosen = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
     _check(svc, operation, request, chosen)  # a refused request keeps its idempotency key
 
@@ -86,9 +90,11 @@ def _check(svc: Services, operation: str, request: ChainRequest, chosen: list[Vo
     validate.domain_name(request.domain)
     state = svc.host.state(request.domain)[0]
     live = volumes.is_live(state)
-    if not live and state != DomainState.SHUTOFF:
+    if state not in (DomainState.RUNNING, DomainState.SHUTOFF):
+        # A paused guest cannot be paused again to flush a merge to disk (merge.make_durable).
         raise Precondition(
-            f"domain {request.domain} is {state}; {operation} it running or shut off"
+            f"domain {request.domain} is {state}; {operation} it running or shut off",
+            reason="DOMAIN_NOT_RUNNING" if live else "DOMAIN_NOT_STOPPED",
         )
     for volume in chosen:
         if live:

@@ -104,16 +104,25 @@ def remove_unused_overlay(path: str) -> None:
 
 
 def resume(
-    svc: Services, job_id: str, domain: str, target: str, top: str, base: str, live: bool
+    svc: Services,
+    job_id: str,
+    domain: str,
+    target: str,
+    top: str,
+    base: str,
+    live: bool,
+    bandwidth_mib: int = 0,
 ) -> None:
     """Finishes a merge an earlier agent process started (journalled with `live` as it was).
 
     A live commit that QEMU finished leaves `top` full of data and out of the chain: it must
     not be committed again (that would write old data over newer). An offline commit can be
     repeated: `qemu-img commit` of the same data is harmless."""
-    control = Control(job_id)
+    control = Control(job_id, bandwidth_mib)
     running = volumes.is_live(svc.host.state(domain)[0])
     if running and svc.host.block_job(domain, target):
+        # The agent that started it may have slowed it down: back to the requested speed.
+        svc.host.block_job_set_speed(domain, target, bandwidth_mib)
         chain = domain_xml.backing_chain(svc.host.xml(domain), target)
         wait_commit(svc, domain, target, top, chain[:1] == [top], control)
         chain_after = _wait_chain_without(svc, domain, target, top, chain)
@@ -139,7 +148,7 @@ def _merge_live(
     if top not in chain or base not in chain:
         raise Precondition(f"{top} and {base} are not both in the running chain of {target}")
     is_active = chain[0] == top
-    speed = Speed(svc, domain, target, control)
+    speed = Speed(svc, domain, target, control, is_active)
     svc.host.block_commit(
         domain, target, top, base, active=is_active, bandwidth_mib=speed.starting()
     )
@@ -163,7 +172,7 @@ def wait_commit(
     """Waits for a block commit to end; an active commit is pivoted once really ready (cursor
     at the end and libvirt's mirror marked ready)."""
     deadline = svc.monotonic() + svc.config.block_job_timeout
-    speed = speed or Speed(svc, domain, target, control)
+    speed = speed or Speed(svc, domain, target, control, is_active)
     while True:
         info = svc.host.block_job(domain, target)
         if info and info["end"]:
@@ -245,8 +254,13 @@ def _merge_offline(
     qemu_img.commit(top, base, control.progress)
     xml = svc.host.xml(domain, inactive=True)
     sources = {v.target: v.path for v in domain_xml.volumes(domain, xml)}
-    active = base if sources.get(target) == top else sources[target]
-    assert active is not None  # a file disk
+    active = base if sources.get(target) == top else sources.get(target)
+    if active is None:
+        raise Precondition(
+            f"{top} was merged into {base}, but the definition of {domain} has no file disk "
+            f"{target} any more; point the disk at the chain's top image by hand",
+            reason="DISK_GONE",
+        )
     redefine_offline(svc, domain, target, active)
     return active
 

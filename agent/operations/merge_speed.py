@@ -16,18 +16,21 @@ log = logging.getLogger(__name__)
 
 
 class Speed:
-    """A live merge's bandwidth: lowered while the host runs hot or its pools busy (as
-    admission judges), back to the requested one after; each change journalled."""
+    """Each change journalled. An active commit keeps its requested speed: to finish, it
+    must copy faster than the guest writes, which a throttle could prevent for good."""
 
     CHECK_SECONDS = 2.0
 
-    def __init__(self, svc: Services, domain: str, target: str, control: Control) -> None:
+    def __init__(
+        self, svc: Services, domain: str, target: str, control: Control, is_active: bool
+    ) -> None:
         self._svc, self._domain, self._target, self._control = svc, domain, target, control
+        self._fixed = is_active or not control.pools
         self._current = control.bandwidth_mib
         self._next_check = svc.monotonic()
 
     def _wanted(self) -> tuple[int, str | None]:
-        if not self._control.pools:
+        if self._fixed:
             return self._control.bandwidth_mib, None
         self._next_check = self._svc.monotonic() + self.CHECK_SECONDS
         return self._svc.admission.merge_bandwidth(

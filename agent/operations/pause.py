@@ -1,5 +1,7 @@
-"""Short pauses of a domain's vCPUs, journalled: an agent that dies inside one has the domain
-resumed by start-up recovery instead of leaving the guest stopped."""
+"""Short pauses of a running domain's vCPUs, journalled: an agent that dies inside one has the
+domain resumed by start-up recovery instead of leaving the guest stopped. Only a domain found
+running is paused, so a guest someone else paused (or libvirt, on an I/O error) is never
+resumed by hostsnap."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
+from agent import faults
+from agent.errors import HostsnapError, OperationFailed, Precondition
 from agent.jobs import Job
 from agent.model import DomainState
 from agent.operations.services import Services
@@ -16,15 +20,34 @@ log = logging.getLogger(__name__)
 
 @contextlib.contextmanager
 def paused(svc: Services, job_id: str, domain: str, why: str) -> Iterator[None]:
-    log.info("job %s: pausing domain %s: %s", job_id, domain, why)
+    state = svc.host.state(domain)[0]
+    if state != DomainState.RUNNING:
+        raise Precondition(
+            f"domain {domain} is {state}, not running; hostsnap would pause it to {why}: "
+            "resume it or shut it off first",
+            reason="DOMAIN_NOT_RUNNING",
+        )
+    log.info("job %s: pausing domain %s to %s", job_id, domain, why)
     svc.journal.record(job_id, "paused", why=why)
-    svc.host.suspend(domain)
     start = svc.monotonic()
     try:
+        svc.host.suspend(domain)
+        faults.point("while-paused")
         yield
     finally:
-        svc.host.resume(domain)
+        _resume(svc, domain)
         svc.journal.record(job_id, "resumed", paused_seconds=svc.monotonic() - start)
+
+
+def _resume(svc: Services, domain: str) -> None:
+    try:
+        svc.host.resume(domain)
+    except HostsnapError as e:
+        if svc.host.state(domain)[0] == DomainState.PAUSED:
+            raise OperationFailed(
+                f"domain {domain} is still paused ({e}); resume it: virsh resume {domain}",
+                reason="STILL_PAUSED",
+            ) from e
 
 
 def left_paused(job: Job) -> bool:

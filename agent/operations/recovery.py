@@ -197,7 +197,8 @@ def _consolidate(svc: Services, job: Job) -> tuple[JobState, str]:
     run = chains.MergeRun(step.detail["top"], step.detail["base"], tuple(step.detail["between"]))
     merged = job.step("merged")
     if merged is None or merged.at < step.at:
-        merge.resume(svc, job.id, job.domain, target, run.top, run.base, live)
+        bandwidth = job.request.get("bandwidth_mib", 0)
+        merge.resume(svc, job.id, job.domain, target, run.top, run.base, live, bandwidth)
     active = volumes.current_active(svc, job.domain, target) or run.base
     consolidate.finish_merge(svc, job.domain, target, run, active)
     return JobState.FAILED, f"the merge of {run.top} was finished; consolidate again for the rest"
@@ -219,5 +220,7 @@ def _flatten(svc: Services, job: Job) -> tuple[JobState, str]:
             return JobState.FAILED, f"the flatten of {target} did not finish; nothing was removed"
         if volumes.is_live(svc.host.state(job.domain)[0]):
             merge.make_durable(svc, job.id, job.domain, active)
+        else:
+            merge.redefine_offline(svc, job.domain, target, active)
     consolidate.finish_flatten(svc, step.detail["remove"], step.detail["lost"])
     return JobState.FAILED, f"the flatten of {target} was finished; other disks were not flattened"

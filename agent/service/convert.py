@@ -252,5 +252,18 @@ def _result(message: pb.Job, operation: str, result: dict[str, Any]) -> None:
         )
     elif operation in ("consolidate", "flatten"):
         message.chain.CopyFrom(
-            pb.ChainResult(disks=[pb.DiskChainResult(**d) for d in result["disks"]])
+            pb.ChainResult(
+                disks=[
+                    pb.DiskChainResult(
+                        target=d["target"],
+                        active_image=d["active_image"],
+                        depth_before=d["depth_before"],
+                        depth_after=d["depth_after"],
+                        removed=d["removed"],
+                        snapshots_lost=d["snapshots_lost"],
+                        note=d["note"],
+                    )
+                    for d in result["disks"]
+                ]
+            )
         )

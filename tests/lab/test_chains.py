@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,9 +201,11 @@ def test_offline_consolidation(dom: libvirt.virDomain, svc: Services, tmp_path: 
     assert has_marker(dom, marker)
 
 
-def killed(svc: Services, operation: str, fault: str) -> Recovered:
-    """Runs a consolidate or flatten of vda in an agent process killed at `fault`, then the
-    start-up recovery; returns what recovery did with that job."""
+def killed(
+    svc: Services, operation: str, fault: str, after_death: Callable[[], None] = lambda: None
+) -> Recovered:
+    """Runs a consolidate or flatten of vda in an agent process killed at `fault`, then
+    `after_death`, then the start-up recovery; returns what recovery did with that job."""
     key = uuid.uuid4().hex
     code = (
         "from agent.operations import consolidate\n"
@@ -212,6 +214,7 @@ def killed(svc: Services, operation: str, fault: str) -> Recovered:
     )
     died = run_agent_process(svc.config, code, fault)
     assert died.returncode == -9, died.stderr
+    after_death()
     outcomes = recovery.recover(svc)
     (job,) = [o for o in outcomes if svc.journal.get(o.job_id).idempotency_key == key]
     return job
@@ -298,7 +301,8 @@ def test_a_live_merge_slows_down_while_the_host_runs_hot(
     hot = Admission(config, lambda: stats.hottest(sysfs), lambda pools: {})
     monkeypatch.setattr(svc, "admission", hot)
     monkeypatch.setattr(merge_speed.Speed, "CHECK_SECONDS", 0.2)
-    kept = slow_top(dom, svc, tmp_path)
+    slow_top(dom, svc, tmp_path)
+    kept = take(svc, tmp_path)  # the 24 MiB layer no longer active: a throttled commit ends
     job_ids: list[str] = []
     merging = threading.Thread(
         target=consolidate.consolidate, args=(svc, ChainRequest(NAME, ("vda",)), job_ids.append)
@@ -346,21 +350,28 @@ def test_flatten_is_refused_while_it_would_lose_snapshots_unless_forced(
     assert has_marker(dom, marker)
 
 
-def test_agent_killed_after_a_live_flatten_is_finished_by_recovery(
+def test_agent_killed_while_it_paused_the_guest_after_a_live_flatten(
     dom: libvirt.virDomain, svc: Services, tmp_path: Path
 ):
+    """Killed while the domain is paused for the flush of the pulled data: recovery resumes
+    the guest, flushes again and removes the layers."""
     marker = f"flatten-kill-{uuid.uuid4().hex[:6]}"
     write_marker(dom, marker)
     build_chain(svc, dom, tmp_path, "-")  # a layer whose snapshot is gone: nothing is lost
     layers_before = chain(disk_source(dom))
 
-    job = killed(svc, "flatten", "after-merge")
+    def left_paused() -> None:
+        assert svc.host.state(NAME)[0] == DomainState.PAUSED
+
+    job = killed(svc, "flatten", "while-paused", left_paused)
 
     assert job.state == JobState.FAILED and "was finished" in job.detail
+    assert svc.host.state(NAME)[0] == DomainState.RUNNING
+    steps = svc.journal.get(job.job_id).steps
+    assert any(s.name == "resumed" and s.detail.get("by") == "recovery" for s in steps)
+    assert [s.name for s in steps].count("paused") == 2  # the dead agent's, recovery's flush
     assert chain(disk_source(dom)) == [layers_before[0]]
     assert not any(Path(p).exists() for p in layers_before[1:])
-    steps = [s.name for s in svc.journal.get(job.job_id).steps]
-    assert steps.count("paused") == steps.count("resumed") >= 1  # the pull flushed to disk
     assert has_marker(dom, marker)
 
 

@@ -23,10 +23,14 @@ def test_backing_file_agrees_with_qemu_img(tmp_path: Path):
     spec = "rbd:rbd/image:conf=/etc/ceph/ceph.conf"
     qemu_img_cli("create", "-q", "-u", "-f", "qcow2", "-F", "raw", "-b", spec, str(on_rbd), "16M")
     raw = tmp_path / "raw.img"
-    raw.write_bytes(b"QFI" + bytes(100))
+    raw.write_bytes(bytes(100))
+    absurd = tmp_path / "absurd.qcow2"  # the magic, a backing name at 64, 4 GiB long
+    header = b"QFI\xfb" + bytes(4) + (64).to_bytes(8, "big") + (2**32 - 1).to_bytes(4, "big")
+    absurd.write_bytes(header + bytes(100))
 
     assert qemu_img.backing_file(str(base)) is None
     assert qemu_img.backing_file(str(absolute)) == str(base) == qemu_img.info(str(absolute)).backing
     assert qemu_img.backing_file(str(relative)) == qemu_img.info(str(relative)).backing
     assert qemu_img.backing_file(str(on_rbd)) == spec
     assert qemu_img.backing_file(str(raw)) is None
+    assert qemu_img.backing_file(str(absurd)) is None

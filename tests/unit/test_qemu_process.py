@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from agent.hypervisor import qemu_process
 
 
@@ -32,3 +34,15 @@ def test_a_file_not_open_is_not_read_write(tmp_path: Path):
 
 def test_without_a_pid_file_it_cannot_tell(tmp_path: Path):
     assert qemu_process.opened_read_write("absent", str(tmp_path), tmp_path) is None
+
+
+def test_when_the_open_files_cannot_be_read_it_cannot_tell(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    pids = pid_dir_for_this_process(tmp_path)
+
+    def refused(path: object) -> str:
+        raise PermissionError("ptrace access mode check failed")
+
+    monkeypatch.setattr(qemu_process.os, "readlink", refused)
+    assert qemu_process.opened_read_write("dom", str(tmp_path), pids) is None
