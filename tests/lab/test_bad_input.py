@@ -9,9 +9,10 @@ from typing import Any
 import libvirt
 import pytest
 
-from agent.errors import Capacity, HostsnapError, InvalidArgument, NotFound
+from agent.errors import Capacity, HostsnapError, InvalidArgument, NotFound, Precondition
 from agent.model import SnapshotRequest
-from agent.operations import delete, revert, snapshot
+from agent.operations import consolidate, delete, revert, snapshot
+from agent.operations.consolidate import ChainRequest
 from agent.operations.delete import DeleteRequest
 from agent.operations.revert import RevertRequest
 from agent.operations.services import Services
@@ -81,6 +82,36 @@ CASES: list[tuple[str, Callable[[Services], Any] | None, type[HostsnapError], st
         InvalidArgument,
         "belongs to lab-rbd/vda, not to lab-qcow2",
     ),
+    (
+        "consolidate of an unknown domain",
+        lambda s: consolidate.consolidate(s, ChainRequest("no-such-vm")),
+        NotFound,
+        "no domain named 'no-such-vm'",
+    ),
+    (
+        "flatten of a domain name with ..",
+        lambda s: consolidate.flatten(s, ChainRequest("../lab-qcow2")),
+        InvalidArgument,
+        "may not contain",
+    ),
+    (
+        "consolidate with force",
+        lambda s: consolidate.consolidate(s, ChainRequest("lab-qcow2", force=True)),
+        InvalidArgument,
+        "force applies to flatten",
+    ),
+    (
+        "flatten naming a disk twice",
+        lambda s: consolidate.flatten(s, ChainRequest("lab-qcow2", ("vda", "vda"), force=True)),
+        InvalidArgument,
+        "named twice",
+    ),
+    (
+        "negative bandwidth",
+        lambda s: consolidate.consolidate(s, ChainRequest("lab-qcow2", bandwidth_mib=-1)),
+        InvalidArgument,
+        "bandwidth_mib",
+    ),
 ]
 
 
@@ -112,4 +143,17 @@ def test_a_pool_without_the_headroom_is_refused_as_storage_error_530(
     with pytest.raises(Capacity, match="Storage Provider Error \\(530\\)") as refused:
         snapshot.create(svc, SnapshotRequest("lab-qcow2"))
     assert refused.value.cloudstack_code == 530
+    assert storage_state(lab, conn) == before
+
+
+def test_a_paused_domain_is_not_consolidated(lab: Lab, conn: libvirt.virConnect, svc: Services):
+    dom = conn.lookupByName("lab-qcow2")
+    before = storage_state(lab, conn)
+    dom.suspend()
+    try:
+        with pytest.raises(Precondition, match="is paused; consolidate it running") as refused:
+            consolidate.consolidate(svc, ChainRequest("lab-qcow2"))
+    finally:
+        dom.resume()
+    assert refused.value.reason == "DOMAIN_NOT_RUNNING"
     assert storage_state(lab, conn) == before
