@@ -1,13 +1,19 @@
 """The cost of one statistics sample for 1, 10 and 40 domains: hostsnap's single bulk call
-(getAllDomainStats, NOWAIT) against a per-domain loop of libvirt calls (lookup, blockStats
-per disk), same run. The domains are paused lab domains on qcow2 overlays of the lab disk.
-Goal: the bulk sample is the cheaper one at 40 domains (ratio loop / bulk > 1)."""
+(getAllDomainStats, NOWAIT) against per-domain loops of libvirt calls, same run. The domains
+are paused lab domains on qcow2 overlays of the lab disk.
+
+Two loops: the one that gathers what the bulk call gives (every running domain, each disk
+found in its XML, blockStatsFlags for requests, bytes and times, so latency can be
+computed) is the anchor of the ratio; the cheapest loop (lookup, info, blockStats of a disk
+named in advance, no times) is reported beside it. Goal: the bulk sample is the cheaper one
+at 40 domains (ratio anchor / bulk > 1)."""
 
 from __future__ import annotations
 
 import statistics
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +35,12 @@ def per_domain_loop(conn: libvirt.virConnect, names: list[str]) -> None:
         dom = conn.lookupByName(name)
         dom.info()
         dom.blockStats("vda")
+
+
+def same_data_loop(conn: libvirt.virConnect) -> None:
+    for dom in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE):
+        for disk in ET.fromstring(dom.XMLDesc()).iterfind("devices/disk/target"):
+            dom.blockStatsFlags(disk.get("dev"))
 
 
 def median_ms(action: Callable[[], object]) -> float:
@@ -84,6 +96,7 @@ def main() -> Path:
     host = LibvirtHost(URI)
     bulk: dict[int, float] = {}
     loop: dict[int, float] = {}
+    same: dict[int, float] = {}
     try:
         remove_domains(lab, conn)
         names = make_domains(lab, conn, max(COUNTS))
@@ -95,18 +108,28 @@ def main() -> Path:
                 conn.lookupByName(extra).destroy()
             bulk[count] = median_ms(host.block_counters)
             loop[count] = median_ms(lambda chosen=chosen: per_domain_loop(conn, chosen))
+            same[count] = median_ms(lambda: same_data_loop(conn))
             for extra in names[count:]:
                 conn.lookupByName(extra).createWithFlags(libvirt.VIR_DOMAIN_START_PAUSED)
-            print(f"{count:>2} domains: bulk {bulk[count]:.2f} ms, loop {loop[count]:.2f} ms")
+            print(
+                f"{count:>2} domains: bulk {bulk[count]:.2f} ms, same-data loop "
+                f"{same[count]:.2f} ms, cheapest loop {loop[count]:.2f} ms"
+            )
     finally:
         remove_domains(lab, conn)
         conn.close()
     return write_report(
         "stats",
-        ratio=loop[max(COUNTS)] / bulk[max(COUNTS)],
-        goal=f"per-domain loop / bulk sample at {max(COUNTS)} domains; goal > 1",
-        measured={"bulk_sample_ms": bulk, "note": "the two lab guests run too"},
-        anchor={"per_domain_loop_ms": loop, "calls": "lookupByName, info, blockStats per domain"},
+        ratio=same[max(COUNTS)] / bulk[max(COUNTS)],
+        goal=f"same-data loop / bulk sample at {max(COUNTS)} domains; goal > 1",
+        measured={"bulk_sample_ms": bulk, "note": "the lab's own guests run too, in both"},
+        anchor={
+            "same_data_loop_ms": same,
+            "same_data_calls": "listAllDomains(active); per domain XMLDesc, blockStatsFlags "
+            "per disk",
+            "cheapest_loop_ms": loop,
+            "cheapest_calls": "lookupByName, info, blockStats('vda') per bench domain",
+        },
     )
 
 
