@@ -43,6 +43,14 @@ REQUIRED = (
     "python3-setuptools",
     "lintian",
     "rpm",
+    # The controller's store: MariaDB for its multi-controller tests (a private mariadbd each
+    # run, tests/mariadb/), and the libraries its DEB runs on, which the store's suite runs on
+    # too under Debian's own Python (tests/unit/store/test_store_debian_sqlalchemy.py).
+    "mariadb-server",
+    "python3-sqlalchemy",
+    "python3-alembic",
+    "python3-pymysql",
+    "python3-pytest",
 )
 
 
