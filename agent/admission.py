@@ -19,6 +19,8 @@ from agent.errors import NotAdmitted
 
 log = logging.getLogger(__name__)
 
+RELEASE = 0.9
+
 
 @dataclass(frozen=True)
 class AdmissionConfig:
@@ -83,13 +85,17 @@ class Admission:
                     )
         return None
 
-    def merge_bandwidth(self, pools: set[str], requested_mib: int) -> tuple[int, str | None]:
+    def merge_bandwidth(
+        self, pools: set[str], requested_mib: int, throttled_now: bool = False
+    ) -> tuple[int, str | None]:
         """The MiB/s a live merge on `pools` should run at now (0: unlimited), and why it is
-        less than requested when it is."""
+        less than requested when it is. A merge slowed down already speeds up again only
+        below RELEASE of the threshold, so a load near it does not flip the speed each time."""
         throttled = self._config.throttled_bandwidth_mib
         if requested_mib and requested_mib <= throttled:
             return requested_mib, None
-        reason = self._load(pools, self._config.throttle_at)
+        threshold = self._config.throttle_at * (RELEASE if throttled_now else 1.0)
+        reason = self._load(pools, threshold)
         return (throttled, reason) if reason else (requested_mib, None)
 
     @contextlib.contextmanager

@@ -34,7 +34,9 @@ class Speed:
             return self._control.bandwidth_mib, None
         self._next_check = self._svc.monotonic() + self.CHECK_SECONDS
         return self._svc.admission.merge_bandwidth(
-            set(self._control.pools), self._control.bandwidth_mib
+            set(self._control.pools),
+            self._control.bandwidth_mib,
+            throttled_now=self._current != self._control.bandwidth_mib,
         )
 
     def starting(self) -> int:

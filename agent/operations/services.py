@@ -73,7 +73,7 @@ class Services:
         svc.admission = Admission(
             admission or AdmissionConfig(),
             hottest=lambda: stats.hottest(config.sysfs_root),
-            pool_iops=lambda pools: stats.pool_iops(svc, pools),
+            pool_iops=stats.PoolLoad(svc),
         )
         return svc
 

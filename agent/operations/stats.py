@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,11 +69,35 @@ def pool_of(volume: Volume) -> str:
     return str(Path(volume.path).parent)
 
 
-def pool_iops(svc: Services, pools: set[str], seconds: float = 1.0) -> dict[str, float]:
-    """The IOPS the running domains' disks make on each of `pools`, over `seconds`."""
-    first = Sample(*svc.host.block_counters())
-    time.sleep(seconds)
-    second = Sample(*svc.host.block_counters())
+class PoolLoad:
+    """The IOPS the running domains' disks make on each pool. Measured from the previous
+    sample when that is recent enough, else over a fresh window: a caller asking every few
+    seconds (admission's wait, a throttled merge) does not sleep each time."""
+
+    MIN_SPAN = 0.5  # seconds between two samples for a rate worth the name
+    MAX_AGE = 30.0  # an older sample says little about the load now
+
+    def __init__(
+        self, svc: Services, seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self._svc, self._seconds, self._sleep = svc, seconds, sleep
+        self._last: Sample | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, pools: set[str]) -> dict[str, float]:
+        with self._lock:
+            current = Sample(*self._svc.host.block_counters())
+            previous = self._last
+            if previous is None or not (
+                self.MIN_SPAN <= current.taken_at - previous.taken_at <= self.MAX_AGE
+            ):
+                self._sleep(self._seconds)
+                previous, current = current, Sample(*self._svc.host.block_counters())
+            self._last = current
+        return _by_pool(self._svc, pools, previous, current)
+
+
+def _by_pool(svc: Services, pools: set[str], first: Sample, second: Sample) -> dict[str, float]:
     where: dict[tuple[str, str], str] = {}
     for domain in second.counters:
         try:

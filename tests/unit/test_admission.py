@@ -98,3 +98,14 @@ def test_live_merges_slow_down_near_a_ceiling_and_speed_up_after():
     assert slow == 16 and reason is not None and "950 IOPS" in reason
     world.iops["/p"] = 100.0
     assert admission.merge_bandwidth({"/p"}, 100) == (100, None)
+
+
+def test_a_slowed_merge_speeds_up_only_clearly_below_the_threshold():
+    world = World()
+    admission = world.admission(temperature_ceiling=100, throttled_bandwidth_mib=16)
+    world.temperature = 89.0  # below 90 (0.9 of the ceiling), above 81 (0.9 of that)
+    assert admission.merge_bandwidth({"/p"}, 0) == (0, None)
+    slow, reason = admission.merge_bandwidth({"/p"}, 0, throttled_now=True)
+    assert slow == 16 and reason is not None
+    world.temperature = 80.0
+    assert admission.merge_bandwidth({"/p"}, 0, throttled_now=True) == (0, None)
