@@ -83,7 +83,7 @@ def hostsnap_snapshot(svc: Services, dom: libvirt.virDomain, method: str) -> flo
     with no overlay left."""
     result = snapshot.create(svc, SnapshotRequest(NAME, quiesce=Quiesce.REQUIRED))
     used = [disk.method for disk in result.disks]
-    left = rbd_overlay.leftovers(svc)
+    left = rbd_overlay.leftovers(svc.config.rbd_overlay_dir)
     source = domains.disk_source(dom)
     if used != [method] or left or source != f"rbd:{IMAGE}":
         raise RuntimeError(

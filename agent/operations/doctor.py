@@ -18,7 +18,7 @@ from agent.hypervisor.ceph_rbd import CephRbd
 from agent.hypervisor.guest_agent import GuestAgent
 from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.model import VolumeKind
-from agent.operations import volumes
+from agent.operations import rbd_overlay, volumes
 
 
 class Verdict(enum.StrEnum):
@@ -47,6 +47,7 @@ def run_checks(
         if checks[0].verdict == Verdict.OK:
             checks += _guest_agents(host, config)
             checks += _pools(host, config)
+        checks.append(_rbd_overlays(config))
         checks.append(_time_sync())
         checks.append(_ceph(rbd, config))
     finally:
@@ -125,6 +126,19 @@ def _pools(host: LibvirtHost, config: AgentConfig) -> list[Check]:
             )
         )
     return found
+
+
+def _rbd_overlays(config: AgentConfig) -> Check:
+    left = rbd_overlay.leftovers(config.rbd_overlay_dir)
+    if not left:
+        return Check("rbd overlays", Verdict.OK, f"none left in {config.rbd_overlay_dir}")
+    return Check(
+        "rbd overlays",
+        Verdict.WARNING,
+        f"{', '.join(str(p) for p in left)}: a short freeze's temporary overlays; a running "
+        "RBD disk may still be on one (virsh domblklist). Start the agent (its recovery "
+        "commits them back); an overlay no disk uses can be deleted",
+    )
 
 
 def _time_sync() -> Check:

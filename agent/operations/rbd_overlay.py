@@ -111,7 +111,6 @@ def _wait_back_on_rbd(svc: Services, domain: str, target: str) -> None:
         time.sleep(merge.POLL_SECONDS)
 
 
-def leftovers(svc: Services) -> list[Path]:
+def leftovers(directory: Path) -> list[Path]:
     """Overlay files in the overlay directory (each should be gone after its job)."""
-    directory = svc.config.rbd_overlay_dir
     return sorted(directory.glob("*.qcow2")) if directory.is_dir() else []

@@ -194,6 +194,7 @@ def test_doctor_reports_each_check_and_fails_on_a_pool_without_headroom(lab: Lab
     assert checks["guest agent lab-qcow2"]["verdict"] == "ok"
     assert checks["ceph"]["verdict"] == "ok"
     assert checks[f"pool {lab.paths.pool}"]["verdict"] == "ok"
+    assert checks["rbd overlays"]["verdict"] == "ok"
     config.write_text(base + "pool_headroom = 1000000.0\n")
     full = subprocess.run(
         [HOSTSNAP, "--config", str(config), "doctor"], capture_output=True, text=True
@@ -236,3 +237,17 @@ def test_stats_for_people_and_scripts(agent: AgentProcess):
     machine = json.loads(hostsnap(agent, "--json", "stats", "--interval", "1").stdout)
     assert {d["domain"] for d in machine["domain_disks"]} >= {"lab-qcow2", "lab-rbd"}
     assert machine["temperatures"][0]["celsius"] == 47.0
+
+
+def test_doctor_warns_of_a_short_freeze_overlay_left_behind(lab: Lab, tmp_path: Path):
+    state = tmp_path / "state"
+    left = state / "rbd-overlays" / "lab-rbd-vda-0123.qcow2"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"")
+    config = tmp_path / "agent.toml"
+    config.write_text(f'[agent]\nstate_dir = "{state}"\nceph_conf = "{lab.ceph_conf}"\n')
+    done = subprocess.run(
+        [HOSTSNAP, "--config", str(config), "--json", "doctor"], capture_output=True, text=True
+    )
+    check = {c["name"]: c for c in json.loads(done.stdout)}["rbd overlays"]
+    assert check["verdict"] == "warning" and str(left) in check["detail"]
