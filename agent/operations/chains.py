@@ -75,14 +75,20 @@ def health(svc: Services, volume: Volume, live: bool) -> ChainHealth:
     kept: dict[str, list[str]] = {}
     for record in svc.journal.snapshots(volume.domain, volume.target):
         kept.setdefault(record.content, []).append(record.id)
-    layers = tuple(_layer(layer, chain[0].path, kept.get(layer.path, [])) for layer in chain)
+    above: dict[str, list[str]] = {}
+    for directory in {Path(layer.path).parent for layer in chain}:
+        above |= merge.backed_by(directory)
+    layers = tuple(
+        _layer(layer, chain[0].path, kept.get(layer.path, []), len(above.get(layer.path, [])))
+        for layer in chain
+    )
     return ChainHealth(
         volume, chain[0].path, layers, (), svc.config.max_chain_depth, tuple(merge_runs(layers))
     )
 
 
-def _layer(layer: Layer, active: str, snapshots: list[str]) -> ChainLayer:
-    children = len(merge.children(layer.path)) if layer.path != active else 0
+def _layer(layer: Layer, active: str, snapshots: list[str], children: int) -> ChainLayer:
+    children = children if layer.path != active else 0
     return ChainLayer(
         layer.path, layer.actual_size, tuple(snapshots), is_own(layer.path, active), children
     )

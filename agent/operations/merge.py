@@ -41,17 +41,23 @@ class Control:
 
 def children(path: str) -> list[str]:
     """The images in the same directory whose backing file is `path`."""
-    directory = Path(path).parent
-    found = []
+    return backed_by(Path(path).parent).get(path, [])
+
+
+def backed_by(directory: Path) -> dict[str, list[str]]:
+    """For the images in `directory`: backing file -> the images on it (one scan)."""
+    found: dict[str, list[str]] = {}
+    if not directory.is_dir():
+        return found  # e.g. the "directory" of an rbd: backing
     for candidate in sorted(directory.iterdir()):
-        if not candidate.is_file() or str(candidate) == path:
+        if not candidate.is_file():
             continue
         try:
             backing = qemu_img.backing_file(str(candidate))
         except OSError:
             continue  # vanished or unreadable: not an image of ours
-        if backing == path:
-            found.append(str(candidate))
+        if backing is not None and backing != str(candidate):
+            found.setdefault(backing, []).append(str(candidate))
     return found
 
 
