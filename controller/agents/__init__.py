@@ -1,0 +1,31 @@
+"""The controller's side of the agents' gRPC API: an async client per host over mutual TLS,
+with gRPC failures as typed errors (transient or permanent) and agent jobs as plain data."""
+
+from controller.agents.client import QUIESCE, AgentClient, AgentVolume, HostInfo
+from controller.agents.credentials import TlsFiles
+from controller.agents.errors import (
+    AgentBusy,
+    AgentError,
+    AgentRefused,
+    AgentUnavailable,
+    from_rpc_error,
+)
+from controller.agents.jobs import AgentJob, AgentJobState
+from controller.agents.pool import AgentPool, endpoint_at_port
+
+__all__ = [
+    "QUIESCE",
+    "AgentBusy",
+    "AgentClient",
+    "AgentError",
+    "AgentJob",
+    "AgentJobState",
+    "AgentPool",
+    "AgentRefused",
+    "AgentUnavailable",
+    "AgentVolume",
+    "HostInfo",
+    "TlsFiles",
+    "endpoint_at_port",
+    "from_rpc_error",
+]

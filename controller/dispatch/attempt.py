@@ -1,0 +1,157 @@
+"""One claimed job, sent and followed to its end, its result recorded under the leader's
+lease: DISPATCHING -> RUNNING when the agent accepts it, then SUCCEEDED, FAILED or CANCELLED.
+A transient failure to send puts it back to PENDING after a backoff (the store fails it after
+its last attempt); a job that cannot finish by its deadline fails, its agent job cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from controller.agents import AgentClient, AgentError, AgentJob, AgentJobState, AgentUnavailable
+from controller.dispatch.config import DispatchConfig
+from controller.dispatch.follow import follow
+from controller.dispatch.health import AgentHealth
+from controller.dispatch.outcome import Outcome, Result
+from controller.dispatch.preflight import Target
+from controller.dispatch.request import BadJob, snapshot_request
+from controller.store import Job, JobState, Lease, Store
+
+log = logging.getLogger(__name__)
+
+_FINAL = {
+    AgentJobState.SUCCEEDED: (JobState.SUCCEEDED, Result.SUCCEEDED),
+    AgentJobState.FAILED: (JobState.FAILED, Result.FAILED),
+    AgentJobState.CANCELLED: (JobState.CANCELLED, Result.CANCELLED),
+}
+
+
+@dataclass
+class Attempt:
+    store: Store
+    lease: Lease
+    job: Job  # claimed (DISPATCHING) or adopted (DISPATCHING or RUNNING) under `lease`
+    target: Target
+    client: AgentClient
+    health: AgentHealth
+    config: DispatchConfig
+    leading: Callable[[], Lease | None]
+    clock: Callable[[], float]
+    sleep: Callable[[float], Awaitable[None]]
+
+    async def run(self) -> Outcome:
+        job = self.job
+        # The store's times are the database's: the time left is measured there, then kept
+        # on this process's monotonic clock.
+        deadline = self.clock() + (job.deadline - job.updated_at).total_seconds()
+        if job.state is JobState.RUNNING and job.agent_job_id:
+            log.info("job %s: following adopted agent job %s", job.id, job.agent_job_id)
+            if self._left(deadline) <= 0:
+                await self._cancel(job.agent_job_id)
+                return await self._finish(
+                    JobState.FAILED,
+                    Result.FAILED,
+                    f"deadline passed; agent job {job.agent_job_id} cancelled",
+                )
+            try:
+                left = self._left(deadline)
+                agent_job = await self.client.get_job(job.agent_job_id, timeout=left)
+            except AgentError as e:
+                if e.transient:  # still RUNNING: followed again on a later pass
+                    return self._outcome(Result.ERROR, str(e), job.agent_job_id)
+                return await self._finish(JobState.FAILED, Result.FAILED, str(e))
+            return await self._follow(agent_job, deadline)
+        if self._left(deadline) <= 0:
+            return await self._finish(JobState.FAILED, Result.FAILED, "deadline passed before send")
+        try:
+            request = await snapshot_request(job, self.target, self.client, self._left(deadline))
+            leading = self.leading()  # the store's protocol: check the lease, then send
+            if leading is None or leading.epoch != self.lease.epoch:
+                return self._outcome(Result.LOST, "lease lost before send")
+            agent_job = await self.client.create_snapshot(
+                request.domain,
+                idempotency_key=job.idempotency_key,
+                disks=request.disks,
+                quiesce=request.quiesce,
+                name=request.name,
+                timeout=self._left(deadline),
+            )
+        except BadJob as e:
+            return await self._finish(JobState.FAILED, Result.FAILED, str(e))
+        except AgentError as e:
+            return await self._send_failed(e, deadline)
+        self.health.answered(self.target.host.id)
+        log.info("job %s: agent %s accepted it as %s", job.id, self.client.endpoint, agent_job.id)
+        await asyncio.to_thread(self.store.jobs.mark_running, self.lease, job.id, agent_job.id)
+        return await self._follow(agent_job, deadline)
+
+    async def _send_failed(self, error: AgentError, deadline: float) -> Outcome:
+        job = self.job
+        if isinstance(error, AgentUnavailable):
+            self.health.failed(self.target.host.id, str(error))
+        if not error.transient:
+            return await self._finish(JobState.FAILED, Result.FAILED, str(error))
+        delay = max(self.config.backoff(job.attempts), error.retry_after or 0.0)
+        if delay >= self._left(deadline):
+            return await self._finish(
+                JobState.FAILED, Result.FAILED, f"deadline: no time left to retry: {error}"
+            )
+        log.warning(
+            "job %s (%s): attempt %d/%d failed (%s); %s",
+            job.id,
+            self.target.vm.instance_name,
+            job.attempts,
+            job.max_attempts,
+            error,
+            f"again in {delay:.1f}s with key {job.idempotency_key}"
+            if job.attempts < job.max_attempts
+            else "no attempts left",
+        )
+        requeued = await asyncio.to_thread(
+            self.store.jobs.requeue, self.lease, job.id, str(error), delay
+        )
+        result = Result.FAILED if requeued.state is JobState.FAILED else Result.REQUEUED
+        return self._outcome(result, str(error))
+
+    async def _follow(self, agent_job: AgentJob, deadline: float) -> Outcome:
+        try:
+            ended = await follow(
+                self.client,
+                agent_job,
+                deadline=deadline,
+                clock=self.clock,
+                sleep=self.sleep,
+                backoff=self.config.backoff,
+            )
+        except AgentError as e:
+            return await self._finish(JobState.FAILED, Result.FAILED, str(e), agent_job.id)
+        if not ended.state.final:
+            await self._cancel(ended.id)
+            return await self._finish(
+                JobState.FAILED, Result.FAILED, f"deadline passed; agent job {ended.id} cancelled"
+            )
+        state, result = _FINAL[ended.state]
+        error = None if state is JobState.SUCCEEDED else ended.error
+        return await self._finish(state, result, error, ended.id)
+
+    async def _cancel(self, agent_job_id: str) -> None:
+        log.info("job %s: cancelling agent job %s past the deadline", self.job.id, agent_job_id)
+        try:
+            await self.client.cancel_job(agent_job_id)
+        except AgentError as e:
+            log.warning("job %s: agent job %s not cancelled: %s", self.job.id, agent_job_id, e)
+
+    async def _finish(
+        self, state: JobState, result: Result, error: str | None, agent_job_id: str | None = None
+    ) -> Outcome:
+        log.info("job %s: %s%s", self.job.id, state, f": {error}" if error else "")
+        await asyncio.to_thread(self.store.jobs.finish, self.lease, self.job.id, state, error)
+        return self._outcome(result, error or "", agent_job_id)
+
+    def _outcome(self, result: Result, detail: str, agent_job_id: str | None = None) -> Outcome:
+        return Outcome(self.job.id, result, detail, self.target.host.id, agent_job_id)
+
+    def _left(self, deadline: float) -> float:
+        return deadline - self.clock()

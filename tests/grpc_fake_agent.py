@@ -1,0 +1,168 @@
+"""A fake hostsnap-agent speaking the real proto over a real grpc.aio server on localhost, for
+the controller's unit tests. It keeps jobs by idempotency key like the real agent, counts every
+call, records how many of its jobs ran at once, and fails on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+
+from hostsnap.agent.v1 import agent_pb2 as pb
+from hostsnap.agent.v1 import agent_pb2_grpc
+
+
+@dataclass
+class Send:
+    key: str
+    domain: str
+    disks: tuple[str, ...]
+    quiesce: int
+
+
+@dataclass
+class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
+    name: str
+    job_seconds: float = 0.005  # how long each job runs; None-like 0 ends it at once
+    hang: bool = False  # jobs never end by themselves
+    outcome: str = "succeeded"  # or "failed"
+    down: bool = False  # every call fails UNAVAILABLE
+    host_info_delay: float = 0.0  # GetHostInfo answers after this long
+    # Codes the next CreateSnapshot calls fail with, before doing anything.
+    refuse: list[grpc.StatusCode] = field(default_factory=list)
+    # The next CreateSnapshot calls make the job and then fail UNAVAILABLE (a lost reply).
+    lose_replies: int = 0
+    volumes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # domain: target, loc
+    sends: list[Send] = field(default_factory=list)
+    calls: Counter[str] = field(default_factory=Counter)
+    running: int = 0
+    most_running: int = 0
+    jobs: dict[str, Any] = field(default_factory=dict)  # id: pb.Job
+    by_key: dict[str, str] = field(default_factory=dict)
+    cancelled: list[str] = field(default_factory=list)
+    changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    async def _gate(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
+        self.calls[rpc] += 1
+        if self.down:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} is down")
+
+    async def GetHostInfo(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("GetHostInfo", context)
+        await asyncio.sleep(self.host_info_delay)
+        return pb.HostInfo(hostname=self.name, agent_version="fake")
+
+    async def ListVolumes(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("ListVolumes", context)
+        found = self.volumes.get(request.domain, [])
+        return pb.ListVolumesResponse(
+            volumes=[pb.Volume(domain=request.domain, target=t, location=loc) for t, loc in found]
+        )
+
+    async def CreateSnapshot(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("CreateSnapshot", context)
+        key = request.idempotency_key
+        self.sends.append(Send(key, request.domain, tuple(request.disks), request.quiesce))
+        if self.refuse:
+            code = self.refuse.pop(0)
+            await context.abort(
+                code, f"refused with {code.name}", trailing_metadata=(("hostsnap-reason", "TEST"),)
+            )
+        if key not in self.by_key:
+            job_id = uuid.uuid4().hex
+            self.by_key[key] = job_id
+            self.jobs[job_id] = pb.Job(
+                id=job_id,
+                operation="snapshot",
+                state=pb.JOB_STATE_RUNNING,
+                domain=request.domain,
+                idempotency_key=key,
+            )
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            if not self.hang:
+                task = asyncio.create_task(self._run(job_id))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+        if self.lose_replies:
+            self.lose_replies -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "reply lost")
+        return self.jobs[self.by_key[key]]
+
+    async def _run(self, job_id: str) -> None:
+        await asyncio.sleep(self.job_seconds)
+        if self.outcome == "succeeded":
+            disk = pb.DiskSnapshot(target="vda", snapshot_id=uuid.uuid4().hex)
+            await self._end(
+                job_id, pb.JOB_STATE_SUCCEEDED, snapshot=pb.SnapshotResult(disks=[disk])
+            )
+        else:
+            error = pb.JobError(code="INTERNAL", reason="RBD_FAILED", message="rbd said no")
+            await self._end(job_id, pb.JOB_STATE_FAILED, error=error)
+
+    async def _end(self, job_id: str, state: int, **result: Any) -> None:
+        job = self.jobs[job_id]
+        if job.state != pb.JOB_STATE_RUNNING:
+            return
+        ended = pb.Job()
+        ended.CopyFrom(job)
+        ended.state = state
+        for name, value in result.items():
+            getattr(ended, name).CopyFrom(value)
+        self.jobs[job_id] = ended
+        self.running -= 1
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def GetJob(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("GetJob", context)
+        if request.job_id not in self.jobs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id}")
+        return self.jobs[request.job_id]
+
+    async def CancelJob(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("CancelJob", context)
+        self.cancelled.append(request.job_id)
+        await self._end(request.job_id, pb.JOB_STATE_CANCELLED)
+        return self.jobs[request.job_id]
+
+    async def WatchJob(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("WatchJob", context)
+        if request.job_id not in self.jobs:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id}")
+        yield self.jobs[request.job_id]
+        while self.jobs[request.job_id].state == pb.JOB_STATE_RUNNING:
+            async with self.changed:
+                await self.changed.wait()
+            yield self.jobs[request.job_id]
+
+
+class FakeAgentServer:
+    """`FakeAgent`s each on its own port of 127.0.0.1."""
+
+    def __init__(self) -> None:
+        self.servers: list[grpc.aio.Server] = []
+        self.endpoints: dict[str, str] = {}  # agent name: host:port
+
+    async def start(
+        self, agent: FakeAgent, credentials: grpc.ServerCredentials | None = None
+    ) -> str:
+        """Serves `agent`, over TLS with `credentials` when given."""
+        server = grpc.aio.server()
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(agent, server)
+        if credentials is None:
+            port = server.add_insecure_port("127.0.0.1:0")
+        else:
+            port = server.add_secure_port("127.0.0.1:0", credentials)
+        await server.start()
+        self.servers.append(server)
+        self.endpoints[agent.name] = f"127.0.0.1:{port}"
+        return self.endpoints[agent.name]
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.stop(grace=None) for s in self.servers))
