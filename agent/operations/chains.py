@@ -79,7 +79,7 @@ def health(svc: Services, volume: Volume, live: bool) -> ChainHealth:
     for directory in {Path(layer.path).parent for layer in chain}:
         above |= merge.backed_by(directory)
     layers = tuple(
-        _layer(layer, chain[0].path, kept.get(layer.path, []), len(above.get(layer.path, [])))
+        _layer(layer, chain[0].path, kept.get(layer.path, []), above.get(layer.path, []))
         for layer in chain
     )
     return ChainHealth(
@@ -87,11 +87,10 @@ def health(svc: Services, volume: Volume, live: bool) -> ChainHealth:
     )
 
 
-def _layer(layer: Layer, active: str, snapshots: list[str], children: int) -> ChainLayer:
-    children = children if layer.path != active else 0
-    return ChainLayer(
-        layer.path, layer.actual_size, tuple(snapshots), is_own(layer.path, active), children
-    )
+def _layer(layer: Layer, active: str, snapshots: list[str], children: list[str]) -> ChainLayer:
+    own = is_own(layer.path, active)
+    count = len(children) if layer.path != active else 0
+    return ChainLayer(layer.path, layer.actual_size, tuple(snapshots), own, count)
 
 
 def is_own(path: str, active: str) -> bool:

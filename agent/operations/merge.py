@@ -17,6 +17,7 @@ from pathlib import Path
 from agent import faults
 from agent.errors import Cancelled, OperationFailed, Precondition
 from agent.hypervisor import domain_xml, qemu_img, qemu_process
+from agent.model import DomainState
 from agent.operations import pause, volumes
 from agent.operations.merge_speed import Speed
 from agent.operations.services import Services
@@ -154,6 +155,8 @@ def _merge_live(
     if top not in chain or base not in chain:
         raise Precondition(f"{top} and {base} are not both in the running chain of {target}")
     is_active = chain[0] == top
+    if not is_active:
+        _ensure_flushable(svc, domain, base)
     speed = Speed(svc, domain, target, control, is_active)
     svc.host.block_commit(
         domain, target, top, base, active=is_active, bandwidth_mib=speed.starting()
@@ -238,6 +241,18 @@ def _wait_chain_without(
                 raise _aborted_outside(top, chain)
             raise OperationFailed(f"after the commit, {top} is still in the chain {chain}")
         time.sleep(POLL_SECONDS)
+
+
+def _ensure_flushable(svc: Services, domain: str, base: str) -> None:
+    """Before a commit below the active image starts: when its end may need make_durable's
+    pause, the domain must be running (a paused one cannot be paused to flush)."""
+    state = svc.host.state(domain)[0]
+    if state != DomainState.RUNNING and qemu_process.opened_read_write(domain, base) is not False:
+        raise Precondition(
+            f"domain {domain} is {state} and {base} may be open read-write in QEMU: a merge "
+            "into it could not be flushed to disk; resume the domain or shut it off first",
+            reason="DOMAIN_NOT_RUNNING",
+        )
 
 
 def make_durable(svc: Services, job_id: str, domain: str, image: str) -> None:

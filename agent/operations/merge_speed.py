@@ -30,9 +30,9 @@ class Speed:
         self._next_check = svc.monotonic()
 
     def _wanted(self) -> tuple[int, str | None]:
+        self._next_check = self._svc.monotonic() + self.CHECK_SECONDS
         if self._fixed:
             return self._control.bandwidth_mib, None
-        self._next_check = self._svc.monotonic() + self.CHECK_SECONDS
         return self._svc.admission.merge_bandwidth(
             set(self._control.pools),
             self._control.bandwidth_mib,

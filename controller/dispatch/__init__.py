@@ -3,7 +3,6 @@ limits per host, pool and in total, claims under the leader's epoch, retries wit
 idempotency key, deadlines and agent health."""
 
 from controller.dispatch.config import DispatchConfig
-from controller.dispatch.defer import defer
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.fresh import FreshInventory, InventorySource
 from controller.dispatch.health import AgentHealth, HostHealth
@@ -24,5 +23,4 @@ __all__ = [
     "Skip",
     "Target",
     "check",
-    "defer",
 ]

@@ -17,7 +17,6 @@ from controller.agents import AgentPool
 from controller.cloudstack import CloudStackError
 from controller.dispatch.attempt import Attempt
 from controller.dispatch.config import DispatchConfig
-from controller.dispatch.defer import defer
 from controller.dispatch.fresh import FreshInventory, InventorySource
 from controller.dispatch.health import AgentHealth
 from controller.dispatch.limits import Limits
@@ -183,7 +182,7 @@ class Dispatcher:
         log.info("job %s: skipped: %s", job.id, reason)
         if job.state is JobState.PENDING:
             await asyncio.to_thread(
-                defer, self._store, lease, job.id, reason, self.config.skip_delay
+                self._store.jobs.defer, lease, job.id, reason, self.config.skip_delay
             )
         else:  # adopted in flight: back to PENDING, to be sent again with its key
             await asyncio.to_thread(

@@ -271,6 +271,21 @@ class Jobs:
             },
         )
 
+    def defer(self, lease: Lease, job_id: str, reason: str, delay: float) -> Job | None:
+        """A PENDING job not to be acted on now keeps its state and attempts, records why in
+        its `error`, and is not due again for `delay` seconds. None when it is no longer
+        PENDING (claimed, finished)."""
+
+        def work(conn: Connection) -> Job | None:
+            changed = conn.execute(
+                sa.update(jobs)
+                .where(_row.id == job_id, _row.state == JobState.PENDING.value)
+                .values(error=reason, not_before=ms_after(delay), updated_at=db_now_ms())
+            )
+            return _one(conn, job_id) if changed.rowcount == 1 else None
+
+        return fenced(self._engine, lease, work)
+
     def finish(self, lease: Lease, job_id: str, state: JobState, error: str | None = None) -> Job:
         """An in-flight job of this epoch, or a pending one, ends SUCCEEDED, FAILED or
         CANCELLED. Finishing it again the same way returns it unchanged."""
