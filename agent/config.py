@@ -14,6 +14,8 @@ class AgentConfig:
     ceph_conf: str = "/etc/ceph/ceph.conf"
     # The guest is thawed at this hard deadline after freeze even if a snapshot call hangs.
     freeze_deadline: float = 5.0
+    # A consistency group's hold (FreezeForGroup) keeps a guest frozen at most this long.
+    group_hold_max: float = 30.0
     guest_agent_timeout: int = 10
     # A domain asked to shut down for a revert is destroyed after this many seconds.
     stop_timeout: float = 120.0

@@ -15,9 +15,13 @@ class VolumeLocks:
         self._lock = threading.Lock()
 
     @contextmanager
-    def hold(self, volumes: Iterable[str], job_id: str, operation: str) -> Iterator[None]:
-        keys = sorted(set(volumes))
+    def hold(
+        self, volumes: Iterable[str], job_id: str, operation: str, lent_by: str | None = None
+    ) -> Iterator[None]:
+        """`lent_by`: a holder (a group hold) whose keys the job works under; they are
+        neither taken nor given back here."""
         with self._lock:
+            keys = sorted(k for k in set(volumes) if lent_by is None or self._holder(k) != lent_by)
             for key in keys:
                 if key in self._held:
                     holder, op = self._held[key]
@@ -33,3 +37,7 @@ class VolumeLocks:
             with self._lock:
                 for key in keys:
                     self._held.pop(key, None)
+
+    def _holder(self, key: str) -> str | None:
+        held = self._held.get(key)
+        return held[0] if held else None

@@ -88,6 +88,8 @@ class SnapshotRequest:
     quiesce: Quiesce = Quiesce.PREFERRED
     name: str = ""
     idempotency_key: str | None = None
+    # A consistency group's member: taken under the group's hold (operations/group.py).
+    group_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -204,3 +206,16 @@ class ChainResult:
             for d in data["disks"]
         )
         return cls(data["job_id"], data["domain"], disks)
+
+
+@dataclass(frozen=True)
+class GroupHoldStatus:
+    """A guest held frozen for a consistency group."""
+
+    domain: str
+    group_id: str
+    job_id: str
+    frozen: bool
+    held_until: float  # wall clock
+    remaining_seconds: float
+    filesystems: int

@@ -164,6 +164,8 @@ def validate(settings: Settings) -> None:
             )
     if not 0 < settings.agent.freeze_deadline <= 60:
         raise ConfigError("[agent] freeze_deadline must be between 0 and 60 seconds")
+    if not 0 < settings.agent.group_hold_max <= 300:
+        raise ConfigError("[agent] group_hold_max must be between 0 and 300 seconds")
     if listen.insecure_tcp and listen.tcp.rsplit(":", 1)[0] not in (
         "127.0.0.1",
         "localhost",

@@ -9,6 +9,7 @@ from agent.errors import InvalidArgument
 MAX_NAME = 200
 _SNAPSHOT_ID = re.compile(r"^[0-9a-f]{32}$")
 _SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
+_GROUP_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _DISK = re.compile(r"^[a-z]{2,3}[a-z]{1,3}$")  # vda, sdb, hdc, vdaa
 
 
@@ -45,3 +46,12 @@ def snapshot_name(name: str) -> str:
             "starting with a letter or digit, without '..'"
         )
     return name
+
+
+def group_id(value: str) -> str:
+    if not _GROUP_ID.match(value):
+        raise InvalidArgument(
+            f"group id {value!r}: 1 to 128 letters, digits, '.', '_' or '-'",
+            reason="INVALID_GROUP_ID",
+        )
+    return value

@@ -1,18 +1,96 @@
-"""`hostsnap-controller`: the zone's coordinator (built in the controller issue)."""
+"""`hostsnap-controller`: the zone's coordinator (`serve`) and its operators' commands."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from controller import __version__
+from controller.agents import AgentError
+from controller.cli import CommandError, fleet, policies
+from controller.cli import groups as group_commands
+from controller.cli import reconcile as reconcile_commands
+from controller.cloudstack import CloudStackError
+from controller.config import ConfigError, load
+from controller.parts import Parts
+from controller.service import Service
+from controller.store import StoreError
+
+Command = Callable[[Parts, argparse.Namespace], Awaitable[int]]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hostsnap-controller",
         description="Coordinates the hostsnap agents of a CloudStack zone.",
     )
     parser.add_argument("--version", action="version", version=f"hostsnap-controller {__version__}")
-    parser.parse_args(argv)
-    print("hostsnap-controller: this release does not coordinate yet")
-    return 1
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="default /etc/hostsnap/controller.toml")
+    common.add_argument("--json", action="store_true", help="print JSON")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser("serve", parents=[common], help="run the controller")
+    serve.add_argument("--holder", help="this controller's name in the lease (default: unique)")
+    fleet.add_arguments(commands, common)
+    policies.add_arguments(commands, common)
+    group_commands.add_arguments(commands, common)
+    reconcile_commands.add_arguments(commands, common)
+    return parser
+
+
+async def _serve(parts: Parts, args: argparse.Namespace) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await Service(parts, holder=args.holder).run(stop)
+    return 0
+
+
+async def _policies(parts: Parts, args: argparse.Namespace) -> int:
+    return policies.policies_command(parts, args)
+
+
+COMMANDS: dict[str, Command] = {
+    "serve": _serve,
+    "status": fleet.status_command,
+    "hosts": fleet.hosts_command,
+    "policies": _policies,
+    "plan": policies.plan_command,
+    "run": policies.run_command,
+    "groups": group_commands.groups_command,
+    "reconcile": reconcile_commands.reconcile_command,
+}
+
+
+async def _run(command: Command, args: argparse.Namespace) -> int:
+    parts = Parts.build(load(args.config))
+    try:
+        return await command(parts, args)
+    finally:
+        await parts.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    logging.basicConfig(
+        level=logging.INFO if args.command == "serve" else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(_run(COMMANDS[args.command], args))
+    except (ConfigError, CommandError) as e:
+        print(f"hostsnap-controller: {e}", file=sys.stderr)
+        return 2
+    except (StoreError, CloudStackError, AgentError) as e:
+        print(f"hostsnap-controller: {e}", file=sys.stderr)
+        return 1

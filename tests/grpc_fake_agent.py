@@ -37,6 +37,8 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     # The next CreateSnapshot calls make the job and then fail UNAVAILABLE (a lost reply).
     lose_replies: int = 0
     volumes: dict[str, list[tuple[str, str]]] = field(default_factory=dict)  # domain: target, loc
+    # ListSnapshots answers: domain: pb.VolumeSnapshots, one per disk (filtered by `disks`).
+    snapshots: dict[str, list[Any]] = field(default_factory=dict)
     sends: list[Send] = field(default_factory=list)
     calls: Counter[str] = field(default_factory=Counter)
     running: int = 0
@@ -46,6 +48,12 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     cancelled: list[str] = field(default_factory=list)
     changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Consistency groups: domain -> group id of each hold in force, and the guests frozen.
+    holds: dict[str, str] = field(default_factory=dict)
+    frozen: set[str] = field(default_factory=set)
+    refuse_freeze: bool = False  # FreezeForGroup fails FAILED_PRECONDITION, freezing nothing
+    thaws: list[str] = field(default_factory=list)  # domains ThawGroup was called for
+    deleted: list[str] = field(default_factory=list)  # snapshot ids DeleteSnapshot removed
 
     async def _gate(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
         self.calls[rpc] += 1
@@ -64,6 +72,14 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             volumes=[pb.Volume(domain=request.domain, target=t, location=loc) for t, loc in found]
         )
 
+    async def ListSnapshots(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("ListSnapshots", context)
+        chosen = set(request.disks)
+        found = self.snapshots.get(request.domain, [])
+        return pb.ListSnapshotsResponse(
+            volumes=[v for v in found if not chosen or v.volume.target in chosen]
+        )
+
     async def CreateSnapshot(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._gate("CreateSnapshot", context)
         key = request.idempotency_key
@@ -72,6 +88,12 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             code = self.refuse.pop(0)
             await context.abort(
                 code, f"refused with {code.name}", trailing_metadata=(("hostsnap-reason", "TEST"),)
+            )
+        if request.group_id and self.holds.get(request.domain) != request.group_id:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{request.domain} is not held for group {request.group_id}",
+                trailing_metadata=(("hostsnap-reason", "GROUP_NOT_HELD"),),
             )
         if key not in self.by_key:
             job_id = uuid.uuid4().hex
@@ -140,6 +162,56 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             async with self.changed:
                 await self.changed.wait()
             yield self.jobs[request.job_id]
+
+    async def FreezeForGroup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("FreezeForGroup", context)
+        held = self.holds.get(request.domain)
+        if self.refuse_freeze or (held is not None and held != request.group_id):
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{request.domain} cannot be held",
+                trailing_metadata=(("hostsnap-reason", "DOMAIN_HELD"),),
+            )
+        self.holds[request.domain] = request.group_id
+        self.frozen.add(request.domain)
+        return pb.GroupFreeze(
+            domain=request.domain,
+            group_id=request.group_id,
+            job_id=uuid.uuid4().hex,
+            frozen=True,
+            remaining_seconds=request.hold_seconds,
+            filesystems=1,
+        )
+
+    async def ThawGroup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("ThawGroup", context)
+        self.thaws.append(request.domain)
+        if self.holds.get(request.domain) == request.group_id:
+            del self.holds[request.domain]
+            self.frozen.discard(request.domain)
+        return pb.FreezeStatus(domain=request.domain, frozen=request.domain in self.frozen)
+
+    async def GetFreezeStatus(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("GetFreezeStatus", context)
+        return pb.FreezeStatus(domain=request.domain, frozen=request.domain in self.frozen)
+
+    async def DeleteSnapshot(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("DeleteSnapshot", context)
+        if request.domain in self.holds:
+            await context.abort(grpc.StatusCode.ABORTED, f"{request.domain} is held")
+        if request.idempotency_key not in self.by_key:
+            self.deleted.append(request.snapshot_id)
+            job_id = uuid.uuid4().hex
+            self.by_key[request.idempotency_key] = job_id
+            self.jobs[job_id] = pb.Job(
+                id=job_id,
+                operation="delete",
+                state=pb.JOB_STATE_SUCCEEDED,
+                domain=request.domain,
+                idempotency_key=request.idempotency_key,
+                delete=pb.DeleteResult(snapshot_id=request.snapshot_id),
+            )
+        return self.jobs[self.by_key[request.idempotency_key]]
 
 
 class FakeAgentServer:

@@ -16,6 +16,7 @@ from agent.errors import HostsnapError, Precondition
 from agent.jobs import Job
 from agent.model import Consistency, DomainState, Quiesce, SnapshotRequest
 from agent.operations import pause
+from agent.operations.holds import GroupHold
 from agent.operations.quiesce import STILL_FROZEN, FreezeWindow
 from agent.operations.services import Services
 
@@ -81,6 +82,21 @@ def window(
             raise Precondition(message, reason="FREEZE_DEADLINE_EXCEEDED")
         result.consistency = Consistency.CRASH
         result.note = message
+
+
+@contextlib.contextmanager
+def held(svc: Services, job_id: str, domain: str, hold: GroupHold) -> Iterator[Window]:
+    """A consistency group member's window: its guest is frozen by the group's hold, which
+    must still be in force once the disks have switched (the hold's release flag is set
+    before any thaw, so then the guest was frozen at the switch); otherwise the job fails and
+    its parts are undone."""
+    svc.journal.record(job_id, "held", group_id=hold.group_id, hold_job_id=hold.job_id)
+    hold.ensure_in_force()
+    result = Window(Consistency.APPLICATION)
+    yield result
+    faults.point("group-snapshot", domain)
+    result.frozen_seconds = svc.monotonic() - hold.frozen_at
+    hold.ensure_in_force()
 
 
 def _freeze(svc: Services, job_id: str, request: SnapshotRequest) -> FreezeWindow | None:

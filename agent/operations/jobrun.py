@@ -27,6 +27,8 @@ class JobSpec:
     domain: str
     volumes: list[str]
     request: dict[str, Any]
+    # The group hold whose domain lock the job works under (a group member's snapshot).
+    lent_by: str | None = None
 
 
 def to_json(value: Any) -> Any:
@@ -51,7 +53,8 @@ def run(
     the journal (or the earlier job of the same idempotency key), before the body runs."""
     job_id = uuid.uuid4().hex
     # The domain too: jobs on two disks of one domain would each rewrite its definition.
-    with svc.locks.hold([f"domain {spec.domain}", *spec.volumes], job_id, spec.operation):
+    keys = [f"domain {spec.domain}", *spec.volumes]
+    with svc.locks.hold(keys, job_id, spec.operation, spec.lent_by):
         job, created = svc.journal.start(
             job_id, spec.operation, spec.domain, to_json(spec.request), idempotency_key
         )

@@ -73,25 +73,30 @@ class FreezeWindow:
         with self._lock:
             if self._thawed:
                 return
-            last_error: HostsnapError | None = None
-            for _ in range(THAW_ATTEMPTS):
-                try:
-                    self._guest.thaw()
-                    thawed_at = self._clock()
-                    if self._guest.freeze_status() == "thawed":
-                        self._thawed = True
-                        self.frozen_seconds = thawed_at - self._frozen_at
-                        return
-                except HostsnapError as e:
-                    last_error = e
-            raise OperationFailed(
-                f"domain {self._domain} may still be frozen after {THAW_ATTEMPTS} thaw attempts "
-                f"({last_error}); thaw it with `virsh domfsthaw {self._domain}`",
-                reason=STILL_FROZEN,
-            )
+            thawed_at = thaw_confirmed(self._guest, self._domain, self._clock)
+            self._thawed = True
+            self.frozen_seconds = thawed_at - self._frozen_at
 
     def close(self) -> None:
         if self._watchdog is not None:
             self._watchdog.cancel()
         self._thaw_and_confirm()
         log.info("domain %s: thawed after %.3f s", self._domain, self.frozen_seconds)
+
+
+def thaw_confirmed(guest: GuestAgent, domain: str, clock: Callable[[], float]) -> float:
+    """Thaws until the guest agent reports `thawed`; returns when the thaw call returned."""
+    last_error: HostsnapError | None = None
+    for _ in range(THAW_ATTEMPTS):
+        try:
+            guest.thaw()
+            thawed_at = clock()
+            if guest.freeze_status() == "thawed":
+                return thawed_at
+        except HostsnapError as e:
+            last_error = e
+    raise OperationFailed(
+        f"domain {domain} may still be frozen after {THAW_ATTEMPTS} thaw attempts "
+        f"({last_error}); thaw it with `virsh domfsthaw {domain}`",
+        reason=STILL_FROZEN,
+    )

@@ -21,7 +21,16 @@ from agent.model import (
     Volume,
     VolumeKind,
 )
-from agent.operations import chains, consistency, consolidate, merge, pause, snapshot, volumes
+from agent.operations import (
+    chains,
+    consistency,
+    consolidate,
+    group,
+    merge,
+    pause,
+    snapshot,
+    volumes,
+)
 from agent.operations.jobrun import to_json
 from agent.operations.services import Services
 
@@ -57,6 +66,7 @@ def recover(svc: Services) -> list[Recovered]:
                 "delete": _delete,
                 "consolidate": _consolidate,
                 "flatten": _flatten,
+                group.OPERATION: _group_freeze,
             }[job.operation]
             state, detail = handler(svc, job)
         except HostsnapError as e:
@@ -109,6 +119,14 @@ def _snapshot(svc: Services, job: Job) -> tuple[JobState, str]:
         for t, name in plan.rbd_snaps.items()
     )
     taken = rbd_made and (not plan.overlays or job.step("switch-active") is not None) and switched
+    if job.request.get("group_id"):
+        # A consistency group is all or nothing, and whether its hold was still in force at
+        # the switch died with the agent: a member's parts are taken back.
+        snapshot.undo(svc, job.id, job.domain, plan, by_target)
+        return (
+            JobState.FAILED,
+            "a group member's snapshot was interrupted; its parts were taken back",
+        )
     if taken and job.step("undo") is None:
         request = SnapshotRequest(**{**job.request, "disks": tuple(job.request["disks"])})
         window = consistency.Window.for_recovered(job, svc.wall_clock())
@@ -117,6 +135,12 @@ def _snapshot(svc: Services, job: Job) -> tuple[JobState, str]:
         return JobState.SUCCEEDED, f"the snapshot had been taken; completed ({window.consistency})"
     snapshot.undo(svc, job.id, job.domain, plan, by_target)
     return JobState.FAILED, "the snapshot had not been completed; its parts were taken back"
+
+
+def _group_freeze(svc: Services, job: Job) -> tuple[JobState, str]:
+    if job.step("freeze") is None:
+        return JobState.FAILED, "it stopped before freezing the guest"
+    return JobState.FAILED, "the group hold ended with the agent; the guest was thawed on start"
 
 
 def _revert(svc: Services, job: Job) -> tuple[JobState, str]:

@@ -17,6 +17,7 @@ from agent.hypervisor.guest_agent import GuestAgent
 from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.jobs import Journal
 from agent.locks import VolumeLocks
+from agent.operations.holds import Holds
 
 _publish_lock = threading.Lock()
 
@@ -49,6 +50,7 @@ class Services:
     journal: Journal
     locks: VolumeLocks = field(default_factory=VolumeLocks)
     cancellations: Cancellations = field(default_factory=Cancellations)
+    holds: Holds = field(default_factory=Holds)  # guests held frozen for consistency groups
     monotonic: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     # Told each freeze's duration and each job's (operation, result, seconds): the metrics.

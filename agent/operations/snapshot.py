@@ -3,6 +3,7 @@ and RBD together, in one consistency window; any failure undoes every part alrea
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import uuid
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from agent import faults, validate
-from agent.errors import HostsnapError, Precondition
+from agent.errors import HostsnapError, InvalidArgument, Precondition
 from agent.hypervisor import domain_xml, qemu_img
 from agent.jobs import SnapshotRecord
 from agent.model import (
@@ -22,7 +23,8 @@ from agent.model import (
     Volume,
     VolumeKind,
 )
-from agent.operations import consistency, jobrun, merge, rbd_overlay, stats, volumes
+from agent.operations import consistency, group, jobrun, merge, rbd_overlay, stats, volumes
+from agent.operations.holds import GroupHold
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -60,6 +62,7 @@ def create(
     chosen = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
     if not chosen:
         raise Precondition(f"domain {request.domain} has no disk hostsnap can snapshot")
+    hold = _group_hold(svc, request)
 
     _check(svc, request, chosen)  # a refused request does not use up its idempotency key
 
@@ -67,22 +70,44 @@ def create(
         pools = {stats.pool_of(v) for v in chosen}
         record = functools.partial(svc.journal.record, job_id)
         checkpoint = functools.partial(jobrun.checkpoint, svc, job_id, "admission")
-        with svc.admission.admitted(job_id, pools, record, checkpoint):
+        with (
+            group.working_under(hold, job_id) if hold else contextlib.nullcontext(),
+            svc.admission.admitted(job_id, pools, record, checkpoint),
+        ):
             # Once admitted, under the job's locks: the disks and the domain as they are now.
             current = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
             live = _check(svc, request, current)
-            return _snapshot(svc, job_id, request, current, live)
+            return _snapshot(svc, job_id, request, current, live, hold)
 
-    spec = jobrun.JobSpec("snapshot", request.domain, [v.key for v in chosen], asdict(request))
+    spec = jobrun.JobSpec(
+        "snapshot",
+        request.domain,
+        [v.key for v in chosen],
+        asdict(request),
+        lent_by=hold.job_id if hold else None,
+    )
     return jobrun.run(
         svc, spec, request.idempotency_key, body, SnapshotResult.from_dict, on_started
     )
+
+
+def _group_hold(svc: Services, request: SnapshotRequest) -> GroupHold | None:
+    """A group member's hold, which the snapshot works under instead of freezing."""
+    if not request.group_id:
+        return None
+    if request.quiesce == Quiesce.NONE:
+        raise InvalidArgument(
+            "a group member's snapshot is taken frozen: quiesce none contradicts it"
+        )
+    return group.held(svc, request.domain, request.group_id)
 
 
 def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> bool:
     """The checks before anything changes, made under the job's locks; True if live."""
     state, _ = svc.host.state(request.domain)
     live = volumes.is_live(state)
+    if request.group_id and not live:
+        raise Precondition(f"domain {request.domain} is {state}; a group member must run")
     if not live and state != DomainState.SHUTOFF:
         raise Precondition(f"domain {request.domain} is {state}; snapshot it running or shut off")
     for volume in chosen:
@@ -91,7 +116,7 @@ def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> boo
         if volume.rbd is not None:
             svc.rbd.snapshots(volume.rbd)  # the image exists, and Ceph is connected before a freeze
     volumes.check_file_pools(svc, chosen)
-    if live and request.quiesce == Quiesce.REQUIRED:
+    if live and request.quiesce == Quiesce.REQUIRED and not request.group_id:
         svc.guest_agent(request.domain).ping()
     if (
         not live
@@ -106,11 +131,21 @@ def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> boo
     return live
 
 
-def _plan(svc: Services, job_id: str, domain: str, chosen: list[Volume], live: bool) -> Plan:
+def _plan(
+    svc: Services, job_id: str, domain: str, chosen: list[Volume], live: bool, grouped: bool
+) -> Plan:
     plan = Plan(live=live, snapshot_ids={v.target: uuid.uuid4().hex for v in chosen})
-    unusable = rbd_overlay.unusable_because(svc, chosen, live)
+    # A group member's guest stays frozen for the whole group whatever its disks do: the
+    # short freeze would only add an overlay and a merge back, so its RBD snapshots are
+    # taken while frozen (rbd-frozen-across).
+    unusable = (
+        "a consistency group holds the guest frozen across the snapshot"
+        if grouped and any(v.kind == VolumeKind.RBD for v in chosen)
+        else rbd_overlay.unusable_because(svc, chosen, live)
+    )
     if unusable and any(v.kind == VolumeKind.RBD for v in chosen) and live:
-        log.warning("domain %s: RBD snapshot without the short freeze: %s", domain, unusable)
+        level = logging.INFO if grouped else logging.WARNING
+        log.log(level, "domain %s: RBD snapshot without the short freeze: %s", domain, unusable)
         svc.journal.record(job_id, "rbd-direct", reason=unusable)
     xml = svc.host.xml(domain)
     for volume in chosen:
@@ -130,11 +165,16 @@ def _plan(svc: Services, job_id: str, domain: str, chosen: list[Volume], live: b
 
 
 def _snapshot(
-    svc: Services, job_id: str, request: SnapshotRequest, chosen: list[Volume], live: bool
+    svc: Services,
+    job_id: str,
+    request: SnapshotRequest,
+    chosen: list[Volume],
+    live: bool,
+    hold: GroupHold | None = None,
 ) -> SnapshotResult:
     by_target = {v.target: v for v in chosen}
     jobrun.checkpoint(svc, job_id, "planning")
-    plan = _plan(svc, job_id, request.domain, chosen, live)
+    plan = _plan(svc, job_id, request.domain, chosen, live, hold is not None)
     svc.journal.record(job_id, "plan", **asdict(plan))
     frozen_across = {t: s for t, s in plan.rbd_snaps.items() if t not in plan.rbd_overlays}
     after_thaw = {t: s for t, s in plan.rbd_snaps.items() if t in plan.rbd_overlays}
@@ -147,7 +187,12 @@ def _snapshot(
         faults.point("after-overlay-created")
         svc.publish_layers(plan.pending_layers(request.domain))
 
-        with consistency.window(svc, job_id, request, live, len(chosen)) as window:
+        window_of = (
+            consistency.held(svc, job_id, request.domain, hold)
+            if hold
+            else consistency.window(svc, job_id, request, live, len(chosen))
+        )
+        with window_of as window:
             _rbd_snapshots(svc, job_id, frozen_across, by_target)
             if plan.overlays or plan.rbd_overlays:
                 svc.journal.record(job_id, "switch-active")

@@ -12,7 +12,7 @@ from typing import Any
 
 import grpc
 
-from agent.operations import recovery
+from agent.operations import group, recovery
 from agent.operations.services import Services
 from agent.service.executor import JobExecutor
 from agent.service.servicer import AgentServicer
@@ -135,6 +135,8 @@ async def serve(settings: Settings) -> None:
     await stopping.wait()
     log.info("stopping: no new calls; running jobs stop at their next safe point")
     executor.cancel_running()
+    # No guest stays frozen through the shutdown: the group members' jobs then fail and undo.
+    await asyncio.to_thread(group.release_all, svc, "agent shutdown")
     await _set_health(checker, serving=False)
     await server.stop(grace=STREAM_GRACE_SECONDS)
     try:

@@ -9,7 +9,14 @@ from google.protobuf import timestamp_pb2, wrappers_pb2
 from agent import errors
 from agent.errors import InvalidArgument
 from agent.jobs import Job, JobState
-from agent.model import Consistency, DomainState, Quiesce, VolumeKind, VolumeSnapshots
+from agent.model import (
+    Consistency,
+    DomainState,
+    GroupHoldStatus,
+    Quiesce,
+    VolumeKind,
+    VolumeSnapshots,
+)
 from agent.operations.chains import ChainHealth
 from agent.operations.consolidate import ChainRequest
 from agent.operations.stats import HostStats
@@ -83,6 +90,18 @@ def timestamp(seconds: float) -> timestamp_pb2.Timestamp:
     stamp = timestamp_pb2.Timestamp()
     stamp.FromNanoseconds(int(seconds * 1e9))
     return stamp
+
+
+def group_freeze(held: GroupHoldStatus) -> pb.GroupFreeze:
+    return pb.GroupFreeze(
+        domain=held.domain,
+        group_id=held.group_id,
+        job_id=held.job_id,
+        frozen=held.frozen,
+        held_until=timestamp(held.held_until),
+        remaining_seconds=held.remaining_seconds,
+        filesystems=held.filesystems,
+    )
 
 
 def volume_snapshots(found: VolumeSnapshots) -> pb.VolumeSnapshots:

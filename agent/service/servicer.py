@@ -30,6 +30,7 @@ from agent.operations import (
     chains,
     consolidate,
     delete,
+    group,
     listing,
     rescue,
     revert,
@@ -262,6 +263,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             quiesce=convert.quiesce(request.quiesce),
             name=request.name,
             idempotency_key=convert.idempotency_key(request.idempotency_key),
+            group_id=request.group_id,
         )
         return await self._started(lambda started: snapshot.create(self.svc, wanted, started))
 
@@ -401,5 +403,19 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     @rpc(Role.OPERATOR, audited=True)
     async def Thaw(self, request: pb.ThawRequest, context: Any) -> pb.FreezeStatus:
-        frozen = await self._blocking(rescue.thaw, self.svc, request.domain)
+        frozen = await self._blocking(group.rescue_thaw, self.svc, request.domain)
+        return pb.FreezeStatus(domain=request.domain, frozen=frozen)
+
+    # consistency groups
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def FreezeForGroup(self, request: pb.GroupFreezeRequest, context: Any) -> pb.GroupFreeze:
+        held = await self._blocking(
+            group.freeze, self.svc, request.domain, request.group_id, request.hold_seconds
+        )
+        return convert.group_freeze(held)
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def ThawGroup(self, request: pb.GroupThawRequest, context: Any) -> pb.FreezeStatus:
+        frozen = await self._blocking(group.thaw, self.svc, request.domain, request.group_id)
         return pb.FreezeStatus(domain=request.domain, frozen=frozen)

@@ -7,13 +7,15 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
 from controller.agents.credentials import TlsFiles
 from controller.agents.errors import from_rpc_error
-from controller.agents.jobs import AgentJob
+from controller.agents.group_freeze import AgentGroupFreeze
+from controller.agents.jobs import CONSISTENCIES, VOLUME_KINDS, AgentJob
 from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap.agent.v1 import agent_pb2_grpc
 
@@ -24,6 +26,11 @@ QUIESCE = {
     "preferred": pb.QUIESCE_PREFERRED,
     "none": pb.QUIESCE_NONE,
 }
+
+
+def _when(timestamp: Any) -> datetime:
+    """A google.protobuf.Timestamp as an aware UTC datetime."""
+    return datetime.fromtimestamp(timestamp.seconds + timestamp.nanos / 1e9, UTC)
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,27 @@ class AgentVolume:
     domain: str
     target: str  # the disk's target device, e.g. "vda"
     location: str  # the active image file, or "pool/image" for RBD
+
+
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """One snapshot of a disk as its agent lists it."""
+
+    id: str
+    name: str
+    created_at: datetime | None
+    consistency: str  # "application", "crash", "unknown" ("" when the agent did not say)
+    content: str  # the layer's file, or "pool/image@snapshot"
+
+
+@dataclass(frozen=True)
+class AgentDiskSnapshots:
+    """A disk of a domain with its active image and snapshots (newest first)."""
+
+    target: str
+    kind: str  # "file" or "rbd"
+    location: str  # the active image
+    snapshots: tuple[AgentSnapshot, ...]
 
 
 class AgentClient:
@@ -90,6 +118,31 @@ class AgentClient:
         found = await self._unary("ListVolumes", pb.ListVolumesRequest(domain=domain), timeout)
         return [AgentVolume(str(v.domain), str(v.target), str(v.location)) for v in found.volumes]
 
+    async def list_snapshots(
+        self, domain: str, *, disks: Sequence[str] = (), timeout: float | None = None
+    ) -> list[AgentDiskSnapshots]:
+        """The domain's disks (the `disks` targets, or all) with their snapshots."""
+        request = pb.ListSnapshotsRequest(domain=domain, disks=list(disks))
+        found = await self._unary("ListSnapshots", request, timeout)
+        return [
+            AgentDiskSnapshots(
+                target=str(v.volume.target),
+                kind=VOLUME_KINDS.get(int(v.volume.kind), ""),
+                location=str(v.volume.location),
+                snapshots=tuple(
+                    AgentSnapshot(
+                        id=str(s.id),
+                        name=str(s.name),
+                        created_at=_when(s.created_at) if s.HasField("created_at") else None,
+                        consistency=CONSISTENCIES.get(int(s.consistency), ""),
+                        content=str(s.content),
+                    )
+                    for s in v.snapshots
+                ),
+            )
+            for v in found.volumes
+        ]
+
     async def create_snapshot(
         self,
         domain: str,
@@ -124,6 +177,75 @@ class AgentClient:
     async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> AgentJob:
         job = await self._unary("CancelJob", pb.CancelJobRequest(job_id=job_id), timeout)
         return AgentJob.from_proto(job)
+
+    async def freeze_for_group(
+        self, domain: str, group_id: str, hold_seconds: float, *, timeout: float | None = None
+    ) -> AgentGroupFreeze:
+        """Holds the domain's guest frozen for the group (the agent thaws it after
+        `hold_seconds` at the latest); the same domain and group again returns that hold."""
+        request = pb.GroupFreezeRequest(domain=domain, group_id=group_id, hold_seconds=hold_seconds)
+        log.info(
+            "FreezeForGroup of %s (group %s, %.1fs) on agent %s",
+            domain,
+            group_id,
+            hold_seconds,
+            self.endpoint,
+        )
+        return AgentGroupFreeze.from_proto(await self._unary("FreezeForGroup", request, timeout))
+
+    async def thaw_group(self, domain: str, group_id: str, *, timeout: float | None = None) -> bool:
+        """Ends the group's hold of the domain; whether the guest still reports frozen."""
+        request = pb.GroupThawRequest(domain=domain, group_id=group_id)
+        log.info("ThawGroup of %s (group %s) on agent %s", domain, group_id, self.endpoint)
+        return bool((await self._unary("ThawGroup", request, timeout)).frozen)
+
+    async def freeze_status(self, domain: str, *, timeout: float | None = None) -> bool:
+        """Whether the guest agent reports the domain's filesystems frozen."""
+        request = pb.GetFreezeStatusRequest(domain=domain)
+        return bool((await self._unary("GetFreezeStatus", request, timeout)).frozen)
+
+    async def create_group_snapshot(
+        self,
+        domain: str,
+        *,
+        group_id: str,
+        idempotency_key: str,
+        disks: Sequence[str] = (),
+        name: str = "",
+        timeout: float | None = None,
+    ) -> AgentJob:
+        """Starts a consistency group member's snapshot, taken under the group's hold."""
+        request = pb.CreateSnapshotRequest(
+            domain=domain,
+            disks=list(disks),
+            quiesce=pb.QUIESCE_REQUIRED,
+            name=name,
+            idempotency_key=idempotency_key,
+            group_id=group_id,
+        )
+        log.info(
+            "CreateSnapshot of %s in group %s (key %s) on agent %s",
+            domain,
+            group_id,
+            idempotency_key,
+            self.endpoint,
+        )
+        return AgentJob.from_proto(await self._unary("CreateSnapshot", request, timeout))
+
+    async def delete_snapshot(
+        self,
+        snapshot_id: str,
+        *,
+        idempotency_key: str,
+        domain: str = "",
+        timeout: float | None = None,
+    ) -> AgentJob:
+        """Starts deleting a snapshot (when `domain` is given, it must be that domain's)."""
+        request = pb.DeleteSnapshotRequest(
+            snapshot_id=snapshot_id, domain=domain, idempotency_key=idempotency_key
+        )
+        log.info("DeleteSnapshot %s of %s on agent %s", snapshot_id, domain, self.endpoint)
+        return AgentJob.from_proto(await self._unary("DeleteSnapshot", request, timeout))
 
     async def watch_job(self, job_id: str, *, timeout: float) -> AsyncGenerator[AgentJob, None]:
         """The job's updates until it ends, the stream breaks or `timeout` (the whole

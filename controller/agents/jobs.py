@@ -25,6 +25,21 @@ _STATES = {
     3: AgentJobState.FAILED,
     4: AgentJobState.CANCELLED,
 }
+# VolumeKind and Consistency numbers of agent.proto; UNSPECIFIED (0) is read as "".
+VOLUME_KINDS = {1: "file", 2: "rbd"}
+CONSISTENCIES = {1: "application", 2: "crash", 3: "unknown"}
+
+
+@dataclass(frozen=True)
+class SnapshotDisk:
+    """What one disk got from a snapshot job."""
+
+    target: str  # the disk's target device, e.g. "vda"
+    kind: str  # "file" or "rbd" ("" when the agent did not say)
+    snapshot_id: str
+    content: str  # file: the layer holding the snapshot's content; RBD: "pool/image@snap"
+    active_image: str  # the disk's active image afterwards: a file path, or "pool/image"
+    method: str = ""  # "qcow2-overlay", "rbd-short-freeze", ...; "" for a stopped domain
 
 
 @dataclass(frozen=True)
@@ -36,6 +51,11 @@ class AgentJob:
     idempotency_key: str
     steps: tuple[str, ...] = ()
     snapshot_ids: tuple[str, ...] = ()  # of a snapshot job that succeeded, one per disk
+    # A snapshot job that succeeded: each disk's result, and what the content is consistent
+    # with ("application", "crash", "unknown"; "" for any other job). A delete job that
+    # succeeded: its disk, with the active image after the merge.
+    disks: tuple[SnapshotDisk, ...] = ()
+    consistency: str = ""
     error_code: str = ""
     error_reason: str = ""
     error_message: str = ""
@@ -48,12 +68,42 @@ class AgentJob:
         head = "/".join(parts) or "failed"
         return f"agent job {self.id}: {head}: {self.error_message}"
 
+    def disk(self, target: str) -> SnapshotDisk | None:
+        """The snapshot result of the disk `target`, if the job snapshotted it."""
+        return next((d for d in self.disks if d.target == target), None)
+
     @classmethod
     def from_proto(cls, job: Any) -> AgentJob:
         has_error = job.HasField("error")
-        snapshot_ids: tuple[str, ...] = ()
+        disks: tuple[SnapshotDisk, ...] = ()
+        consistency = ""
         if job.WhichOneof("result") == "snapshot":
-            snapshot_ids = tuple(str(d.snapshot_id) for d in job.snapshot.disks)
+            consistency = CONSISTENCIES.get(int(job.snapshot.consistency), "")
+            disks = tuple(
+                SnapshotDisk(
+                    target=str(d.target),
+                    kind=VOLUME_KINDS.get(int(d.kind), ""),
+                    snapshot_id=str(d.snapshot_id),
+                    content=str(d.content),
+                    active_image=str(d.active_image),
+                    method=str(d.method),
+                )
+                for d in job.snapshot.disks
+            )
+        snapshot_ids = tuple(d.snapshot_id for d in disks)
+        if job.WhichOneof("result") == "delete":  # the disk's active image may have moved
+            deleted = job.delete
+            kind = "file" if str(deleted.active_image).startswith("/") else "rbd"
+            disks = (
+                SnapshotDisk(
+                    target=str(deleted.target),
+                    kind=kind,
+                    snapshot_id=str(deleted.snapshot_id),
+                    content="",
+                    active_image=str(deleted.active_image),
+                    method="delete",
+                ),
+            )
         return cls(
             id=str(job.id),
             operation=str(job.operation),
@@ -62,6 +112,8 @@ class AgentJob:
             idempotency_key=str(job.idempotency_key),
             steps=tuple(str(s) for s in job.steps),
             snapshot_ids=snapshot_ids,
+            disks=disks,
+            consistency=consistency,
             error_code=str(job.error.code) if has_error else "",
             error_reason=str(job.error.reason) if has_error else "",
             error_message=str(job.error.message) if has_error else "",

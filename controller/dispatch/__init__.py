@@ -2,6 +2,7 @@
 limits per host, pool and in total, claims under the leader's epoch, retries with the same
 idempotency key, deadlines and agent health."""
 
+from controller.dispatch.attempt import OnSucceeded
 from controller.dispatch.config import DispatchConfig
 from controller.dispatch.dispatcher import Dispatcher
 from controller.dispatch.fresh import FreshInventory, InventorySource
@@ -18,6 +19,7 @@ __all__ = [
     "HostHealth",
     "InventorySource",
     "Limits",
+    "OnSucceeded",
     "Outcome",
     "Result",
     "Skip",

@@ -9,6 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from controller.agents import AgentClient, AgentError, AgentJob, AgentJobState, AgentUnavailable
 from controller.dispatch.config import DispatchConfig
@@ -17,9 +18,15 @@ from controller.dispatch.health import AgentHealth
 from controller.dispatch.outcome import Outcome, Result
 from controller.dispatch.preflight import Target
 from controller.dispatch.request import BadJob, snapshot_request
-from controller.store import Job, JobState, Lease, Store
+from controller.store import Job, JobKind, JobState, Lease, Store
 
 log = logging.getLogger(__name__)
+
+# Called when the agent's job succeeded, before the store's job is recorded SUCCEEDED: to tell
+# CloudStack the volumes' new paths. Its failures are logged (the job did succeed; reconcile
+# finds what was not recorded).
+OnSucceeded: TypeAlias = Callable[[Lease, Job, AgentJob, Target], Awaitable[None]]
+AFTER_SUCCESS_MIN = 60.0
 
 _FINAL = {
     AgentJobState.SUCCEEDED: (JobState.SUCCEEDED, Result.SUCCEEDED),
@@ -40,6 +47,7 @@ class Attempt:
     leading: Callable[[], Lease | None]
     clock: Callable[[], float]
     sleep: Callable[[float], Awaitable[None]]
+    on_succeeded: OnSucceeded | None = None
 
     async def run(self) -> Outcome:
         job = self.job
@@ -66,26 +74,50 @@ class Attempt:
         if self._left(deadline) <= 0:
             return await self._finish(JobState.FAILED, Result.FAILED, "deadline passed before send")
         try:
-            request = await snapshot_request(job, self.target, self.client, self._left(deadline))
-            leading = self.leading()  # the store's protocol: check the lease, then send
-            if leading is None or leading.epoch != self.lease.epoch:
-                return self._outcome(Result.LOST, "lease lost before send")
-            agent_job = await self.client.create_snapshot(
-                request.domain,
-                idempotency_key=job.idempotency_key,
-                disks=request.disks,
-                quiesce=request.quiesce,
-                name=request.name,
-                timeout=self._left(deadline),
-            )
+            sent = await self._send(deadline)
         except BadJob as e:
             return await self._finish(JobState.FAILED, Result.FAILED, str(e))
         except AgentError as e:
             return await self._send_failed(e, deadline)
+        if sent is None:
+            return self._outcome(Result.LOST, "lease lost before send")
+        agent_job = sent
         self.health.answered(self.target.host.id)
         log.info("job %s: agent %s accepted it as %s", job.id, self.client.endpoint, agent_job.id)
         await asyncio.to_thread(self.store.jobs.mark_running, self.lease, job.id, agent_job.id)
         return await self._follow(agent_job, deadline)
+
+    async def _send(self, deadline: float) -> AgentJob | None:
+        """The job sent with its idempotency key; None when the lease was lost first."""
+        job, domain = self.job, self.target.vm.instance_name
+        if job.kind is JobKind.DELETE:
+            snapshot_id = job.params.get("snapshot_id", "")
+            if not snapshot_id:
+                raise BadJob(f"job {job.id}: a delete names no snapshot_id")
+            if not self._still_leading():
+                return None
+            return await self.client.delete_snapshot(
+                snapshot_id,
+                idempotency_key=job.idempotency_key,
+                domain=domain,
+                timeout=self._left(deadline),
+            )
+        request = await snapshot_request(job, self.target, self.client, self._left(deadline))
+        if not self._still_leading():
+            return None
+        return await self.client.create_snapshot(
+            request.domain,
+            idempotency_key=job.idempotency_key,
+            disks=request.disks,
+            quiesce=request.quiesce,
+            name=request.name,
+            timeout=self._left(deadline),
+        )
+
+    def _still_leading(self) -> bool:
+        """The store's protocol: check the lease right before sending."""
+        leading = self.leading()
+        return leading is not None and leading.epoch == self.lease.epoch
 
     async def _send_failed(self, error: AgentError, deadline: float) -> Outcome:
         job = self.job
@@ -134,7 +166,21 @@ class Attempt:
             )
         state, result = _FINAL[ended.state]
         error = None if state is JobState.SUCCEEDED else ended.error
+        if state is JobState.SUCCEEDED and self.on_succeeded is not None:
+            await self._after_success(ended, deadline)
         return await self._finish(state, result, error, ended.id)
+
+    async def _after_success(self, ended: AgentJob, deadline: float) -> None:
+        """Before the job is recorded SUCCEEDED (so that whoever waits for it finds CloudStack
+        told), within the job's deadline or AFTER_SUCCESS_MIN seconds."""
+        assert self.on_succeeded is not None
+        timeout = max(self._left(deadline), AFTER_SUCCESS_MIN)
+        try:
+            await asyncio.wait_for(
+                self.on_succeeded(self.lease, self.job, ended, self.target), timeout
+            )
+        except Exception:
+            log.exception("job %s: succeeded, but what follows from it failed", self.job.id)
 
     async def _cancel(self, agent_job_id: str) -> None:
         log.info("job %s: cancelling agent job %s past the deadline", self.job.id, agent_job_id)

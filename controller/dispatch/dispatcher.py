@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable
 
 from controller.agents import AgentPool
 from controller.cloudstack import CloudStackError
-from controller.dispatch.attempt import Attempt
+from controller.dispatch.attempt import Attempt, OnSucceeded
 from controller.dispatch.config import DispatchConfig
 from controller.dispatch.fresh import FreshInventory, InventorySource
 from controller.dispatch.health import AgentHealth
@@ -26,7 +26,7 @@ from controller.store import Job, JobKind, JobState, Lease, LeaseLost, StaleClai
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = frozenset({JobKind.SNAPSHOT})
+SUPPORTED = frozenset({JobKind.SNAPSHOT, JobKind.DELETE})
 IN_FLIGHT = (JobState.DISPATCHING, JobState.RUNNING)
 
 
@@ -41,8 +41,10 @@ class Dispatcher:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        on_succeeded: OnSucceeded | None = None,
     ) -> None:
         self._store = store
+        self._on_succeeded = on_succeeded
         self._agents = agents
         self._leader = leader
         self.config = config = config or DispatchConfig()
@@ -175,6 +177,7 @@ class Dispatcher:
             leading=self._leader,
             clock=self._clock,
             sleep=self._sleep,
+            on_succeeded=self._on_succeeded,
         )
         return await attempt.run()
 

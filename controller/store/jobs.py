@@ -167,6 +167,11 @@ class Jobs:
             where.append(_row.host_id == host_id)
         return in_transaction(self._engine, lambda conn: _select(conn, *where, limit=limit))
 
+    def count_by_state(self) -> dict[JobState, int]:
+        query = sa.select(_row.state, sa.func.count()).group_by(_row.state)
+        rows = in_transaction(self._engine, lambda conn: conn.execute(query).all())
+        return {JobState(state): int(count) for state, count in rows}
+
     def overdue(self, limit: int | None = None) -> list[Job]:
         """Unfinished jobs whose deadline has passed by the database's clock."""
         return in_transaction(

@@ -80,6 +80,11 @@ class Runs:
             self._engine, lambda conn: _select(conn, _row.policy_id == policy_id, limit=limit)
         )
 
+    def find(self, *, state: RunState | None = None, limit: int | None = None) -> list[Run]:
+        """Runs in `state` (any when None), the latest slot first."""
+        where: list[ColumnElement[bool]] = [] if state is None else [_row.state == state.value]
+        return in_transaction(self._engine, lambda conn: _select(conn, *where, limit=limit))
+
     def finish(self, lease: Lease, run_id: str, state: RunState, error: str | None = None) -> Run:
         """RUNNING -> SUCCEEDED, PARTIAL or FAILED (finishing it the same way again is no
         change)."""

@@ -234,6 +234,7 @@ class Snapshot:
     interval_type: str = "MANUAL"
     location_type: str = "PRIMARY"
     id: str = ""
+    created: datetime | None = None  # CREATED when not given
 
     def __post_init__(self) -> None:
         self.id = self.id or make_id("snapshot", self.name)
@@ -249,7 +250,7 @@ class Snapshot:
             "snapshottype": self.snapshot_type,
             "intervaltype": self.interval_type,
             "locationtype": self.location_type,
-            "created": CREATED,
+            "created": CREATED if self.created is None else cs_time(self.created),
             "physicalsize": self.volume.size // 4,
             "virtualsize": self.volume.size,
             "zoneid": self.volume.zone.id,

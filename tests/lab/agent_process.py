@@ -133,7 +133,8 @@ class AgentProcess:
         return self.process.wait(timeout=90)
 
 
-def start_agent(lab: Lab, directory: Path) -> AgentProcess:
+def start_agent(lab: Lab, directory: Path, fault: str = "") -> AgentProcess:
+    """`fault`: the agent's HOSTSNAP_FAULT (agent/faults.py), none by default."""
     ca = make_ca(directory, "test-ca")
     make_cert(directory, ca, "agent", "IP:127.0.0.1,DNS:localhost")
     make_cert(directory, ca, "ctl-operator", "DNS:ctl-operator")
@@ -179,7 +180,7 @@ poll_interval = 0.5
         [AGENT, "--config", str(config)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "HOSTSNAP_FAULT": ""},
+        env={**os.environ, "HOSTSNAP_FAULT": fault},
     )
     deadline = time.monotonic() + 30
     while not sock.exists():

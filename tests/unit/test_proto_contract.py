@@ -23,6 +23,25 @@ def test_service_offers_queries_jobs_and_rescue():
     assert hasattr(agent_pb2_grpc, "add_AgentServiceServicer_to_server")
 
 
+def test_consistency_groups_are_additive_to_version_one():
+    service = agent_pb2.DESCRIPTOR.services_by_name["AgentService"]
+    freeze = service.methods_by_name["FreezeForGroup"]
+    thaw = service.methods_by_name["ThawGroup"]
+    assert (freeze.input_type.name, freeze.output_type.name) == (
+        "GroupFreezeRequest",
+        "GroupFreeze",
+    )
+    assert (thaw.input_type.name, thaw.output_type.name) == ("GroupThawRequest", "FreezeStatus")
+    create = agent_pb2.CreateSnapshotRequest.DESCRIPTOR
+    assert create.fields_by_name["group_id"].number == 6
+    assert create.fields_by_name["idempotency_key"].number == 5  # nothing renumbered
+    sent = agent_pb2.GroupFreezeRequest(domain="i-2-10-VM", group_id="g.1", hold_seconds=12.5)
+    assert agent_pb2.GroupFreezeRequest.FromString(sent.SerializeToString()) == sent
+    # A request of a client that predates groups is a request without a group.
+    old = agent_pb2.CreateSnapshotRequest(domain="vm", idempotency_key="k").SerializeToString()
+    assert agent_pb2.CreateSnapshotRequest.FromString(old).group_id == ""
+
+
 def test_host_info_survives_the_wire():
     started = timestamp_pb2.Timestamp(seconds=1_800_000_000)
     sent = agent_pb2.HostInfo(hostname="kvm-01", libvirt_version="9.0.0", started_at=started)

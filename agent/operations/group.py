@@ -1,0 +1,274 @@
+"""Consistency groups on one host: holding a guest frozen for a group (FreezeForGroup), the
+group member's snapshot working under that hold, and ending it (ThawGroup, the watchdog,
+a rescue thaw, the agent's shutdown).
+
+The hold is a journalled job of operation "group-freeze": it records `freeze` before the
+freeze and `thawed` after the confirmed thaw, so an agent that dies holding a guest thaws it
+on start (recovery's jobs_left_frozen). It holds the domain's lock, so no other job works on
+the domain meanwhile; the member's snapshot job works under that lock (lent_by)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+import uuid
+from collections.abc import Iterator
+
+from agent import validate
+from agent.errors import Conflict, HostsnapError, InvalidArgument, NotFound, Precondition
+from agent.model import GroupHoldStatus
+from agent.operations import rescue, volumes
+from agent.operations.holds import WATCHDOG, GroupHold
+from agent.operations.services import Services
+
+log = logging.getLogger(__name__)
+
+OPERATION = "group-freeze"
+
+
+def freeze(svc: Services, domain: str, group_id: str, hold_seconds: float) -> GroupHoldStatus:
+    """Holds the domain's guest frozen for the group; the same domain and group again
+    returns the hold in force."""
+    validate.domain_name(domain)
+    validate.group_id(group_id)
+    limit = svc.config.group_hold_max
+    if not (math.isfinite(hold_seconds) and 0 < hold_seconds <= limit):
+        raise InvalidArgument(
+            f"hold_seconds must be above 0 and at most the agent's group_hold_max ({limit:g} s), "
+            f"got {hold_seconds:g}",
+            reason="INVALID_HOLD",
+        )
+    if not svc.host.exists(domain):
+        raise NotFound(f"no domain named {domain!r} on this host", reason="DOMAIN_NOT_FOUND")
+    hold, created = _register(svc, domain, group_id, hold_seconds)
+    if not created:
+        hold.wait_for_freeze()
+        hold.ensure_in_force()
+        return _status(svc, hold)
+    journalled = False
+    try:
+        _check(svc, domain)
+        svc.journal.start(hold.job_id, OPERATION, domain, _request(hold), None)
+        journalled = True
+        svc.journal.record(hold.job_id, "freeze", hold_seconds=hold_seconds)
+        hold.freeze()
+        svc.journal.record(hold.job_id, "frozen", filesystems=hold.filesystems)
+    except BaseException as e:
+        _abandon(svc, hold, e, journalled)
+        raise
+    log.info(
+        "job %s: domain %s held frozen for group %s (%d filesystems, %.1f s at most)",
+        hold.job_id,
+        domain,
+        group_id,
+        hold.filesystems,
+        hold_seconds,
+    )
+    return _status(svc, hold)
+
+
+def thaw(svc: Services, domain: str, group_id: str) -> bool:
+    """Ends the group's hold of the domain; whether the guest still reports frozen."""
+    validate.domain_name(domain)
+    validate.group_id(group_id)
+    hold = svc.holds.get(domain)
+    if hold is not None and hold.group_id != group_id and hold.released_by is None:
+        raise Precondition(
+            f"domain {domain} is held for group {hold.group_id}, not {group_id}",
+            reason="DOMAIN_HELD",
+        )
+    if hold is not None and hold.group_id == group_id:
+        release(svc, hold, "ThawGroup")
+    return rescue.is_frozen(svc, domain)
+
+
+def rescue_thaw(svc: Services, domain: str) -> bool:
+    """The rescue Thaw: a group hold in force on the domain ends with it."""
+    validate.domain_name(domain)
+    hold = svc.holds.get(domain)
+    if hold is not None and hold.released_by is None:
+        release(svc, hold, "rescue Thaw")
+    return rescue.thaw(svc, domain)
+
+
+def release(svc: Services, hold: GroupHold, by: str) -> None:
+    """Thaws the hold's guest and ends its job (again after a thaw that failed)."""
+    first = hold.mark_released(by)
+    if first and by == WATCHDOG:
+        svc.journal.record(hold.job_id, "watchdog-fired")
+    try:
+        seconds = hold.thaw()
+    except HostsnapError as e:
+        log.error("job %s: domain %s may still be frozen: %s", hold.job_id, hold.domain, e)
+        svc.journal.fail(hold.job_id, str(e), e.reason, type(e).__name__)
+        raise
+    finally:
+        hold.unlock_if_unused()
+    if seconds is not None:
+        svc.journal.record(hold.job_id, "thawed", by=by, frozen_seconds=seconds)
+        svc.observe_freeze(seconds)
+    if not first:
+        return
+    if by == WATCHDOG:
+        svc.journal.fail(
+            hold.job_id,
+            f"the guest was held past the {hold.seconds:.1f} s hold and thawed by the watchdog",
+            "FREEZE_DEADLINE_EXCEEDED",
+            "Precondition",
+        )
+    else:
+        result = {**_request(hold), "released_by": by, "frozen_seconds": seconds or 0.0}
+        svc.journal.succeed(hold.job_id, result)
+
+
+def release_all(svc: Services, by: str) -> None:
+    """Ends every hold in force (the agent is stopping)."""
+    for hold in svc.holds.active():
+        try:
+            release(svc, hold, by)
+        except HostsnapError as e:
+            log.error("domain %s: %s", hold.domain, e)
+
+
+def held(svc: Services, domain: str, group_id: str) -> GroupHold:
+    """The hold a group member's snapshot works under (FAILED_PRECONDITION when none)."""
+    validate.group_id(group_id)
+    hold = svc.holds.get(domain)
+    if hold is None or hold.group_id != group_id or not hold.frozen:
+        raise Precondition(
+            f"domain {domain} is not held frozen for group {group_id}; FreezeForGroup first",
+            reason="GROUP_NOT_HELD",
+        )
+    hold.ensure_in_force()
+    return hold
+
+
+@contextlib.contextmanager
+def working_under(hold: GroupHold, job_id: str) -> Iterator[None]:
+    hold.use(job_id)
+    try:
+        yield
+    finally:
+        hold.done()
+
+
+def _register(
+    svc: Services, domain: str, group_id: str, hold_seconds: float
+) -> tuple[GroupHold, bool]:
+    """The hold in force for this group, or a new one holding the domain's lock."""
+    with svc.holds.lock:
+        existing = svc.holds.by_domain.get(domain)
+        if existing is not None and existing.released_by is None:
+            if existing.group_id != group_id:
+                raise Precondition(
+                    f"domain {domain} is held for group {existing.group_id}",
+                    reason="DOMAIN_HELD",
+                )
+            return existing, False
+        if existing is not None and existing.group_id == group_id:
+            raise Precondition(
+                f"the hold of group {group_id} on {domain} has ended ({existing.released_by}); "
+                "a group is frozen once: start again with a new group id",
+                reason="GROUP_HOLD_ENDED",
+            )
+        hold = GroupHold(
+            domain,
+            group_id,
+            uuid.uuid4().hex,
+            hold_seconds,
+            svc.guest_agent(domain),
+            svc.monotonic,
+            lambda h: _watchdog(svc, h),
+            functools.partial(_gone, svc, domain, _uuid(svc, domain)),
+        )
+        stack = contextlib.ExitStack()
+        try:
+            stack.enter_context(svc.locks.hold([f"domain {domain}"], hold.job_id, OPERATION))
+        except Conflict as e:
+            raise Precondition(
+                f"domain {domain} has a job in progress: {e}", reason="DOMAIN_BUSY"
+            ) from e
+        hold.unlock = stack.close
+        svc.holds.by_domain[domain] = hold
+        return hold, True
+
+
+def _check(svc: Services, domain: str) -> None:
+    state, _ = svc.host.state(domain)
+    if not volumes.is_live(state):
+        raise Precondition(f"domain {domain} is {state}; only a running guest can be held frozen")
+    guest = svc.guest_agent(domain)
+    # An agent that does not answer a ping is never asked to freeze: a freeze that fails
+    # half-way leaves it unknown whether the guest is frozen.
+    guest.ping()
+    if guest.freeze_status() != "thawed":
+        raise Precondition(
+            f"domain {domain} is frozen already (by someone else); thaw it first",
+            reason="GUEST_ALREADY_FROZEN",
+        )
+
+
+def _uuid(svc: Services, domain: str) -> str | None:
+    return next((u for n, u, _ in svc.host.list_domains(True) if n == domain), None)
+
+
+def _gone(svc: Services, domain: str, uuid_then: str | None) -> bool:
+    """Whether the held domain stopped (or was replaced by another of that name)."""
+    try:
+        running = {n: u for n, u, s in svc.host.list_domains(False) if volumes.is_live(s)}
+    except HostsnapError:
+        return False  # libvirt cannot say: the guest may still be frozen
+    return running.get(domain) != uuid_then
+
+
+def _abandon(svc: Services, hold: GroupHold, error: BaseException, journalled: bool) -> None:
+    """A hold whose freeze failed: thawed (a failed freeze may have frozen some
+    filesystems), its job failed, the domain given back."""
+    hold.mark_released("failed freeze")
+    reason = error.reason if isinstance(error, HostsnapError) else "INTERNAL"
+    message = str(error)
+    try:
+        seconds = hold.thaw()
+        if journalled and seconds is not None:
+            svc.journal.record(hold.job_id, "thawed", by="failed freeze", frozen_seconds=seconds)
+    except HostsnapError as thaw_error:
+        reason, message = thaw_error.reason, f"{error}; then {thaw_error}"
+    finally:
+        hold.unlock_if_unused()
+        svc.holds.forget(hold)  # the group may try again: nothing was held
+    if journalled:
+        error_type = type(error).__name__ if isinstance(error, HostsnapError) else "OperationFailed"
+        svc.journal.fail(hold.job_id, message, reason, error_type)
+
+
+def _watchdog(svc: Services, hold: GroupHold) -> None:
+    log.error(
+        "job %s: domain %s still held for group %s at its %.1f s deadline; thawing now",
+        hold.job_id,
+        hold.domain,
+        hold.group_id,
+        hold.seconds,
+    )
+    try:
+        release(svc, hold, WATCHDOG)
+    except Exception as e:  # the watchdog thread must never die silently
+        log.error("domain %s: the watchdog's thaw failed: %s", hold.domain, e)
+
+
+def _request(hold: GroupHold) -> dict[str, object]:
+    return {"domain": hold.domain, "group_id": hold.group_id, "hold_seconds": hold.seconds}
+
+
+def _status(svc: Services, hold: GroupHold) -> GroupHoldStatus:
+    remaining = hold.remaining()
+    return GroupHoldStatus(
+        domain=hold.domain,
+        group_id=hold.group_id,
+        job_id=hold.job_id,
+        frozen=hold.frozen,
+        held_until=svc.wall_clock() + remaining,
+        remaining_seconds=remaining,
+        filesystems=hold.filesystems,
+    )

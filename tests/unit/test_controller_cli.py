@@ -1,0 +1,154 @@
+"""`hostsnap-controller`'s commands against the CloudStack simulator and a SQLite store, as
+an operator runs them: tables and --json, and a clear error with exit status 2 for what
+cannot be done."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.config import ConfigError, load
+from controller.main import main
+from controller.store import JobState, Store
+from tests.cloudstack_sim import CloudStackSimulator
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[CloudStackSimulator]:
+    with CloudStackSimulator() as simulator:
+        yield simulator
+
+
+@pytest.fixture
+def config(sim: CloudStackSimulator, tmp_path: Path) -> Path:
+    path = tmp_path / "controller.toml"
+    path.write_text(
+        f"""[cloudstack]
+url = "{sim.url}"
+api_key = "{sim.api_key}"
+secret_key = "{sim.secret_key}"
+
+[store]
+url = "sqlite:///{tmp_path / "c.db"}"
+
+[agents]
+port = 1
+insecure = true
+call_timeout = 2.0
+
+[[groups]]
+name = "web-and-db"
+vms = ["web-1", "db-1"]
+"""
+    )
+    return path
+
+
+def run(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main([*args, "--config", str(config)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def as_json(config: Path, capsys: pytest.CaptureFixture[str], *args: str) -> Any:
+    code, out, err = run(config, capsys, *args, "--json")
+    assert code in (0, 1), err
+    return json.loads(out)
+
+
+def add_nightly(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(
+        config, capsys, "policies", "add", "nightly", "--interval", "DAILY",
+        "--schedule", "30:02", "--maxsnaps", "3", "--vm", "web-1",
+    )  # fmt: skip
+    assert (code, err) == (0, ""), err
+    assert "policy nightly added" in out
+
+
+def test_a_policy_added_is_listed_planned_and_run_as_jobs_waiting_for_a_leader(config, capsys):
+    add_nightly(config, capsys)
+
+    (listed,) = as_json(config, capsys, "policies")
+    assert (listed["name"], listed["max_snaps"]) == ("nightly", 3)
+    code, table, _ = run(config, capsys, "policies")
+    assert code == 0 and "NAME" in table and "daily at 02:30 UTC" in table
+    (planned,) = as_json(config, capsys, "plan")["plan"]["policies"]
+    assert [r["vm_name"] for r in planned["runs"]] == ["web-1"]
+    assert any("Snapshotting" in str(e) for e in planned["excluded"])  # web-1's data disk
+
+    code, out, _ = run(config, capsys, "run", "nightly")
+
+    assert code == 0 and "1 jobs" in out and "no controller leads" in out
+    with Store.open(load(config).store.url) as db:
+        (job,) = db.jobs.find()
+        assert job.state is JobState.PENDING and job.params["quiesce"] == "preferred"
+    status = as_json(config, capsys, "status")
+    assert status["leader"] is None
+    assert status["jobs"]["pending"] == 1 and status["runs_running"] == 1
+    assert status["open_intents"] == 1  # web-1's root is on NFS
+    assert status["cloudstack"]["reachable"] is True
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--cron", "61 * * * *"], "minute"),
+        (["--interval", "DAILY"], "needs --schedule"),
+        (["--interval", "DAILY", "--schedule", "30:25"], "out of range"),
+    ],
+)
+def test_a_policy_that_cannot_be_scheduled_is_refused_and_nothing_is_stored(
+    config, capsys, args, message
+):
+    code, _, err = run(
+        config, capsys, "policies", "add", "bad", "--maxsnaps", "2", "--vm", "x", *args
+    )
+
+    assert code == 2 and message in err
+    assert as_json(config, capsys, "policies") == []
+
+
+def test_running_an_unknown_policy_or_one_without_selectors_says_why(config, capsys):
+    code, _, err = run(config, capsys, "run", "nope")
+    assert (code, "no policy 'nope'" in err) == (2, True)
+    code, _, err = run(config, capsys, "policies", "add", "empty", "--cron", "0 * * * *",
+                       "--maxsnaps", "1")  # fmt: skip
+    assert (code, "needs --vm" in err) == (2, True)
+
+
+def test_hosts_show_cloudstacks_hosts_and_that_their_agents_do_not_answer(config, capsys):
+    hosts = {h["name"]: h for h in as_json(config, capsys, "hosts")}
+
+    assert {"kvm-1", "kvm-2", "kvm-3"} <= set(hosts)
+    assert hosts["kvm-3"]["resource_state"] == "Maintenance"
+    assert hosts["kvm-1"]["agent"].startswith("unreachable")
+
+
+def test_groups_list_their_members_as_cloudstack_shows_them(config, capsys):
+    (group,) = as_json(config, capsys, "groups")
+
+    assert group["group"] == "web-and-db"
+    assert [(m["vm"], m["state"], m["host"]) for m in group["members"]] == [
+        ("web-1", "Running", "kvm-1"),
+        ("db-1", "Running", "kvm-2"),
+    ]
+
+
+def test_reconcile_reports_volumes_whose_agents_cannot_be_asked_and_exits_1(config, capsys):
+    code, out, _ = run(config, capsys, "reconcile")
+
+    assert code == 1 and "differences found" in out
+
+
+def test_a_configuration_with_an_unknown_section_or_key_is_refused(tmp_path, capsys):
+    path = tmp_path / "c.toml"
+    path.write_text("[cloudstak]\nurl = 'x'\n")
+    with pytest.raises(ConfigError, match="unknown sections: cloudstak"):
+        load(path)
+    path.write_text("[dispatch]\nper_hots = 2\n")
+    assert main(["status", "--config", str(path)]) == 2
+    assert "unknown keys: per_hots" in capsys.readouterr().err
