@@ -1,6 +1,6 @@
 """A store job's parameters as an agent request: the domain is the VM's instance name; the
 disks are `params["disks"]` (comma-separated targets), or the target of the job's volume as
-the agent lists it, or every disk."""
+the agent lists it (its image, or a hostsnap overlay of the same original), or every disk."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from controller.agents import QUIESCE, AgentClient
 from controller.dispatch.preflight import Target
+from controller.reconcile.paths import same_volume
 from controller.store import Job
 
 
@@ -37,16 +38,10 @@ async def snapshot_request(
         found = [
             v.target
             for v in await client.list_volumes(domain, timeout=timeout)
-            if path and _is_volume(v.location, path)
+            if path and same_volume(v.location, path)
         ]
         if len(found) != 1:
             raise BadJob(f"volume {volume.id} (path {path!r}) is not one disk of {domain}")
         disks = (found[0],)
     return SnapshotRequest(domain, disks, quiesce, job.params.get("name", ""))
 
-
-def _is_volume(location: str, path: str) -> bool:
-    """Whether the agent's disk at `location` is CloudStack's volume at `path`: the same file
-    or RBD image, or a hostsnap overlay made on it (`<path>.hostsnap-<id>`)."""
-    name = location.rsplit("/", 1)[-1]
-    return location == path or name == path or name.startswith(path + ".hostsnap-")

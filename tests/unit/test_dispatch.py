@@ -333,7 +333,7 @@ def test_a_job_for_one_volume_snapshots_the_disk_the_agent_lists_for_it(tmp_path
     async def test(zone: DispatchZone) -> None:
         zone.inventory.add_vm("web-1", "kvm-1")
         zone.agents["kvm-1"].volumes["i-web-1"] = [
-            ("vda", "/mnt/nfs-1/web-1-root.qcow2.hostsnap-0123"),
+            ("vda", f"/mnt/nfs-1/web-1-root.qcow2.hostsnap-{'a' * 32}"),
             ("vdb", "/mnt/nfs-1/web-1-data.qcow2"),
         ]
         zone.store.jobs.create(
