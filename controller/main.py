@@ -8,11 +8,10 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from controller import __version__
 from controller.agents import AgentError
-from controller.cli import CommandError, fleet, policies
+from controller.cli import CommandError, fleet, options, policies
 from controller.cli import groups as group_commands
 from controller.cli import reconcile as reconcile_commands
 from controller.cloudstack import CloudStackError
@@ -30,9 +29,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Coordinates the hostsnap agents of a CloudStack zone.",
     )
     parser.add_argument("--version", action="version", version=f"hostsnap-controller {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", type=Path, help="default /etc/hostsnap/controller.toml")
-    common.add_argument("--json", action="store_true", help="print JSON")
+    common = options()
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     serve = commands.add_parser("serve", parents=[common], help="run the controller")
     serve.add_argument("--holder", help="this controller's name in the lease (default: unique)")

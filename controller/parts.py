@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from controller.agents import AgentPool, TlsFiles
 from controller.agents.pool import endpoint_at_port
 from controller.cloudstack import CloudStackClient, CloudStackConfig
-from controller.config import Settings
+from controller.config import ConfigError, Settings
 from controller.inventory import Inventory
 from controller.store import LeaseConfig, Store
 
@@ -47,6 +48,9 @@ class Parts:
                 key=Path(agents.key),
                 server_name=agents.server_name or None,
             )
+            for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+                if not os.access(path, os.R_OK):
+                    raise ConfigError(f"[agents] {key}: cannot read {path}")
         pool = AgentPool(endpoint_at_port(agents.port), tls, call_timeout=agents.call_timeout)
         return cls(settings, Store.open(settings.store.url), cloudstack, inventory, pool)
 

@@ -8,7 +8,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.cli import CommandError
+from controller.cli import CommandError, options
 from controller.cli.output import as_json, table
 from controller.config import GroupSettings
 from controller.groups import GroupMember, GroupRefused, snapshot_group
@@ -20,7 +20,9 @@ from controller.reconcile.direct import record_snapshot
 def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     parser = commands.add_parser("groups", parents=[common], help="consistency groups")
     actions = parser.add_subparsers(dest="action")
-    snapshot = actions.add_parser("snapshot", parents=[common], help="snapshot a group now")
+    snapshot = actions.add_parser(
+        "snapshot", parents=[options(nested=True)], help="snapshot a group now"
+    )
     snapshot.add_argument("name")
 
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from controller import policies, store
-from controller.cli import CommandError
+from controller.cli import CommandError, options
 from controller.cli.output import as_json, table, when
 from controller.parts import Parts
 from controller.runner import PolicyRunner, logic_policy, run_state_of
@@ -20,7 +20,8 @@ from controller.runner.facts import read_facts
 def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     listing = commands.add_parser("policies", parents=[common], help="list, add or delete policies")
     actions = listing.add_subparsers(dest="action")
-    add = actions.add_parser("add", parents=[common], help="add a policy")
+    nested = options(nested=True)
+    add = actions.add_parser("add", parents=[nested], help="add a policy")
     add.add_argument("name")
     when_group = add.add_mutually_exclusive_group(required=True)
     when_group.add_argument(
@@ -36,7 +37,7 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--tag", action="append", default=[], help="key=value on a VM or volume")
     add.add_argument("--account", action="append", default=[], help="an owner's account name")
     add.add_argument("--disabled", action="store_true")
-    delete = actions.add_parser("delete", parents=[common], help="delete a policy")
+    delete = actions.add_parser("delete", parents=[nested], help="delete a policy")
     delete.add_argument("name")
     commands.add_parser("plan", parents=[common], help="what the policies would run (dry run)")
     run = commands.add_parser("run", parents=[common], help="run a policy now")

@@ -44,4 +44,3 @@ async def snapshot_request(
             raise BadJob(f"volume {volume.id} (path {path!r}) is not one disk of {domain}")
         disks = (found[0],)
     return SnapshotRequest(domain, disks, quiesce, job.params.get("name", ""))
-

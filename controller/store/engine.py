@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
-DEFAULT_URL = "sqlite:////var/lib/hostsnap/controller.db"
+DEFAULT_URL = "sqlite:////var/lib/hostsnap-controller/controller.db"
 SQLITE_BUSY_TIMEOUT = 30.0  # seconds a writer waits for another one before giving up
 
 

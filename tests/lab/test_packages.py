@@ -1,10 +1,12 @@
 """hostsnap's packages, built from this tree (packaging/build.py, as `make packages`): the RPM
 holds what an EL host needs; both kinds keep the Python code in the private directory
-/usr/share/hostsnap and ship nothing of the lab; the DEBs pass lintian, install with apt-get
-on this machine, run on Debian's own Python libraries (the installed agent serves a lab
-domain, the installed CLI takes and lists its snapshot, the installed libvirt hook refuses the
-old layer) without shadowing the development venv's editable install, and purge without
-leaving a file behind.
+/usr/share/hostsnap (the gRPC stubs in hostsnap-common, which the agent and the controller
+share, no file in two packages) and ship nothing of the lab; the DEBs pass lintian, install
+with apt-get on this machine, run on Debian's own Python libraries (the installed agent serves
+a lab domain, the installed CLI takes and lists its snapshot, the installed libvirt hook
+refuses the old layer; the installed controller, as root and as its service's user, reads a
+configuration, migrates a SQLite store and answers from a CloudStack simulator) without
+shadowing the development venv's editable install, and purge without leaving a file behind.
 
 The tests run in this order (the last one purges). Installing puts the hook in
 /etc/libvirt/hooks/qemu.d/, next to the lab's own /etc/libvirt/hooks/qemu; it reads the layer
@@ -33,6 +35,7 @@ import pytest
 from agent.hypervisor.domain_xml import with_disk_source
 from hostsnap_lab import domains
 from hostsnap_lab.lab import Lab
+from tests.cloudstack_sim import CloudStackSimulator
 
 from .agent_process import free_port, make_ca, make_cert
 from .support import disk_source, qcow2_and_rbd_disks, wait_for_agent
@@ -41,10 +44,16 @@ REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"
 # The installed programs see the distribution and nothing of the checkout or the venv.
 DISTRO_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-PACKAGES = ("hostsnap-agent", "hostsnap-controller")
+PACKAGES = ("hostsnap-common", "hostsnap-agent", "hostsnap-controller")
 NAME = "lab-package"
 AGENT_CONFIG = Path("/etc/hostsnap/agent.toml")
 AGENT_UNIT = Path("/lib/systemd/system/hostsnap-agent.service")
+CONTROLLER_CONFIG = Path("/etc/hostsnap/controller.toml")
+CONTROLLER_UNIT = Path("/lib/systemd/system/hostsnap-controller.service")
+# The controller service's system user (the unit's User=), made by the package.
+CONTROLLER_USER = "_hostsnap-controller"
+# Every command of `hostsnap-controller --help` (controller/main.py).
+CONTROLLER_COMMANDS = ("serve", "status", "hosts", "policies", "plan", "run", "groups", "reconcile")
 # hostsnap's private module directory (packaging/bin/ launchers put it first on sys.path).
 PRIVATE = "/usr/share/hostsnap"
 IMPORT_PACKAGES = ("agent", "controller", "hostsnap")
@@ -54,10 +63,15 @@ PUBLIC_DIRS = ("/usr/lib/python3/", "/usr/lib/python3.", "/usr/local/lib/python3
 
 @dataclass(frozen=True)
 class Built:
+    common_deb: Path
     agent_deb: Path
     controller_deb: Path
+    common_rpm: Path
     agent_rpm: Path
     controller_rpm: Path
+
+    def debs(self) -> list[Path]:
+        return [self.common_deb, self.agent_deb, self.controller_deb]
 
 
 def run(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -104,8 +118,10 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
     build = run(SYSTEM_PYTHON, str(REPO / "packaging" / "build.py"), "--out", str(out))
     assert build.returncode == 0, build.stderr
     return Built(
+        common_deb=out / "hostsnap-common_0.1.0_all.deb",
         agent_deb=out / "hostsnap-agent_0.1.0_all.deb",
         controller_deb=out / "hostsnap-controller_0.1.0_all.deb",
+        common_rpm=out / "hostsnap-common-0.1.0-1.noarch.rpm",
         agent_rpm=out / "hostsnap-agent-0.1.0-1.noarch.rpm",
         controller_rpm=out / "hostsnap-controller-0.1.0-1.noarch.rpm",
     )
@@ -113,14 +129,14 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
 
 @pytest.fixture(scope="module")
 def installed(built: Built, lab: Lab) -> Iterator[list[str]]:
-    """Installs both DEBs with apt-get; yields the files they installed; purges at the end
+    """Installs the three DEBs with apt-get; yields the files they installed; purges at the end
     (test_purge_... does it first and checks it)."""
     already = installed_packages()
     assert not already, (
         f"{' '.join(already)} is already on this machine; this test installs and purges it: "
         f"apt-get purge {' '.join(already)}"
     )
-    install = apt_get("install", str(built.agent_deb), str(built.controller_deb))
+    install = apt_get("install", *map(str, built.debs()))
     try:
         assert install.returncode == 0, install.stdout + install.stderr
         listed = run("dpkg-query", "-L", *PACKAGES).stdout.split()
@@ -142,7 +158,6 @@ def test_rpmbuild_makes_rpms_with_the_unit_config_entry_points_and_hook(built: B
         f"{PRIVATE}/agent/main.py",
         f"{PRIVATE}/agent/cli.py",
         f"{PRIVATE}/agent/libvirt_hook.py",
-        f"{PRIVATE}/hostsnap/agent/v1/agent_pb2_grpc.py",  # stubs generated by the build
         "/etc/libvirt/hooks/qemu.d/hostsnap",
         "/usr/libexec/hostsnap/hostsnap-qemu-hook",
         "/etc/logrotate.d/hostsnap-agent",
@@ -153,16 +168,37 @@ def test_rpmbuild_makes_rpms_with_the_unit_config_entry_points_and_hook(built: B
     )
     config = run("rpm", "-qp", "--configfiles", str(built.agent_rpm)).stdout.split()
     assert "/etc/hostsnap/agent.toml" in config
+    common = set(run("rpm", "-qlp", str(built.common_rpm)).stdout.split())
+    assert f"{PRIVATE}/hostsnap/agent/v1/agent_pb2_grpc.py" in common  # generated by the build
     controller = set(run("rpm", "-qlp", str(built.controller_rpm)).stdout.split())
     assert {
         "/usr/lib/systemd/system/hostsnap-controller.service",
         "/usr/bin/hostsnap-controller",
+        "/etc/hostsnap/controller.toml",
         f"{PRIVATE}/controller/main.py",
     } <= controller
-    for listed in (files, controller):
+    for listed in (files, common, controller):
         assert not [f for f in listed if f.startswith(PUBLIC_DIRS)]
+    # No file in two packages (directories may be shared): all three install side by side.
+    assert not (files & common) - {PRIVATE}
+    assert not (files & controller) - {PRIVATE, "/etc/hostsnap"}
+    assert not (common & controller) - {PRIVATE}
+    # The controller's configuration may hold CloudStack's secret key: 0640, the service's group.
+    assert (
+        "/etc/hostsnap/controller.toml"
+        in run("rpm", "-qp", "--configfiles", str(built.controller_rpm)).stdout.split()
+    )
+    each_file = "[%{FILEMODES:perms} %{FILEUSERNAME} %{FILEGROUPNAME} %{FILENAMES}\n]"
+    modes = run("rpm", "-qp", "--qf", each_file, str(built.controller_rpm)).stdout.splitlines()
+    assert f"-rw-r----- root {CONTROLLER_USER} /etc/hostsnap/controller.toml" in modes
     requires = run("rpm", "-qp", "--requires", str(built.agent_rpm)).stdout.split("\n")
-    assert "python3 >= 3.11" in requires and "python3-grpcio >= 1.51" in requires
+    assert "python3 >= 3.11" in requires and "hostsnap-common = 0.1.0-1" in requires
+    common_requires = run("rpm", "-qp", "--requires", str(built.common_rpm)).stdout.split("\n")
+    assert "python3-grpcio >= 1.51" in common_requires
+    controller_requires = run("rpm", "-qp", "--requires", str(built.controller_rpm)).stdout
+    assert "hostsnap-common = 0.1.0-1" in controller_requires.split("\n")
+    # A management server needs no hypervisor package.
+    assert not re.search(r"libvirt|rados|rbd|qemu|hostsnap-agent", controller_requires)
 
 
 def test_the_packages_keep_the_code_private_and_ship_nothing_of_the_lab(
@@ -172,15 +208,21 @@ def test_the_packages_keep_the_code_private_and_ship_nothing_of_the_lab(
     directory on Python's default sys.path; no distribution metadata (which describes the
     whole project, lab included), and no file that names the lab."""
     expected = {
-        built.agent_deb: {"agent", "hostsnap"},
-        built.agent_rpm: {"agent", "hostsnap"},
+        built.common_deb: {"hostsnap"},
+        built.common_rpm: {"hostsnap"},
+        built.agent_deb: {"agent"},
+        built.agent_rpm: {"agent"},
         built.controller_deb: {"controller"},
         built.controller_rpm: {"controller"},
     }
+    owners: dict[str, dict[str, str]] = {".deb": {}, ".rpm": {}}
     for package, modules in expected.items():
         root = unpack(package, tmp_path / package.name)
         files = sorted(p for p in root.rglob("*") if not p.is_dir())
         paths = ["/" + str(p.relative_to(root)) for p in files]
+        for path in paths:  # no file in two packages of a kind: they install side by side
+            other = owners[package.suffix].setdefault(path, package.name)
+            assert other == package.name or path.startswith("/usr/share/doc/"), (path, other)
         assert {p.name for p in (root / PRIVATE.lstrip("/")).iterdir()} == modules, package
         assert not [p for p in paths if p.startswith(PUBLIC_DIRS)], package
         assert not [p for p in paths if re.search(r"\.(dist|egg)-info(/|$)", p)], package
@@ -195,6 +237,7 @@ def test_the_packages_keep_the_code_private_and_ship_nothing_of_the_lab(
             assert not [p for p in paths if p.endswith(".pyc")], package
             control = run("dpkg-deb", "--info", str(package)).stdout
             assert not re.search(r"hostsnap[-_]lab", control), package
+            assert "does not coordinate" not in control, package
         # The launchers put the private directory first on sys.path, then call the entry point.
         launchers = {
             "/usr/bin/hostsnap-agent": "agent.main",
@@ -211,10 +254,19 @@ def test_the_packages_keep_the_code_private_and_ship_nothing_of_the_lab(
                 assert then.startswith(f"from {module} import "), launcher
 
 
-def test_lintian_reports_no_errors_on_the_debs(built: Built):
-    lint = run("lintian", "--fail-on", "error", str(built.agent_deb), str(built.controller_deb))
+def test_lintian_reports_no_errors_or_warnings_on_the_debs(built: Built):
+    lint = run("lintian", "--fail-on", "error,warning", *map(str, built.debs()))
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert not [line for line in lint.stdout.splitlines() if line.startswith("E:")]
+    assert not [line for line in lint.stdout.splitlines() if line.startswith(("E:", "W:"))]
+
+
+def test_the_controller_deb_needs_no_hypervisor_package(built: Built):
+    depends = run("dpkg-deb", "--field", str(built.controller_deb), "Depends").stdout
+    assert "hostsnap-common (= 0.1.0)" in depends
+    assert "python3-grpcio" in depends and "python3-sqlalchemy" in depends
+    assert not re.search(r"libvirt|rados|rbd|qemu|ceph|hostsnap-agent", depends), depends
+    conffiles = run("dpkg-deb", "--info", str(built.controller_deb), "conffiles").stdout.split()
+    assert str(CONTROLLER_CONFIG) in conffiles
 
 
 def test_installed_programs_run_on_debians_own_python_libraries(
@@ -229,6 +281,9 @@ def test_installed_programs_run_on_debians_own_python_libraries(
         str(AGENT_UNIT),
         "/etc/logrotate.d/hostsnap-agent",
         "/usr/share/man/man8/hostsnap.8.gz",
+        "/usr/share/man/man8/hostsnap-controller.8.gz",
+        str(CONTROLLER_CONFIG),
+        str(CONTROLLER_UNIT),
         f"{PRIVATE}/agent/main.py",
         f"{PRIVATE}/hostsnap/agent/v1/agent_pb2.py",
         f"{PRIVATE}/controller/main.py",
@@ -293,6 +348,30 @@ def test_installed_programs_run_on_debians_own_python_libraries(
     assert all(f.startswith("/usr/lib/python3/dist-packages/") for f in found["theirs"]), found
     assert found["grpc"].startswith("1.51.") and found["protobuf"].startswith(("3.21.", "4.21."))
     assert run("systemd-analyze", "verify", "--man=no", str(AGENT_UNIT)).returncode == 0
+    # The controller's imports, as its launcher sees them: its code and the stubs (from
+    # hostsnap-common) private, the libraries Debian's.
+    probe = (
+        f"import sys\nsys.path.insert(0, {PRIVATE!r})\n"
+        "import json, controller.main, controller.agents, grpc, google.protobuf, sqlalchemy,"
+        " alembic, hostsnap.agent.v1.agent_pb2_grpc as stubs\n"
+        "ours = (controller.main, stubs)\n"
+        "theirs = (grpc, google.protobuf, sqlalchemy, alembic)\n"
+        "print(json.dumps({'ours': [m.__file__ for m in ours],"
+        " 'theirs': [m.__file__ for m in theirs], 'sqlalchemy': sqlalchemy.__version__,"
+        " 'libvirt': 'libvirt' in sys.modules}))"
+    )
+    seen = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-c", probe],
+        cwd=tmp_path,
+        env=DISTRO_ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert seen.returncode == 0, seen.stderr
+    found = json.loads(seen.stdout)
+    assert all(f.startswith(f"{PRIVATE}/") for f in found["ours"]), found
+    assert all(f.startswith("/usr/lib/python3/dist-packages/") for f in found["theirs"]), found
+    assert found["sqlalchemy"].startswith("1.4.") and not found["libvirt"], found
     # A configuration the hook cannot read must not stop the host's domains from starting.
     original = AGENT_CONFIG.read_text()
     AGENT_CONFIG.write_text("[agent\n")
@@ -307,6 +386,113 @@ def test_installed_programs_run_on_debians_own_python_libraries(
     finally:
         AGENT_CONFIG.write_text(original)
     assert hook.returncode == 0, hook.stderr
+
+
+def as_controller_user(*argv: str) -> list[str]:
+    """`argv` as the controller unit's User= and Group=, without root's other groups."""
+    return [
+        "setpriv",
+        f"--reuid={CONTROLLER_USER}",
+        f"--regid={CONTROLLER_USER}",
+        "--init-groups",
+        "--no-new-privs",
+        *argv,
+    ]
+
+
+def test_installed_controller_answers_from_cloudstack_and_its_store(
+    installed: list[str], tmp_path: Path
+):
+    """/usr/bin/hostsnap-controller on Debian's python3, SQLAlchemy 1.4, alembic and grpcio:
+    its commands, its configuration as installed (0640, the service's group), and commands
+    against a CloudStack simulator and a new SQLite store, as root and as the unit's user."""
+    usage = run("/usr/bin/hostsnap-controller", "--help")
+    assert usage.returncode == 0, usage.stderr
+    assert all(re.search(rf"(?m)^    {c}\b", usage.stdout) for c in CONTROLLER_COMMANDS), usage
+    for command in CONTROLLER_COMMANDS:
+        help_ = run("/usr/bin/hostsnap-controller", command, "--help")
+        assert help_.returncode == 0 and "--config" in help_.stdout, (command, help_.stderr)
+    assert run("/usr/bin/hostsnap-controller").returncode == 2  # no command
+    assert run("/usr/bin/hostsnap-controller", "status", "--config", "/nonexistent").returncode == 2
+
+    # The installed configuration: a conffile readable by root and the service's group only.
+    stat = CONTROLLER_CONFIG.stat()
+    assert (stat.st_uid, oct(stat.st_mode & 0o7777)) == (0, "0o640")
+    group = run("getent", "group", CONTROLLER_USER).stdout.split(":")
+    assert group[0] == CONTROLLER_USER and stat.st_gid == int(group[2])
+    user = run("getent", "passwd", CONTROLLER_USER).stdout.split(":")
+    assert user[0] == CONTROLLER_USER and user[5] == "/var/lib/hostsnap-controller", user
+    assert run(*as_controller_user("test", "-r", str(CONTROLLER_CONFIG))).returncode == 0
+    nobody = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups"]
+    assert run(*nobody, "test", "-r", str(CONTROLLER_CONFIG)).returncode != 0
+    # It parses (no unknown key) and asks for the secret key it names.
+    unconfigured = run("/usr/bin/hostsnap-controller", "status")
+    assert unconfigured.returncode == 2 and "secret_key_file" in unconfigured.stderr
+    assert Path("/var/lib/hostsnap-controller").is_dir()  # the default store's directory
+
+    # The unit: the package's user, a store directory of its own; installed, not enabled.
+    unit = CONTROLLER_UNIT.read_text()
+    assert f"User={CONTROLLER_USER}" in unit and "StateDirectory=hostsnap-controller" in unit
+    assert "ExecStart=/usr/bin/hostsnap-controller serve" in unit
+    assert not list(Path("/etc/systemd/system").glob("*.wants/hostsnap-controller.service"))
+    if shutil.which("systemd-analyze"):
+        verify = run("systemd-analyze", "verify", "--man=no", str(CONTROLLER_UNIT))
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+
+    shared = Path(tempfile.mkdtemp(prefix="package-controller-"))  # reachable by the user
+    try:
+        with CloudStackSimulator() as sim:
+            secret = shared / "secret-key"
+            secret.write_text(sim.secret_key + "\n")
+            config = shared / "controller.toml"
+            config.write_text(
+                f'[cloudstack]\nurl = "{sim.url}"\napi_key = "{sim.api_key}"\n'
+                f'secret_key_file = "{secret}"\n'
+                f'[store]\nurl = "sqlite:///{tmp_path / "controller.db"}"\n'
+            )
+            controller = ["/usr/bin/hostsnap-controller"]
+            status = run(*controller, "status", "--json", "--config", str(config))
+            assert status.returncode == 0, status.stderr
+            seen = json.loads(status.stdout)
+            assert seen["cloudstack"]["reachable"] is True, seen
+            assert seen["cloudstack"]["hosts"] > 0 and seen["cloudstack"]["vms"] > 0, seen
+            assert seen["leader"] is None and set(seen["jobs"].values()) == {0}, seen
+            added = run(
+                *controller, "policies", "add", "nightly", "--cron", "30 2 * * *",
+                "--maxsnaps", "3", "--vm", "web-1", "--json", "--config", str(config),
+            )  # fmt: skip
+            assert added.returncode == 0, added.stderr
+            listed = run(*controller, "policies", "--json", "--config", str(config))
+            assert [p["name"] for p in json.loads(listed.stdout)] == ["nightly"], listed
+            plan = run(*controller, "plan", "--json", "--config", str(config))
+            assert plan.returncode == 0, plan.stderr
+            assert "nightly" in plan.stdout
+
+            # As the service's user: the configuration and the secret key readable through
+            # its group only (the package's model), the secret's path from the environment,
+            # its store in a directory of its own.
+            store = shared / "store"
+            store.mkdir(mode=0o700)
+            shutil.chown(store, CONTROLLER_USER, CONTROLLER_USER)
+            config.write_text(
+                f'[cloudstack]\nurl = "{sim.url}"\napi_key = "{sim.api_key}"\n'
+                f'[store]\nurl = "sqlite:///{store / "controller.db"}"\n'
+            )
+            for path, mode in ((shared, 0o750), (config, 0o640), (secret, 0o640)):
+                shutil.chown(path, "root", CONTROLLER_USER)
+                path.chmod(mode)
+            as_user = subprocess.run(
+                as_controller_user(*controller, "status", "--json", "--config", str(config)),
+                env={**DISTRO_ENV, "HOSTSNAP_CONTROLLER_CLOUDSTACK_SECRET_KEY_FILE": str(secret)},
+                capture_output=True,
+                text=True,
+                timeout=120,
+            )
+            assert as_user.returncode == 0, as_user.stderr
+            assert json.loads(as_user.stdout)["cloudstack"]["reachable"] is True
+            assert (store / "controller.db").stat().st_uid != 0
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 def test_installed_packages_leave_the_development_venv_its_own_code(installed: list[str]):
@@ -538,6 +724,7 @@ def test_purge_removes_every_file_the_packages_installed(installed: list[str]):
     for directory in (
         "/etc/hostsnap",
         "/var/lib/hostsnap",
+        "/var/lib/hostsnap-controller",
         "/var/log/hostsnap",
         "/usr/libexec/hostsnap",
         PRIVATE,

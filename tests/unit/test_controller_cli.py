@@ -152,3 +152,17 @@ def test_a_configuration_with_an_unknown_section_or_key_is_refused(tmp_path, cap
     path.write_text("[dispatch]\nper_hots = 2\n")
     assert main(["status", "--config", str(path)]) == 2
     assert "unknown keys: per_hots" in capsys.readouterr().err
+
+
+def test_options_given_before_a_nested_action_are_kept(config, capsys):
+    code = main(["policies", "--config", str(config), "add", "early", "--cron", "0 * * * *",
+                 "--maxsnaps", "1", "--vm", "web-1", "--json"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(capsys.readouterr().out)["name"] == "early"
+
+
+def test_unreadable_agent_credentials_are_a_configuration_error(config, capsys):
+    config.write_text(config.read_text().replace("insecure = true", 'ca = "/nonexistent/ca.crt"'))
+
+    assert main(["hosts", "--config", str(config)]) == 2
+    assert "[agents] ca: cannot read /nonexistent/ca.crt" in capsys.readouterr().err
