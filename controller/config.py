@@ -7,12 +7,15 @@ e.g. HOSTSNAP_CONTROLLER_STORE_URL. Secrets may be given as files (`secret_key_f
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from controller.store import LeaseConfig
 
 DEFAULT_PATH = Path("/etc/hostsnap/controller.toml")
 
@@ -84,6 +87,9 @@ class GroupSettings:
     name: str
     vms: tuple[str, ...]  # CloudStack VM ids, names or instance names; always frozen together
     deadline: float = 30.0  # freeze all, snapshot all, thaw all within this
+    # The longest freeze asked of an agent (at most its [agent] group_hold_max, or every
+    # FreezeForGroup is refused).
+    max_hold: float = 30.0
 
 
 @dataclass(frozen=True)
@@ -141,7 +147,41 @@ def load(path: Path | None = None, env: Mapping[str, str] = os.environ) -> Setti
     sections = {
         name: _section(cls, name, raw.get(name, {}), env) for name, cls in _SECTIONS.items()
     }
-    return Settings(**sections, groups=_groups(raw.get("groups", [])))
+    settings = Settings(**sections, groups=_groups(raw.get("groups", [])))
+    _check(settings)
+    return settings
+
+
+# Seconds that must be above zero (a zero interval would make a loop spin).
+_POSITIVE = (
+    ("cloudstack", "timeout"),
+    ("agents", "call_timeout"),
+    ("dispatch", "poll_interval"),
+    ("schedule", "inventory_interval"),
+    ("schedule", "policy_interval"),
+    ("schedule", "job_timeout"),
+)
+
+
+def _check(settings: Settings) -> None:
+    for section, key in _POSITIVE:
+        if getattr(getattr(settings, section), key) <= 0:
+            raise ConfigError(f"[{section}] {key} must be above 0")
+    if not 1 <= settings.agents.port <= 65535:
+        raise ConfigError(f"[agents] port {settings.agents.port} is not a TCP port")
+    limits = settings.dispatch
+    if min(limits.per_host, limits.per_pool, limits.total) < 1:
+        raise ConfigError("[dispatch] per_host, per_pool and total must be at least 1")
+    lease = settings.lease
+    try:
+        LeaseConfig(
+            duration=lease.duration,
+            renew_interval=lease.renew_interval,
+            retry_interval=lease.retry_interval,
+            margin=lease.margin,
+        )
+    except ValueError as e:
+        raise ConfigError(f"[lease] {e}") from None
 
 
 def _section(cls: type[Any], name: str, values: Any, env: Mapping[str, str]) -> Any:
@@ -174,9 +214,12 @@ def _coerce(kind: type[Any], value: Any, where: str) -> Any:
         converted = kind(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}: expected {kind.__name__}, got {value!r}") from None
-    if kind in (int, float) and converted < 0:
-        raise ConfigError(f"{where}: cannot be negative")
+    if kind in (int, float) and not 0 <= converted < math.inf:
+        raise ConfigError(f"{where}: must be a finite number, not negative")
     return converted
+
+
+_GROUP_KEYS = ("name", "vms", "deadline", "max_hold")
 
 
 def _groups(raw: Any) -> tuple[GroupSettings, ...]:
@@ -185,13 +228,30 @@ def _groups(raw: Any) -> tuple[GroupSettings, ...]:
     groups = []
     for i, entry in enumerate(raw):
         where = f"[[groups]] #{i + 1}"
-        if not isinstance(entry, dict) or set(entry) - {"name", "vms", "deadline"}:
-            raise ConfigError(f"{where}: keys are name, vms and deadline")
+        if not isinstance(entry, dict) or set(entry) - set(_GROUP_KEYS):
+            raise ConfigError(f"{where}: keys are {', '.join(_GROUP_KEYS)}")
         vms = entry.get("vms")
         if not entry.get("name") or not isinstance(vms, list) or len(vms) < 2:
             raise ConfigError(f"{where}: needs a name and at least two vms")
-        deadline = _coerce(float, entry.get("deadline", 30.0), f"{where} deadline")
-        groups.append(GroupSettings(str(entry["name"]), tuple(map(str, vms)), deadline))
+        where = f"[[groups]] {entry['name']}"
+        if not all(isinstance(vm, str) and vm for vm in vms):
+            raise ConfigError(f"{where}: vms must be VM ids, names or instance names")
+        twice = sorted({vm for vm in vms if vms.count(vm) > 1})
+        if twice:
+            raise ConfigError(f"{where}: vms names {', '.join(twice)} twice")
+        deadline = _seconds(entry.get("deadline", 30.0), f"{where} deadline")
+        max_hold = _seconds(entry.get("max_hold", 30.0), f"{where} max_hold")
+        groups.append(GroupSettings(str(entry["name"]), tuple(vms), deadline, max_hold))
     if len({g.name for g in groups}) != len(groups):
         raise ConfigError("[[groups]]: a name is given twice")
     return tuple(groups)
+
+
+def _seconds(value: Any, where: str) -> float:
+    """A duration in seconds: a finite number above 0."""
+    if isinstance(value, bool):
+        raise ConfigError(f"{where}: expected seconds, got {value!r}")
+    seconds: float = _coerce(float, value, where)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"{where}: must be a finite number of seconds above 0, got {value!r}")
+    return seconds

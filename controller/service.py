@@ -16,7 +16,7 @@ from controller.cloudstack import CloudStackError
 from controller.dispatch import DispatchConfig, Dispatcher, Target
 from controller.parts import Parts
 from controller.runner import PolicyRunner
-from controller.runner.facts import read_facts
+from controller.runner.facts import read_caps, read_facts
 from controller.runner.retention import retention_jobs
 from controller.store import Job, LeaderElection, Lease, RunState, StoreError
 
@@ -84,14 +84,15 @@ class Service:
         for problem in problems:
             log.warning("%s", problem)
         facts = await read_facts(self.parts.cloudstack, chosen)
-        plan = await asyncio.to_thread(self.runner.plan, inventory, datetime.now(UTC), facts)
+        caps = await read_caps(self.parts.cloudstack)  # unreadable: no run starts or ends now
+        plan = await asyncio.to_thread(self.runner.plan, inventory, datetime.now(UTC), facts, caps)
         await asyncio.to_thread(self.runner.start_due, plan, inventory)
         ended = await asyncio.to_thread(self.runner.finish_ended, lease)
         by_id = {p.id: p for p in chosen}
         for run in ended:
             if run.state is not RunState.FAILED and run.policy_id in by_id:
                 await retention_jobs(
-                    self.parts.store, self.parts.agents, inventory, by_id[run.policy_id], run
+                    self.parts.store, self.parts.agents, inventory, by_id[run.policy_id], run, caps
                 )
 
     async def reconcile_pass(self, lease: Lease) -> reconcile.Report:
@@ -113,10 +114,10 @@ class Service:
 
     async def _snapshot_succeeded(
         self, lease: Lease, job: Job, agent_job: AgentJob, target: Target
-    ) -> None:
+    ) -> str | None:
         """CloudStack is told the volumes' new active images (and the snapshot's tags) right
-        away; what fails here is left to the reconcile pass."""
-        await reconcile.apply_snapshot(
+        away; what fails is the job's note, and left to the reconcile pass."""
+        applied = await reconcile.apply_snapshot(
             self.parts.store,
             lease,
             self.parts.cloudstack,
@@ -125,3 +126,6 @@ class Service:
             agent_job,
             leader=self.election.leader,
         )
+        if applied.errors:
+            return "succeeded, but CloudStack was not told: " + "; ".join(applied.errors)
+        return None

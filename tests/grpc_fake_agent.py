@@ -29,6 +29,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     name: str
     job_seconds: float = 0.005  # how long each job runs; None-like 0 ends it at once
     hang: bool = False  # jobs never end by themselves
+    cancel_too_late: bool = False  # a cancelled job succeeds instead
     outcome: str = "succeeded"  # or "failed"
     down: bool = False  # every call fails UNAVAILABLE
     host_info_delay: float = 0.0  # GetHostInfo answers after this long
@@ -54,6 +55,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     refuse_freeze: bool = False  # FreezeForGroup fails FAILED_PRECONDITION, freezing nothing
     thaws: list[str] = field(default_factory=list)  # domains ThawGroup was called for
     deleted: list[str] = field(default_factory=list)  # snapshot ids DeleteSnapshot removed
+    thaw_delay: float = 0.0  # ThawGroup answers after this long
 
     async def _gate(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
         self.calls[rpc] += 1
@@ -147,9 +149,23 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.NOT_FOUND, f"no job {request.job_id}")
         return self.jobs[request.job_id]
 
+    async def ListJobs(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("ListJobs", context)
+        jobs = [
+            job
+            for job in reversed(self.jobs.values())  # newest first
+            if (not request.domain or job.domain == request.domain)
+            and (not request.state or job.state == request.state)
+        ]
+        return pb.ListJobsResponse(jobs=jobs[: request.limit or 100])
+
     async def CancelJob(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._gate("CancelJob", context)
         self.cancelled.append(request.job_id)
+        if self.cancel_too_late:  # the job passed its last safe point: it ends anyway
+            disk = pb.DiskSnapshot(target="vda", snapshot_id=uuid.uuid4().hex)
+            snapshot = pb.SnapshotResult(disks=[disk])
+            await self._end(request.job_id, pb.JOB_STATE_SUCCEEDED, snapshot=snapshot)
         await self._end(request.job_id, pb.JOB_STATE_CANCELLED)
         return self.jobs[request.job_id]
 
@@ -186,6 +202,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     async def ThawGroup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._gate("ThawGroup", context)
         self.thaws.append(request.domain)
+        await asyncio.sleep(self.thaw_delay)
         if self.holds.get(request.domain) == request.group_id:
             del self.holds[request.domain]
             self.frozen.discard(request.domain)

@@ -14,7 +14,7 @@ from controller.cli.output import as_json, table, when
 from controller.parts import Parts
 from controller.runner import PolicyRunner, logic_policy, run_state_of
 from controller.runner.convert import logic_schedule
-from controller.runner.facts import read_facts
+from controller.runner.facts import read_caps, read_facts
 
 
 def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -79,7 +79,7 @@ async def plan_command(parts: Parts, args: argparse.Namespace) -> int:
     inventory = await parts.inventory.refresh()
     chosen, problems = runner.stored_policies()
     facts = await read_facts(parts.cloudstack, chosen)
-    plan = runner.plan(inventory, datetime.now(UTC), facts)
+    plan = runner.plan(inventory, datetime.now(UTC), facts, await read_caps(parts.cloudstack))
     if args.json:
         print(as_json({"plan": plan, "unplannable": problems}))
         return 0
@@ -119,11 +119,15 @@ async def plan_command(parts: Parts, args: argparse.Namespace) -> int:
 
 async def run_command(parts: Parts, args: argparse.Namespace) -> int:
     stored = _policy(parts.store, args.policy)
-    policy = logic_policy(stored)
+    try:
+        policy = logic_policy(stored)
+    except policies.PolicyError as e:
+        raise CommandError(f"policy {stored.name} cannot run: {e}") from None
     inventory = await parts.inventory.refresh()
     now = datetime.now(UTC).replace(microsecond=0)
     facts = await read_facts(parts.cloudstack, [policy])
-    (planned,) = policies.plan([policy], inventory, now, facts=facts).policies
+    caps = await read_caps(parts.cloudstack)
+    (planned,) = policies.plan([policy], inventory, now, facts=facts, caps=caps).policies
     if planned.problems:
         raise CommandError(f"policy {stored.name} cannot run: {'; '.join(planned.problems)}")
     if not planned.runs:
@@ -148,7 +152,9 @@ async def run_command(parts: Parts, args: argparse.Namespace) -> int:
         rows = [[j.id, j.vm_id, j.volume_id or "all", j.state, j.error or ""] for j in jobs]
         print(table(["job", "vm", "volume", "state", "error"], rows))
         print(f"run {started.run.id}: {state or 'not ended'}")
-    return 0 if state is store.RunState.SUCCEEDED else 1
+    # A job can succeed with a note: CloudStack was not told its volumes' new paths yet.
+    noted = [j for j in jobs if j.state is store.JobState.SUCCEEDED and j.error]
+    return 0 if state is store.RunState.SUCCEEDED and not noted else 1
 
 
 async def _wait(db: store.Store, run_id: str, timeout: float) -> list[store.Job]:

@@ -1,7 +1,8 @@
 """One claimed job, sent and followed to its end, its result recorded under the leader's
 lease: DISPATCHING -> RUNNING when the agent accepts it, then SUCCEEDED, FAILED or CANCELLED.
 A transient failure to send puts it back to PENDING after a backoff (the store fails it after
-its last attempt); a job that cannot finish by its deadline fails, its agent job cancelled."""
+its last attempt); a job that cannot finish by its deadline fails, its agent job cancelled
+(unless the agent's job succeeded before the cancel took hold)."""
 
 from __future__ import annotations
 
@@ -18,15 +19,16 @@ from controller.dispatch.health import AgentHealth
 from controller.dispatch.outcome import Outcome, Result
 from controller.dispatch.preflight import Target
 from controller.dispatch.request import BadJob, snapshot_request
-from controller.store import Job, JobKind, JobState, Lease, Store
+from controller.store import Job, JobKind, JobState, Lease, LeaseLost, Store
 
 log = logging.getLogger(__name__)
 
 # Called when the agent's job succeeded, before the store's job is recorded SUCCEEDED: to tell
-# CloudStack the volumes' new paths. Its failures are logged (the job did succeed; reconcile
-# finds what was not recorded).
-OnSucceeded: TypeAlias = Callable[[Lease, Job, AgentJob, Target], Awaitable[None]]
+# CloudStack the volumes' new paths. It returns what could not be done (kept as the job's
+# note: the job did succeed, and reconcile finds what was not recorded), or None.
+OnSucceeded: TypeAlias = Callable[[Lease, Job, AgentJob, Target], Awaitable[str | None]]
 AFTER_SUCCESS_MIN = 60.0
+CANCEL_GRACE = 60.0  # seconds a job cancelled at its deadline is followed to its end
 
 _FINAL = {
     AgentJobState.SUCCEEDED: (JobState.SUCCEEDED, Result.SUCCEEDED),
@@ -57,12 +59,7 @@ class Attempt:
         if job.state is JobState.RUNNING and job.agent_job_id:
             log.info("job %s: following adopted agent job %s", job.id, job.agent_job_id)
             if self._left(deadline) <= 0:
-                await self._cancel(job.agent_job_id)
-                return await self._finish(
-                    JobState.FAILED,
-                    Result.FAILED,
-                    f"deadline passed; agent job {job.agent_job_id} cancelled",
-                )
+                return await self._past_deadline(job.agent_job_id)
             try:
                 left = self._left(deadline)
                 agent_job = await self.client.get_job(job.agent_job_id, timeout=left)
@@ -160,34 +157,62 @@ class Attempt:
         except AgentError as e:
             return await self._finish(JobState.FAILED, Result.FAILED, str(e), agent_job.id)
         if not ended.state.final:
-            await self._cancel(ended.id)
-            return await self._finish(
-                JobState.FAILED, Result.FAILED, f"deadline passed; agent job {ended.id} cancelled"
-            )
-        state, result = _FINAL[ended.state]
-        error = None if state is JobState.SUCCEEDED else ended.error
-        if state is JobState.SUCCEEDED and self.on_succeeded is not None:
-            await self._after_success(ended, deadline)
-        return await self._finish(state, result, error, ended.id)
+            return await self._past_deadline(ended.id)
+        return await self._ended(ended, deadline)
 
-    async def _after_success(self, ended: AgentJob, deadline: float) -> None:
+    async def _ended(self, ended: AgentJob, deadline: float) -> Outcome:
+        state, result = _FINAL[ended.state]
+        if state is not JobState.SUCCEEDED:
+            return await self._finish(state, result, ended.error, ended.id)
+        note = None
+        if self.on_succeeded is not None:
+            note = await self._after_success(ended, deadline)
+        return await self._finish(state, result, note, ended.id)
+
+    async def _after_success(self, ended: AgentJob, deadline: float) -> str | None:
         """Before the job is recorded SUCCEEDED (so that whoever waits for it finds CloudStack
-        told), within the job's deadline or AFTER_SUCCESS_MIN seconds."""
+        told), within the job's deadline or AFTER_SUCCESS_MIN seconds. What could not be done
+        is kept as the job's note. LeaseLost propagates: the next leader adopts the job and
+        does this again."""
         assert self.on_succeeded is not None
         timeout = max(self._left(deadline), AFTER_SUCCESS_MIN)
         try:
-            await asyncio.wait_for(
+            return await asyncio.wait_for(
                 self.on_succeeded(self.lease, self.job, ended, self.target), timeout
             )
-        except Exception:
+        except LeaseLost:
+            raise
+        except Exception as e:
             log.exception("job %s: succeeded, but what follows from it failed", self.job.id)
+            return f"succeeded; what follows failed: {type(e).__name__}: {e}"
 
-    async def _cancel(self, agent_job_id: str) -> None:
+    async def _past_deadline(self, agent_job_id: str) -> Outcome:
+        """The agent's job is cancelled and followed a little longer: it may have succeeded
+        before the cancel reached a safe point, and is then recorded as such."""
         log.info("job %s: cancelling agent job %s past the deadline", self.job.id, agent_job_id)
         try:
             await self.client.cancel_job(agent_job_id)
+            ended = await follow(
+                self.client,
+                await self.client.get_job(agent_job_id),
+                deadline=self.clock() + CANCEL_GRACE,
+                clock=self.clock,
+                sleep=self.sleep,
+                backoff=self.config.backoff,
+            )
         except AgentError as e:
-            log.warning("job %s: agent job %s not cancelled: %s", self.job.id, agent_job_id, e)
+            return await self._finish(
+                JobState.FAILED,
+                Result.FAILED,
+                f"deadline passed; agent job {agent_job_id} cancelled, its end unknown: {e}",
+            )
+        if ended.state is AgentJobState.SUCCEEDED:
+            return await self._ended(ended, self.clock())
+        return await self._finish(
+            JobState.FAILED,
+            Result.FAILED,
+            f"deadline passed; agent job {agent_job_id} cancelled ({ended.state.value})",
+        )
 
     async def _finish(
         self, state: JobState, result: Result, error: str | None, agent_job_id: str | None = None

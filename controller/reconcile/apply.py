@@ -8,6 +8,7 @@ reconcile pass to retry, and is reported; nothing is swallowed."""
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 import time
@@ -90,7 +91,7 @@ async def apply_snapshot(
     leading = lease_check(lease, leader, clock)
     taken_at = now()
     results: list[AppliedVolume] = []
-    for intent in store.intents.of_job(job.id):
+    for intent in await asyncio.to_thread(store.intents.of_job, job.id):
         if not intent.state.open:
             continue
         results.append(
@@ -173,13 +174,15 @@ async def _apply_intent(
         )
     pool = inventory.pools[volume.pool_id or ""]
     if disk.kind == "rbd" or pool.is_rbd or disk.active_image == disk.content:
-        return _abandon(store, lease, intent, disk, "an RBD snapshot leaves the active image")
+        reason = "an RBD snapshot leaves the active image"
+        return await asyncio.to_thread(_abandon, store, lease, intent, disk, reason)
     try:
         new_path = cloudstack_path(disk.active_image, pool, recorded)
     except PathRefused as exc:
         return entry(ApplyOutcome.REFUSED, str(exc), target=disk.target)
     if new_path == recorded and intent.state is IntentState.RECORDED:
-        return _abandon(store, lease, intent, disk, f"the active image is still {recorded}")
+        reason = f"the active image is still {recorded}"
+        return await asyncio.to_thread(_abandon, store, lease, intent, disk, reason)
     return await _change_and_update(
         store, lease, cloudstack, volume, intent, disk, new_path, leading
     )
@@ -218,9 +221,9 @@ async def _change_and_update(
         return AppliedVolume(volume.id, intent.id, disk.target, outcome, previous, new_path, detail)
 
     try:
-        store.intents.changed(lease, intent.id, new_path)
+        await asyncio.to_thread(store.intents.changed, lease, intent.id, new_path)
         update_detail = await update_path(cloudstack, volume.id, new_path, leading)
-        store.intents.applied(lease, intent.id)
+        await asyncio.to_thread(store.intents.applied, lease, intent.id)
     except StaleClaim as exc:
         return entry(ApplyOutcome.NOT_OPEN, str(exc))
     except UpdateFailed as exc:

@@ -96,9 +96,9 @@ def _file_path(active_image: str, pool: StoragePool, recorded: str) -> str:
             f"({' or '.join(allowed) or 'unknown'})"
         )
     recorded_name = posixpath.basename(recorded)
-    own = name == recorded_name or (
-        is_overlay(name) and original_name(name) == original_name(recorded_name)
-    )
+    # The recorded image, a hostsnap overlay of its original, or the original itself (a
+    # merge took the overlays away again).
+    own = name == recorded_name or original_name(name) == original_name(recorded_name)
     if not own:
         raise PathRefused(
             f"active image {name} is neither the recorded {recorded_name} nor a hostsnap "

@@ -22,7 +22,13 @@ from controller.inventory import InventorySnapshot
 from controller.reconcile.intents import settle_intents
 from controller.reconcile.lease import lease_check
 from controller.reconcile.ports import CloudStackPort
-from controller.reconcile.report import ReconcileReport, TransitionalSnapshot, VolumeRow
+from controller.reconcile.recheck import recheck
+from controller.reconcile.report import (
+    ReconcileReport,
+    TransitionalSnapshot,
+    VolumeRow,
+    VolumeStatus,
+)
 from controller.reconcile.transitional import describe, stuck
 from controller.reconcile.volumes import VmContext, classify_vm, fix_row, unreachable_rows
 from controller.store import Intent, Lease, NotFound, Store
@@ -68,11 +74,13 @@ async def reconcile(
         cfg = replace(cfg, snapshot_age=transitional_after)
     started = now()
     writer = lease if fix else None
-    open_intents = store.intents.open()
+    # The store is read and written off the event loop (a slow database must not hold up the
+    # lease's renewal).
+    open_intents = await asyncio.to_thread(store.intents.open)
     by_volume: dict[str, list[Intent]] = defaultdict(list)
     for intent in open_intents:
         by_volume[intent.volume_id].append(intent)
-    job_final = _job_finality(store)
+    job_final = await asyncio.to_thread(_job_finality, store, open_intents)
 
     rows = await _volume_rows(inventory, agents, by_volume, job_final, cfg)
     if writer is not None:
@@ -80,12 +88,16 @@ async def reconcile(
         fixed = []
         for row in rows:
             leading()
+            if row.status is VolumeStatus.STALE:
+                row = await recheck(row, store, cloudstack, inventory, agents, cfg.agent_timeout)
             fixed.append(await fix_row(row, cloudstack, leading))
         rows = fixed
     by_id = {row.volume_id: row for row in rows}
-    intent_rows = settle_intents(
-        store, writer, open_intents, by_id,
-        now=now(), older_than=cfg.intent_age, job_final=job_final,
+    intent_rows = await asyncio.to_thread(
+        lambda: settle_intents(
+            store, writer, open_intents, by_id,
+            now=now(), older_than=cfg.intent_age, job_final=job_final,
+        )
     )  # fmt: skip
     transitional, errors = await _transitional(cloudstack, inventory, agents, by_id, now(), cfg)
     report = ReconcileReport(
@@ -103,18 +115,15 @@ async def reconcile(
     return report
 
 
-def _job_finality(store: Store) -> Callable[[str], bool]:
+def _job_finality(store: Store, intents: list[Intent]) -> Callable[[str], bool]:
+    """Whether the job of each intent has ended, read once."""
     known: dict[str, bool] = {}
-
-    def final(job_id: str) -> bool:
-        if job_id not in known:
-            try:
-                known[job_id] = store.jobs.get(job_id).state.final
-            except NotFound:
-                known[job_id] = True  # no job: nothing of it is running
-        return known[job_id]
-
-    return final
+    for job_id in {i.job_id for i in intents}:
+        try:
+            known[job_id] = store.jobs.get(job_id).state.final
+        except NotFound:
+            known[job_id] = True  # no job: nothing of it is running
+    return lambda job_id: known.get(job_id, True)
 
 
 async def _volume_rows(

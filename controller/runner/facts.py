@@ -7,6 +7,23 @@ from collections.abc import Iterable
 
 from controller import policies
 from controller.inventory import ListSource
+from controller.policies.caps import config_key
+
+
+async def read_caps(source: ListSource, *, timeout: float = 120.0) -> policies.RetentionCaps:
+    """CloudStack's snapshot.max.* settings (CloudStackError when they cannot be read: then
+    nothing may be deleted by retention)."""
+    keys = [config_key(kind) for kind in policies.IntervalType]
+    found = await asyncio.gather(
+        *(source.list_all("listConfigurations", {"name": key}, timeout=timeout) for key in keys)
+    )
+    values = {
+        str(record.get("name")): str(record.get("value", ""))
+        for records in found
+        for record in records
+        if record.get("name") in keys
+    }
+    return policies.RetentionCaps.from_config(values)
 
 
 async def read_facts(

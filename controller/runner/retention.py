@@ -7,6 +7,7 @@ states checked right before."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -25,12 +26,14 @@ async def retention_jobs(
     inventory: InventorySnapshot,
     policy: policies.Policy,
     run: store.Run,
+    caps: policies.RetentionCaps,
 ) -> list[store.Job]:
-    keep = policy.keep(policies.RetentionCaps())
+    """`caps` as CloudStack has them now (never assumed: a cap raised by the operator would
+    otherwise delete snapshots they asked to keep)."""
+    keep = policy.keep(caps)
     made = []
-    snapshotted = {
-        j.vm_id for j in db.jobs.find(run_id=run.id) if j.state is store.JobState.SUCCEEDED
-    }
+    jobs = await asyncio.to_thread(db.jobs.find, run_id=run.id)
+    snapshotted = {j.vm_id for j in jobs if j.state is store.JobState.SUCCEEDED}
     for vm_id in sorted(v for v in snapshotted if v):
         vm = inventory.vms.get(vm_id)
         host = inventory.hosts.get((vm.host_id if vm else None) or "")
@@ -49,7 +52,10 @@ async def retention_jobs(
                 continue
             for snapshot_id in _to_delete(disk, volume, policy, keep):
                 made.append(
-                    db.jobs.create(_delete_spec(inventory, host.id, vm.id, volume, snapshot_id))
+                    await asyncio.to_thread(
+                        db.jobs.create,
+                        _delete_spec(inventory, host.id, vm.id, volume, snapshot_id),
+                    )
                 )
     if made:
         log.info(

@@ -82,9 +82,11 @@ class PolicyRunner:
         inventory: InventorySnapshot,
         now: datetime,
         facts: policies.ResourceFacts | None = None,
+        caps: policies.RetentionCaps | None = None,
     ) -> policies.Plan:
         chosen, _ = self.stored_policies()
-        return policies.plan(chosen, inventory, now, facts=facts, last_runs=self.last_runs(chosen))
+        last_runs = self.last_runs(chosen)
+        return policies.plan(chosen, inventory, now, facts=facts, last_runs=last_runs, caps=caps)
 
     def start_due(self, plan: policies.Plan, inventory: InventorySnapshot) -> list[StartedRun]:
         started = []

@@ -48,6 +48,7 @@ class Api:
             "listSnapshots": self._list_snapshots,
             "listSnapshotPolicies": self._list_policies,
             "listTags": self._list_tags,
+            "listConfigurations": self._list_configurations,
             "queryAsyncJobResult": self._query_job,
             "updateVolume": self._update_volume,
             "createTags": self._create_tags,
@@ -204,6 +205,16 @@ class Api:
             if policy in (None, p) and (volume is None or p.volume is volume)
         ]
         return self._page(cmd, params, "snapshotpolicy", [p.to_api() for p in policies])
+
+    def _list_configurations(self, params: Params, user: ApiUser) -> Record:
+        # CloudStack matches `name` as a substring (LIKE %name%).
+        wanted = params.get("name", "")
+        found = [
+            {"name": name, "value": value, "category": "Snapshots", "scope": "global"}
+            for name, value in sorted(self.world.configurations.items())
+            if wanted in name
+        ]
+        return self._page("listConfigurations", params, "configuration", found)
 
     def _list_tags(self, params: Params, user: ApiUser) -> Record:
         tags = [

@@ -316,6 +316,12 @@ class World:
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     policies: dict[str, SnapshotPolicy] = field(default_factory=dict)
     tags: list[Tag] = field(default_factory=list)
+    # Global settings (listConfigurations): name -> value, CloudStack's defaults for the caps.
+    configurations: dict[str, str] = field(
+        default_factory=lambda: {
+            f"snapshot.max.{kind}": "8" for kind in ("hourly", "daily", "weekly", "monthly")
+        }
+    )
     lock: threading.RLock = field(default_factory=threading.RLock)
     vm_numbers: Iterator[int] = field(default_factory=lambda: itertools.count(10))
 

@@ -166,3 +166,37 @@ def test_unreadable_agent_credentials_are_a_configuration_error(config, capsys):
 
     assert main(["hosts", "--config", str(config)]) == 2
     assert "[agents] ca: cannot read /nonexistent/ca.crt" in capsys.readouterr().err
+
+
+def test_the_plan_keeps_what_cloudstacks_caps_allow_as_set_by_the_operator(sim, config, capsys):
+    code, _, err = run(
+        config, capsys, "policies", "add", "monthly-20", "--interval", "DAILY",
+        "--schedule", "30:02", "--maxsnaps", "20", "--vm", "web-1",
+    )  # fmt: skip
+    assert code == 0, err
+    with sim.world.lock:
+        sim.world.configurations["snapshot.max.daily"] = "30"
+    try:
+        (planned,) = as_json(config, capsys, "plan")["plan"]["policies"]
+    finally:
+        with sim.world.lock:
+            sim.world.configurations["snapshot.max.daily"] = "8"
+    assert planned["keep"] == 20  # not the default cap of 8
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[schedule]\npolicy_interval = 0\n", "[schedule] policy_interval must be above 0"),
+        ("[dispatch]\nper_host = 0\n", "per_host, per_pool and total must be at least 1"),
+        ("[lease]\nduration = 5\nrenew_interval = 5\n", "[lease] a lease of 5.0 s cannot"),
+        ("[reconcile]\ninterval = nan\n", "[reconcile] interval: must be a finite number"),
+        ("[agents]\nport = 70000\n", "is not a TCP port"),
+    ],
+)
+def test_settings_that_cannot_work_are_refused_with_the_key(tmp_path, text, message):
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as refused:
+        load(path)
+    assert message in str(refused.value)

@@ -277,6 +277,23 @@ def test_a_job_that_runs_past_its_deadline_fails_and_its_agent_job_is_cancelled(
     in_zone(tmp_path, test)
 
 
+def test_a_job_that_succeeds_although_cancelled_at_its_deadline_is_recorded_succeeded(tmp_path):
+    async def test(zone: DispatchZone) -> None:
+        zone.inventory.add_vm("web-1", "kvm-1")
+        agent = zone.agents["kvm-1"]
+        agent.hang = agent.cancel_too_late = True
+        job = zone.job("web-1", timeout=0.3)
+
+        (outcome,) = await zone.once()
+
+        assert outcome.result is Result.SUCCEEDED
+        done = zone.store.jobs.get(job.id)
+        assert (done.state, done.error) == (JobState.SUCCEEDED, None)
+        assert agent.cancelled == [done.agent_job_id]
+
+    in_zone(tmp_path, test)
+
+
 def test_an_agent_failing_health_checks_gets_no_work_until_it_answers_again(tmp_path):
     async def test(zone: DispatchZone) -> None:
         zone.inventory.add_vm("web-1", "kvm-1")

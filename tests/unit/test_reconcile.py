@@ -387,3 +387,27 @@ def test_stuck_transitional_snapshots_are_reported_with_what_the_agent_lists(tmp
         assert {t.name for t in everything.transitional} == {"stuck", "young"}
 
     in_lab(tmp_path, test)
+
+
+def test_a_stale_path_is_not_fixed_when_the_disk_moved_during_the_pass(tmp_path):
+    async def main() -> None:
+        lab = Lab(tmp_path)
+        seen, moved = f"root-0b6a.hostsnap-{'1' * 32}", f"root-0b6a.hostsnap-{'2' * 32}"
+        lab.agent_disks(f"{lab.mount}/{seen}", "rbd/data-5d1e")
+        listed = lab.agent.ListVolumes
+
+        async def then_a_snapshot_moves_the_disk(request: Any, context: Any) -> Any:
+            answer = await listed(request, context)
+            lab.agent_disks(f"{lab.mount}/{moved}", "rbd/data-5d1e")
+            return answer
+
+        lab.agent.ListVolumes = then_a_snapshot_moves_the_disk  # type: ignore[method-assign]
+        async with lab:
+            report = await lab.reconcile(fix=True)
+
+        rows = {r.volume_id: r for r in report.volumes}
+        assert rows[lab.root.id].status is VolumeStatus.BUSY
+        assert "changed during the pass" in rows[lab.root.id].detail
+        assert lab.root.path == "root-0b6a" and not lab.sim.calls("updateVolume")
+
+    asyncio.run(main())

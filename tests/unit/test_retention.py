@@ -85,8 +85,9 @@ def test_the_oldest_beyond_maxsnaps_are_deleted_once_and_only_this_policys(tmp_p
             db.jobs.finish(lease, job.id, JobState.SUCCEEDED)
             inventory = await zone.inventory.refresh()
 
-            (delete,) = await retention_jobs(db, zone.pool, inventory, policy, run)  # type: ignore[arg-type]
-            again = await retention_jobs(db, zone.pool, inventory, policy, run)  # type: ignore[arg-type]
+            caps = policies.RetentionCaps()
+            (delete,) = await retention_jobs(db, zone.pool, inventory, policy, run, caps)  # type: ignore[arg-type]
+            again = await retention_jobs(db, zone.pool, inventory, policy, run, caps)  # type: ignore[arg-type]
 
             assert [j.id for j in again] == [delete.id]
             assert (delete.kind, delete.volume_id, dict(delete.params)) == (
