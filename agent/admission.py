@@ -105,11 +105,22 @@ class Admission:
         pools: set[str],
         record: Callable[..., None],
         checkpoint: Callable[[], None] = lambda: None,
+        wait: bool = True,
     ) -> Iterator[None]:
         """Holds a place for the job while the block runs; waits for one first if need be
-        (`checkpoint` raises when the job is cancelled meanwhile)."""
+        (`checkpoint` raises when the job is cancelled meanwhile). Without `wait`, a job
+        not admitted at once is refused at once (NotAdmitted, with its retry-after)."""
         deadline = self._clock() + self._config.wait_timeout
         reason = self._load(pools) or self._take(job_id, pools)
+        if reason is not None and not wait:
+            retry = self._config.poll_interval
+            record("admission-refused", reason=reason, retry_after=retry)
+            log.info("job %s not admitted (it does not wait): %s", job_id, reason)
+            raise NotAdmitted(
+                f"not admitted at once: {reason}; a group member's snapshot does not wait "
+                f"while its guest is frozen; retry after {retry:.0f} s",
+                retry,
+            )
         recorded = None
         while reason is not None:
             if reason != recorded:

@@ -164,6 +164,20 @@ class Journal:
 
     # jobs
 
+    def by_key(self, idempotency_key: str, operation: str, domain: str) -> Job | None:
+        """The job an earlier request with this idempotency key started; None when there is
+        none or the key may be used again (its job was refused before changing anything).
+        InvalidArgument when the key was used for another operation or domain."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id, operation, domain, error_reason FROM jobs WHERE idempotency_key = ?",
+                (idempotency_key,),
+            ).fetchone()
+        if row is None or row["error_reason"] in RETRYABLE_REASONS:
+            return None
+        _same_use(idempotency_key, row, operation, domain)
+        return self.get(row["id"])
+
     def start(
         self,
         job_id: str,
@@ -185,12 +199,7 @@ class Journal:
                     db.execute("UPDATE jobs SET idempotency_key = NULL WHERE id = ?", (row["id"],))
                     row = None
                 if row is not None:
-                    if (row["operation"], row["domain"]) != (operation, domain):
-                        raise InvalidArgument(
-                            f"idempotency key {idempotency_key!r} was used by job {row['id']} "
-                            f"({row['operation']} of {row['domain']}); use a new key",
-                            reason="IDEMPOTENCY_KEY_REUSED",
-                        )
+                    _same_use(idempotency_key, row, operation, domain)
                     existing = row["id"]
                     created = False
                 else:
@@ -388,3 +397,12 @@ class Journal:
             r["path"]: {"domain": r["domain"], "target": r["target"], "active": r["active"]}
             for r in rows
         }
+
+
+def _same_use(idempotency_key: str, row: sqlite3.Row, operation: str, domain: str) -> None:
+    if (row["operation"], row["domain"]) != (operation, domain):
+        raise InvalidArgument(
+            f"idempotency key {idempotency_key!r} was used by job {row['id']} "
+            f"({row['operation']} of {row['domain']}); use a new key",
+            reason="IDEMPOTENCY_KEY_REUSED",
+        )

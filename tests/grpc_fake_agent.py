@@ -56,6 +56,8 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     thaws: list[str] = field(default_factory=list)  # domains ThawGroup was called for
     deleted: list[str] = field(default_factory=list)  # snapshot ids DeleteSnapshot removed
     thaw_delay: float = 0.0  # ThawGroup answers after this long
+    hold_seconds: list[float] = field(default_factory=list)  # of each FreezeForGroup
+    list_jobs_error: grpc.StatusCode | None = None  # ListJobs fails with this
 
     async def _gate(self, rpc: str, context: grpc.aio.ServicerContext) -> None:
         self.calls[rpc] += 1
@@ -151,6 +153,8 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     async def ListJobs(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._gate("ListJobs", context)
+        if self.list_jobs_error is not None:
+            await context.abort(self.list_jobs_error, "ListJobs refused")
         jobs = [
             job
             for job in reversed(self.jobs.values())  # newest first
@@ -181,6 +185,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     async def FreezeForGroup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._gate("FreezeForGroup", context)
+        self.hold_seconds.append(request.hold_seconds)
         held = self.holds.get(request.domain)
         if self.refuse_freeze or (held is not None and held != request.group_id):
             await context.abort(

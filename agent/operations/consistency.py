@@ -88,15 +88,17 @@ def window(
 def held(svc: Services, job_id: str, domain: str, hold: GroupHold) -> Iterator[Window]:
     """A consistency group member's window: its guest is frozen by the group's hold, which
     must still be in force once the disks have switched (the hold's release flag is set
-    before any thaw, so then the guest was frozen at the switch); otherwise the job fails and
-    its parts are undone."""
+    before any thaw of ours), and the guest agent must report the guest frozen then (nobody
+    thawed it behind the agent's back: `virsh domfsthaw`, a guest reboot, a Windows VSS
+    auto-thaw); otherwise the job fails and its parts are undone."""
     svc.journal.record(job_id, "held", group_id=hold.group_id, hold_job_id=hold.job_id)
     hold.ensure_in_force()
     result = Window(Consistency.APPLICATION)
     yield result
     faults.point("group-snapshot", domain)
     result.frozen_seconds = svc.monotonic() - hold.frozen_at
-    hold.ensure_in_force()
+    hold.confirm_frozen()
+    svc.journal.record(job_id, "frozen-confirmed")
 
 
 def _freeze(svc: Services, job_id: str, request: SnapshotRequest) -> FreezeWindow | None:
@@ -106,6 +108,14 @@ def _freeze(svc: Services, job_id: str, request: SnapshotRequest) -> FreezeWindo
         # An agent that does not answer a ping is never asked to freeze: a freeze that fails
         # half-way leaves it unknown whether the guest is frozen.
         guest.ping()
+        if guest.freeze_status() == "frozen":
+            # Someone else's freeze (an administrator's, a group's hold of another agent):
+            # not ours to thaw, so not ours to use either.
+            raise Precondition(
+                f"the filesystems of {request.domain} are already frozen by someone else; "
+                "hostsnap leaves that freeze alone",
+                reason="GUEST_ALREADY_FROZEN",
+            )
         freeze = FreezeWindow(
             guest,
             svc.config.freeze_deadline,

@@ -13,19 +13,33 @@ import contextlib
 import functools
 import logging
 import math
+import threading
 import uuid
 from collections.abc import Iterator
 
 from agent import validate
-from agent.errors import Conflict, HostsnapError, InvalidArgument, NotFound, Precondition
+from agent.errors import (
+    Conflict,
+    HostsnapError,
+    InvalidArgument,
+    NotFound,
+    Precondition,
+    Unavailable,
+)
+from agent.hypervisor.guest_agent import GuestAgent
 from agent.model import GroupHoldStatus
-from agent.operations import rescue, volumes
+from agent.operations import holds, rescue, volumes
 from agent.operations.holds import WATCHDOG, GroupHold
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
 
 OPERATION = "group-freeze"
+FAILED_FREEZE = "failed freeze"
+# A retried FreezeForGroup waits for the first one at most this many guest agent calls
+# (state, ping, status, freeze, status), plus a margin in seconds.
+SETTLE_GUEST_CALLS = 5
+SETTLE_MARGIN = 5.0
 
 
 def freeze(svc: Services, domain: str, group_id: str, hold_seconds: float) -> GroupHoldStatus:
@@ -44,12 +58,10 @@ def freeze(svc: Services, domain: str, group_id: str, hold_seconds: float) -> Gr
         raise NotFound(f"no domain named {domain!r} on this host", reason="DOMAIN_NOT_FOUND")
     hold, created = _register(svc, domain, group_id, hold_seconds)
     if not created:
-        hold.wait_for_freeze()
-        hold.ensure_in_force()
-        return _status(svc, hold)
+        return _when_settled(svc, hold)
     journalled = False
     try:
-        _check(svc, domain)
+        _check(svc, domain, hold.guest)
         svc.journal.start(hold.job_id, OPERATION, domain, _request(hold), None)
         journalled = True
         svc.journal.record(hold.job_id, "freeze", hold_seconds=hold_seconds)
@@ -58,6 +70,8 @@ def freeze(svc: Services, domain: str, group_id: str, hold_seconds: float) -> Gr
     except BaseException as e:
         _abandon(svc, hold, e, journalled)
         raise
+    finally:
+        hold.settled.set()  # a retried FreezeForGroup waiting for this one answers now
     log.info(
         "job %s: domain %s held frozen for group %s (%d filesystems, %.1f s at most)",
         hold.job_id,
@@ -66,6 +80,20 @@ def freeze(svc: Services, domain: str, group_id: str, hold_seconds: float) -> Gr
         hold.filesystems,
         hold_seconds,
     )
+    return _status(svc, hold)
+
+
+def _when_settled(svc: Services, hold: GroupHold) -> GroupHoldStatus:
+    """A retried FreezeForGroup: the hold once its first call's freeze has ended (bounded
+    by that call's own guest agent calls), never an answer while it is still under way."""
+    bound = SETTLE_GUEST_CALLS * svc.config.guest_agent_timeout + SETTLE_MARGIN
+    if not hold.wait_for_freeze(bound):
+        raise Unavailable(
+            f"the first FreezeForGroup of {hold.domain} for group {hold.group_id} is still "
+            f"freezing after {bound:.0f} s; retry",
+            reason="GROUP_FREEZE_IN_PROGRESS",
+        )
+    hold.ensure_in_force()
     return _status(svc, hold)
 
 
@@ -88,29 +116,35 @@ def rescue_thaw(svc: Services, domain: str) -> bool:
     """The rescue Thaw: a group hold in force on the domain ends with it."""
     validate.domain_name(domain)
     hold = svc.holds.get(domain)
-    if hold is not None and hold.released_by is None:
+    if hold is not None and (hold.released_by is None or hold.may_be_frozen):
         release(svc, hold, "rescue Thaw")
     return rescue.thaw(svc, domain)
 
 
 def release(svc: Services, hold: GroupHold, by: str) -> None:
-    """Thaws the hold's guest and ends its job (again after a thaw that failed)."""
+    """Thaws the hold's guest and ends its job (again after a thaw that failed: the job's
+    final state is written by the first release that saw the guest thawed). When the thaw
+    fails, the agent thaws again in the background until the guest is thawed or gone."""
     first = hold.mark_released(by)
     if first and by == WATCHDOG:
         svc.journal.record(hold.job_id, "watchdog-fired")
     try:
         seconds = hold.thaw()
     except HostsnapError as e:
-        log.error("job %s: domain %s may still be frozen: %s", hold.job_id, hold.domain, e)
+        log.critical("job %s: domain %s may still be frozen: %s", hold.job_id, hold.domain, e)
         svc.journal.fail(hold.job_id, str(e), e.reason, type(e).__name__)
+        _keep_thawing(svc, hold)
         raise
     finally:
         hold.unlock_if_unused()
     if seconds is not None:
         svc.journal.record(hold.job_id, "thawed", by=by, frozen_seconds=seconds)
         svc.observe_freeze(seconds)
-    if not first:
+    if not hold.claim_outcome():
         return
+    by = hold.released_by or by
+    if by == FAILED_FREEZE:
+        return  # the job was failed with the freeze's error
     if by == WATCHDOG:
         svc.journal.fail(
             hold.job_id,
@@ -124,12 +158,13 @@ def release(svc: Services, hold: GroupHold, by: str) -> None:
 
 
 def release_all(svc: Services, by: str) -> None:
-    """Ends every hold in force (the agent is stopping)."""
-    for hold in svc.holds.active():
+    """Ends every hold in force, and thaws again each released one whose thaw failed (the
+    agent is stopping)."""
+    for hold in svc.holds.to_end():
         try:
             release(svc, hold, by)
         except HostsnapError as e:
-            log.error("domain %s: %s", hold.domain, e)
+            log.critical("domain %s may stay frozen after the agent stops: %s", hold.domain, e)
 
 
 def held(svc: Services, domain: str, group_id: str) -> GroupHold:
@@ -142,6 +177,8 @@ def held(svc: Services, domain: str, group_id: str) -> GroupHold:
             reason="GROUP_NOT_HELD",
         )
     hold.ensure_in_force()
+    if hold.user is not None:
+        raise holds.used_by_other(hold)
     return hold
 
 
@@ -157,31 +194,28 @@ def working_under(hold: GroupHold, job_id: str) -> Iterator[None]:
 def _register(
     svc: Services, domain: str, group_id: str, hold_seconds: float
 ) -> tuple[GroupHold, bool]:
-    """The hold in force for this group, or a new one holding the domain's lock."""
+    """The hold in force for this group, or a new one holding the domain's lock. The libvirt
+    calls a new hold needs are made outside the holds' lock: a hung libvirt must not delay
+    ThawGroup or a rescue Thaw of another domain."""
     with svc.holds.lock:
-        existing = svc.holds.by_domain.get(domain)
-        if existing is not None and existing.released_by is None:
-            if existing.group_id != group_id:
-                raise Precondition(
-                    f"domain {domain} is held for group {existing.group_id}",
-                    reason="DOMAIN_HELD",
-                )
+        existing = _in_force(svc, domain, group_id)
+    if existing is not None:
+        return existing, False
+    guest = svc.guest_agent(domain)
+    gone = functools.partial(_gone, svc, domain, _uuid(svc, domain))
+    with svc.holds.lock:
+        existing = _in_force(svc, domain, group_id)  # made meanwhile by a concurrent call
+        if existing is not None:
             return existing, False
-        if existing is not None and existing.group_id == group_id:
-            raise Precondition(
-                f"the hold of group {group_id} on {domain} has ended ({existing.released_by}); "
-                "a group is frozen once: start again with a new group id",
-                reason="GROUP_HOLD_ENDED",
-            )
         hold = GroupHold(
             domain,
             group_id,
             uuid.uuid4().hex,
             hold_seconds,
-            svc.guest_agent(domain),
+            guest,
             svc.monotonic,
             lambda h: _watchdog(svc, h),
-            functools.partial(_gone, svc, domain, _uuid(svc, domain)),
+            gone,
         )
         stack = contextlib.ExitStack()
         try:
@@ -195,11 +229,30 @@ def _register(
         return hold, True
 
 
-def _check(svc: Services, domain: str) -> None:
+def _in_force(svc: Services, domain: str, group_id: str) -> GroupHold | None:
+    """This group's hold in force on the domain; None when there is none. Called under the
+    holds' lock."""
+    existing = svc.holds.by_domain.get(domain)
+    if existing is not None and existing.released_by is None:
+        if existing.group_id != group_id:
+            raise Precondition(
+                f"domain {domain} is held for group {existing.group_id}",
+                reason="DOMAIN_HELD",
+            )
+        return existing
+    if existing is not None and existing.group_id == group_id:
+        raise Precondition(
+            f"the hold of group {group_id} on {domain} has ended ({existing.released_by}); "
+            "a group is frozen once: start again with a new group id",
+            reason="GROUP_HOLD_ENDED",
+        )
+    return None
+
+
+def _check(svc: Services, domain: str, guest: GuestAgent) -> None:
     state, _ = svc.host.state(domain)
     if not volumes.is_live(state):
         raise Precondition(f"domain {domain} is {state}; only a running guest can be held frozen")
-    guest = svc.guest_agent(domain)
     # An agent that does not answer a ping is never asked to freeze: a freeze that fails
     # half-way leaves it unknown whether the guest is frozen.
     guest.ping()
@@ -225,25 +278,34 @@ def _gone(svc: Services, domain: str, uuid_then: str | None) -> bool:
 
 def _abandon(svc: Services, hold: GroupHold, error: BaseException, journalled: bool) -> None:
     """A hold whose freeze failed: thawed (a failed freeze may have frozen some
-    filesystems), its job failed, the domain given back."""
-    hold.mark_released("failed freeze")
+    filesystems), its job failed, the domain given back. A guest that stays frozen is
+    thawed again in the background until it is thawed (and stays in `svc.holds` meanwhile,
+    for a rescue Thaw and the agent's shutdown)."""
+    hold.mark_released(FAILED_FREEZE)
     reason = error.reason if isinstance(error, HostsnapError) else "INTERNAL"
     message = str(error)
+    thawed = False
     try:
         seconds = hold.thaw()
+        thawed = True
         if journalled and seconds is not None:
-            svc.journal.record(hold.job_id, "thawed", by="failed freeze", frozen_seconds=seconds)
+            svc.journal.record(hold.job_id, "thawed", by=FAILED_FREEZE, frozen_seconds=seconds)
     except HostsnapError as thaw_error:
         reason, message = thaw_error.reason, f"{error}; then {thaw_error}"
     finally:
         hold.unlock_if_unused()
-        svc.holds.forget(hold)  # the group may try again: nothing was held
+        if thawed:
+            svc.holds.forget(hold)  # the group may try again: nothing was held
     if journalled:
         error_type = type(error).__name__ if isinstance(error, HostsnapError) else "OperationFailed"
         svc.journal.fail(hold.job_id, message, reason, error_type)
+    if not thawed:
+        _keep_thawing(svc, hold)
 
 
 def _watchdog(svc: Services, hold: GroupHold) -> None:
+    """Thaws at the hold's deadline; a thaw that fails is tried again (release starts
+    that), so a guest is never left frozen for want of a caller."""
     log.error(
         "job %s: domain %s still held for group %s at its %.1f s deadline; thawing now",
         hold.job_id,
@@ -254,7 +316,21 @@ def _watchdog(svc: Services, hold: GroupHold) -> None:
     try:
         release(svc, hold, WATCHDOG)
     except Exception as e:  # the watchdog thread must never die silently
-        log.error("domain %s: the watchdog's thaw failed: %s", hold.domain, e)
+        log.critical("domain %s: the watchdog's thaw failed (tried again): %s", hold.domain, e)
+
+
+def _keep_thawing(svc: Services, hold: GroupHold) -> None:
+    """A thaw of the hold's guest failed: one background thread thaws it again, with a
+    backoff, until it is thawed or its domain is gone."""
+    if not hold.start_retrying():
+        return
+    by = hold.released_by or "retry"
+    threading.Thread(
+        target=holds.keep_thawing,
+        args=(hold, lambda: release(svc, hold, by)),
+        name=f"hostsnap-thaw-{hold.domain}",
+        daemon=True,
+    ).start()
 
 
 def _request(hold: GroupHold) -> dict[str, object]:

@@ -91,6 +91,34 @@ def run(
         return result
 
 
+def earlier(
+    svc: Services,
+    operation: str,
+    domain: str,
+    idempotency_key: str | None,
+    from_dict: Callable[[dict[str, Any]], R],
+    on_started: Callable[[str], None] | None = None,
+) -> Callable[[], R] | None:
+    """The answer to a request whose idempotency key an earlier job has (its result, its
+    error, or Conflict while it runs; `on_started` told its id), to be given before any check
+    of the request: the world may have moved on since (a group hold ended, the domain
+    stopped), and the caller must still learn what its first request did. None when the key
+    is new, or free again because its job was refused before changing anything."""
+    if idempotency_key is None:
+        return None
+    job = svc.journal.by_key(idempotency_key, operation, domain)
+    if job is None:
+        return None
+
+    def answer() -> R:
+        log.info("job %s: %s of %s asked again with its idempotency key", job.id, operation, domain)
+        if on_started is not None:
+            on_started(job.id)
+        return replay(job, from_dict)
+
+    return answer
+
+
 def checkpoint(svc: Services, job_id: str, step: str) -> None:
     """A safe point: a job asked to stop stops here, before `step` changes anything."""
     if svc.cancellations.requested(job_id):

@@ -29,6 +29,7 @@ from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
 
+OPERATION = "snapshot"
 RBD_PREFIX = "hostsnap-"
 
 
@@ -59,6 +60,18 @@ def create(
     svc: Services, request: SnapshotRequest, on_started: Callable[[str], None] | None = None
 ) -> SnapshotResult:
     validate.snapshot_name(request.name)
+    # A known idempotency key answers with its job before any check: a group member's retry
+    # after its hold ended still learns what the first request did.
+    answer = jobrun.earlier(
+        svc,
+        OPERATION,
+        request.domain,
+        request.idempotency_key,
+        SnapshotResult.from_dict,
+        on_started,
+    )
+    if answer is not None:
+        return answer()
     chosen = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
     if not chosen:
         raise Precondition(f"domain {request.domain} has no disk hostsnap can snapshot")
@@ -70,9 +83,11 @@ def create(
         pools = {stats.pool_of(v) for v in chosen}
         record = functools.partial(svc.journal.record, job_id)
         checkpoint = functools.partial(jobrun.checkpoint, svc, job_id, "admission")
+        # A group member's guest is frozen meanwhile: it does not wait for admission (the
+        # group fails at once and thaws); a job refused admission leaves the hold unused.
         with (
+            svc.admission.admitted(job_id, pools, record, checkpoint, wait=hold is None),
             group.working_under(hold, job_id) if hold else contextlib.nullcontext(),
-            svc.admission.admitted(job_id, pools, record, checkpoint),
         ):
             # Once admitted, under the job's locks: the disks and the domain as they are now.
             current = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
@@ -80,7 +95,7 @@ def create(
             return _snapshot(svc, job_id, request, current, live, hold)
 
     spec = jobrun.JobSpec(
-        "snapshot",
+        OPERATION,
         request.domain,
         [v.key for v in chosen],
         asdict(request),
@@ -103,7 +118,9 @@ def _group_hold(svc: Services, request: SnapshotRequest) -> GroupHold | None:
 
 
 def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> bool:
-    """The checks before anything changes, made under the job's locks; True if live."""
+    """The checks before anything changes; True if live. Made twice: before the job
+    exists (a refused request does not use up its idempotency key), and again once the job
+    holds its locks and is admitted, on the disks and the domain as they are then."""
     state, _ = svc.host.state(request.domain)
     live = volumes.is_live(state)
     if request.group_id and not live:

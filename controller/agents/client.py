@@ -15,7 +15,7 @@ import grpc
 from controller.agents.credentials import TlsFiles
 from controller.agents.errors import from_rpc_error
 from controller.agents.group_freeze import AgentGroupFreeze
-from controller.agents.jobs import CONSISTENCIES, VOLUME_KINDS, AgentJob
+from controller.agents.jobs import CONSISTENCIES, VOLUME_KINDS, AgentJob, AgentJobState
 from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap.agent.v1 import agent_pb2_grpc
 
@@ -25,6 +25,14 @@ QUIESCE = {
     "required": pb.QUIESCE_REQUIRED,
     "preferred": pb.QUIESCE_PREFERRED,
     "none": pb.QUIESCE_NONE,
+}
+
+# AgentJobState as agent.proto's JobState numbers.
+_STATE_NUMBERS = {
+    AgentJobState.RUNNING: pb.JOB_STATE_RUNNING,
+    AgentJobState.SUCCEEDED: pb.JOB_STATE_SUCCEEDED,
+    AgentJobState.FAILED: pb.JOB_STATE_FAILED,
+    AgentJobState.CANCELLED: pb.JOB_STATE_CANCELLED,
 }
 
 
@@ -173,6 +181,22 @@ class AgentClient:
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> AgentJob:
         job = await self._unary("GetJob", pb.GetJobRequest(job_id=job_id), timeout)
         return AgentJob.from_proto(job)
+
+    async def list_jobs(
+        self,
+        domain: str,
+        *,
+        state: AgentJobState | None = None,
+        limit: int = 0,
+        timeout: float | None = None,
+    ) -> list[AgentJob]:
+        """The domain's jobs (only those in `state` when given), newest first; at most
+        `limit` (0: the agent's default, 100)."""
+        request = pb.ListJobsRequest(
+            domain=domain, state=0 if state is None else _STATE_NUMBERS[state], limit=limit
+        )
+        found = await self._unary("ListJobs", request, timeout)
+        return [AgentJob.from_proto(job) for job in found.jobs]
 
     async def cancel_job(self, job_id: str, *, timeout: float | None = None) -> AgentJob:
         job = await self._unary("CancelJob", pb.CancelJobRequest(job_id=job_id), timeout)

@@ -4,17 +4,36 @@ them; `groups snapshot NAME` takes one group snapshot."""
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import signal
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from controller.agents import AgentError
 from controller.cli import CommandError, options
 from controller.cli.output import as_json, table
+from controller.cloudstack import CloudStackError
 from controller.config import GroupSettings
-from controller.groups import GroupMember, GroupRefused, snapshot_group
+from controller.groups import (
+    GroupConfig,
+    GroupInterrupted,
+    GroupMember,
+    GroupRefused,
+    GroupResult,
+    MemberOutcome,
+    snapshot_group,
+)
 from controller.inventory import InventorySnapshot, VirtualMachine
 from controller.parts import Parts
 from controller.reconcile.direct import record_snapshot
+
+log = logging.getLogger(__name__)
+INTERRUPTED = 130  # the exit status of a group snapshot cut short by SIGINT or SIGTERM
 
 
 def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -50,18 +69,32 @@ async def groups_command(parts: Parts, args: argparse.Namespace) -> int:
     return 0
 
 
+def find_vms(inventory: InventorySnapshot, ref: str) -> list[VirtualMachine]:
+    """The VMs `ref` may mean: the one of that CloudStack id, else every VM of that name or
+    instance name (names are not unique across accounts)."""
+    if ref in inventory.vms:
+        return [inventory.vms[ref]]
+    return [vm for vm in inventory.vms.values() if ref in (vm.name, vm.instance_name)]
+
+
 def find_vm(inventory: InventorySnapshot, ref: str) -> VirtualMachine | None:
-    """A VM by CloudStack id, name or instance name."""
-    for vm in inventory.vms.values():
-        if ref in (vm.id, vm.name, vm.instance_name):
-            return vm
-    return None
+    """The one VM `ref` (a CloudStack id, name or instance name) means; None when there is
+    none. CommandError when several VMs answer to it."""
+    found = find_vms(inventory, ref)
+    if len(found) > 1:
+        ids = ", ".join(sorted(f"{vm.id} ({vm.instance_name})" for vm in found))
+        raise CommandError(
+            f"{len(found)} VMs answer to {ref!r}: {ids}; name the VM by its id or instance name"
+        )
+    return found[0] if found else None
 
 
 def _member(inventory: InventorySnapshot, ref: str) -> dict[str, str | None]:
-    vm = find_vm(inventory, ref)
-    if vm is None:
-        return {"vm": ref, "instance_name": None, "state": "not in CloudStack", "host": None}
+    found = find_vms(inventory, ref)
+    if len(found) != 1:
+        state = "not in CloudStack" if not found else f"ambiguous: {len(found)} VMs"
+        return {"vm": ref, "instance_name": None, "state": state, "host": None}
+    (vm,) = found
     return {
         "vm": vm.name,
         "instance_name": vm.instance_name,
@@ -70,47 +103,157 @@ def _member(inventory: InventorySnapshot, ref: str) -> dict[str, str | None]:
     }
 
 
-async def _snapshot(
-    parts: Parts, inventory: InventorySnapshot, group: GroupSettings, args: argparse.Namespace
-) -> int:
-    members = []
+def _members(parts: Parts, inventory: InventorySnapshot, group: GroupSettings) -> list[GroupMember]:
+    members: list[GroupMember] = []
+    named: dict[str, str] = {}  # VM id: the reference that named it
     for ref in group.vms:
-        vm = find_vm(inventory, ref)
+        try:
+            vm = find_vm(inventory, ref)
+        except CommandError as e:
+            raise CommandError(f"group {group.name}: {e}") from None
         host = inventory.hosts.get((vm.host_id if vm else None) or "")
         if vm is None or host is None:
             raise CommandError(f"group {group.name}: VM {ref} is not running on a host")
+        if vm.id in named:
+            raise CommandError(
+                f"group {group.name}: {named[vm.id]!r} and {ref!r} are the same VM ({vm.id})"
+            )
+        named[vm.id] = ref
         members.append(GroupMember(parts.agents.client(host), vm.instance_name, vm_id=vm.id))
+    return members
+
+
+async def _snapshot(
+    parts: Parts, inventory: InventorySnapshot, group: GroupSettings, args: argparse.Namespace
+) -> int:
+    members = _members(parts, inventory, group)
     now = datetime.now(UTC)
     try:
-        result = await snapshot_group(
-            members,
-            deadline=time.monotonic() + group.deadline,
-            name=f"group-{group.name}-{now:%Y%m%dT%H%M%SZ}",
-            inventory=inventory,
-        )
-    except GroupRefused as e:
+        config = GroupConfig(max_hold=group.max_hold)
+    except ValueError as e:
         raise CommandError(f"group {group.name}: {e}") from None
+
+    async def take() -> tuple[GroupResult, bool]:
+        try:
+            result = await snapshot_group(
+                members,
+                deadline=time.monotonic() + group.deadline,
+                name=f"group-{group.name}-{now:%Y%m%dT%H%M%SZ}",
+                inventory=inventory,
+                config=config,
+            )
+        except GroupInterrupted as e:
+            return e.result, True
+        return result, False
+
+    task = asyncio.ensure_future(take())
+    with _signals_cancel(task):
+        try:
+            result, interrupted = await task
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            print("hostsnap-controller: interrupted before anything was frozen", file=sys.stderr)
+            return INTERRUPTED
+        except GroupRefused as e:
+            raise CommandError(f"group {group.name}: {e}") from None
+        except ValueError as e:  # the coordinator's own checks of the members
+            raise CommandError(f"group {group.name}: {e}") from None
+        # Every member whose snapshot remains runs on its new active image, group taken or
+        # not (a snapshot whose removal failed): CloudStack must learn it.
+        problems = await _record(parts, inventory, members, result)
+    _print(args, group, result, problems, interrupted)
+    if interrupted:
+        return INTERRUPTED
+    return 0 if result.succeeded and not problems else 1
+
+
+async def _record(
+    parts: Parts, inventory: InventorySnapshot, members: list[GroupMember], result: GroupResult
+) -> list[str]:
     problems = []
-    if result.succeeded:  # CloudStack must learn the members' new active images
-        for member, outcome in zip(members, result.members, strict=True):
+    for member, outcome in zip(members, result.members, strict=True):
+        if not _remains(result, outcome):
+            continue
+        try:
             agent_job = await member.client.get_job(outcome.snapshot_job_id)
             problems += await record_snapshot(
-                parts.cloudstack, inventory, member.vm_id or "", agent_job
+                parts.cloudstack, member.client, inventory, member.vm_id or "", agent_job
             )
+        except (AgentError, CloudStackError) as e:
+            log.error("recording %s's snapshot in CloudStack: %s", member.domain, e)
+            problems.append(f"{member.domain}: job {outcome.snapshot_job_id}: {e}")
+    return problems
+
+
+def _remains(result: GroupResult, outcome: MemberOutcome) -> bool:
+    """Whether the member's snapshot still exists after the group."""
+    if not outcome.snapshot_job_id:
+        return False
+    return result.succeeded or bool(outcome.kept_ids)
+
+
+def _print(
+    args: argparse.Namespace,
+    group: GroupSettings,
+    result: GroupResult,
+    problems: list[str],
+    interrupted: bool,
+) -> None:
     if args.json:
-        print(as_json({"result": result, "cloudstack_problems": problems}))
-    else:
-        rows = [
-            [m.domain, "yes" if m.frozen else "no", _thawed(m.thawed), m.snapshot_state,
-             " ".join(m.kept_ids) or "-", "; ".join(m.errors)]
-            for m in result.members
-        ]  # fmt: skip
-        print(table(["domain", "frozen", "thawed", "snapshot", "kept", "errors"], rows))
-        verdict = "taken" if result.succeeded else f"failed: {result.error}"
-        print(f"group {group.name} ({result.group_id}): {verdict}")
-        for line in problems:
-            print(f"CloudStack not told: {line} (reconcile --fix will)")
-    return 0 if result.succeeded and not problems else 1
+        document = {"result": result, "cloudstack_problems": problems, "interrupted": interrupted}
+        print(as_json(document))
+        return
+    rows = [
+        [m.domain, "yes" if m.frozen else "no", _thawed(m.thawed), m.snapshot_state or "-",
+         " ".join(m.kept_ids) or "-", "; ".join(m.errors)]
+        for m in result.members
+    ]  # fmt: skip
+    print(table(["domain", "frozen", "thawed", "snapshot", "kept", "errors"], rows))
+    verdict = "taken" if result.succeeded else f"failed: {result.error}"
+    if interrupted:
+        verdict += " (interrupted)"
+    print(f"group {group.name} ({result.group_id}): {verdict}")
+    for line in problems:
+        print(f"CloudStack not told: {line} (reconcile --fix will)")
+
+
+@contextmanager
+def _signals_cancel(task: asyncio.Future[Any]) -> Iterator[None]:
+    """SIGINT and SIGTERM cancel only the group (which thaws every member and removes what
+    they made before it ends), instead of the whole command with the thaw in it; while
+    CloudStack is told what remains, they are refused."""
+    loop = asyncio.get_running_loop()
+
+    def interrupted(signum: int) -> None:
+        if not task.done():
+            print(
+                f"hostsnap-controller: {signal.Signals(signum).name}: cancelling the group; "
+                "thawing every member and removing what they made",
+                file=sys.stderr,
+            )
+            task.cancel()
+        else:
+            print(
+                "hostsnap-controller: telling CloudStack the members' active images first",
+                file=sys.stderr,
+            )
+
+    installed = []
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        try:
+            loop.add_signal_handler(signum, interrupted, signum)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+            continue
+        installed.append((signum, previous))
+    try:
+        yield
+    finally:
+        for signum, previous in installed:
+            loop.remove_signal_handler(signum)
+            if previous is not None:  # else it was not set from Python: left as asyncio's
+                signal.signal(signum, previous)
 
 
 def _thawed(thawed: bool | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -57,6 +58,7 @@ class Dispatcher:
         )
         self._epoch: int | None = None
         self._active: dict[str, asyncio.Task[Outcome]] = {}
+        self._ended_since: set[str] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """A pass every `poll_interval` seconds until `stop`; jobs run on between passes.
@@ -79,11 +81,16 @@ class Dispatcher:
             if lease.epoch != self._epoch:
                 await asyncio.to_thread(self._store.jobs.adopt, lease)
                 self._epoch = lease.epoch
+            # Tasks that end while the store is read may be read as they were before: their
+            # jobs are left to the next pass.
+            self._ended_since = set()
             # In flight under this epoch and not in hand: adopted just now, or left by a task
             # of ours that could not record its result (the store was unreachable).
             in_flight = await asyncio.to_thread(self._store.jobs.find, states=IN_FLIGHT)
+            # Enough to find `batch` jobs not in hand already (they are the oldest).
+            limit = self.config.batch + len(self._active)
             pending = await asyncio.to_thread(
-                self._store.jobs.find, states=[JobState.PENDING], limit=self.config.batch
+                self._store.jobs.find, states=[JobState.PENDING], limit=limit
             )
         except StoreError as e:
             log.warning("dispatch pass stopped: %s", e)
@@ -91,19 +98,20 @@ class Dispatcher:
         ours = [job for job in in_flight if job.epoch == lease.epoch]
         started = []
         for job in [*ours, *pending]:
-            if job.kind in SUPPORTED and job.id not in self._active:
+            fresh = job.id not in self._active and job.id not in self._ended_since
+            if job.kind in SUPPORTED and fresh:
                 task = asyncio.create_task(self._handle(lease, job), name=f"dispatch {job.id}")
                 self._active[job.id] = task
-                task.add_done_callback(self._forget)
+                task.add_done_callback(functools.partial(self._forget, job.id))
                 started.append(task)
         return started
 
-    def _forget(self, task: asyncio.Task[Outcome]) -> None:
+    def _forget(self, job_id: str, task: asyncio.Task[Outcome]) -> None:
         if not task.cancelled() and task.exception() is not None:
             log.error("%s failed", task.get_name(), exc_info=task.exception())
-        for job_id, held in list(self._active.items()):
-            if held is task:
-                del self._active[job_id]
+        if self._active.get(job_id) is task:
+            del self._active[job_id]
+        self._ended_since.add(job_id)
 
     async def _handle(self, lease: Lease, job: Job) -> Outcome:
         try:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ class AgentHealth:
         self._retry = retry
         self._clock = clock
         self._hosts: dict[str, HostHealth] = {}
+        self._checking: dict[str, asyncio.Future[None]] = {}  # one check per host at a time
 
     def of(self, host_id: str) -> HostHealth:
         return self._hosts.get(host_id, HostHealth(None, None, 0, None))
@@ -49,17 +51,26 @@ class AgentHealth:
         return self._clock() - state.checked_at >= wait
 
     async def ensure(self, host_id: str, client: AgentClient) -> bool:
-        """Checks the agent when a check is due; True when it may be given work."""
-        if self._due(host_id):
-            try:
-                info = await client.host_info()
-            except AgentError as e:
-                self.failed(host_id, str(e))
-            else:
-                if self.of(host_id).healthy is False:
-                    log.info("agent of host %s (%s) answers again", host_id, info.hostname)
-                self.answered(host_id)
+        """Checks the agent when a check is due (the jobs of a host that ask together share
+        one check); True when it may be given work."""
+        check = self._checking.get(host_id)
+        if check is None and self._due(host_id):
+            check = asyncio.ensure_future(self._check(host_id, client))
+            self._checking[host_id] = check
+            check.add_done_callback(lambda _: self._checking.pop(host_id, None))
+        if check is not None:
+            await asyncio.shield(check)
         return self.healthy(host_id)
+
+    async def _check(self, host_id: str, client: AgentClient) -> None:
+        try:
+            info = await client.host_info()
+        except AgentError as e:
+            self.failed(host_id, str(e))
+        else:
+            if self.of(host_id).healthy is False:
+                log.info("agent of host %s (%s) answers again", host_id, info.hostname)
+            self.answered(host_id)
 
     def answered(self, host_id: str) -> None:
         self._hosts[host_id] = HostHealth(True, self._clock(), 0, None)

@@ -4,12 +4,13 @@ the snapshots the other members made)."""
 
 from controller.groups.config import GroupConfig
 from controller.groups.coordinator import snapshot_group
-from controller.groups.errors import GroupRefused
+from controller.groups.errors import GroupInterrupted, GroupRefused
 from controller.groups.model import GroupMember, GroupResult, MemberOutcome
 from controller.groups.preflight import check_members
 
 __all__ = [
     "GroupConfig",
+    "GroupInterrupted",
     "GroupMember",
     "GroupRefused",
     "GroupResult",

@@ -12,7 +12,14 @@ from controller.groups.model import MemberProgress
 log = logging.getLogger(__name__)
 
 
+# How many of a domain's newest jobs are searched for a member's lost job (the domain was
+# held for the group meanwhile, so the group's job is among the newest few).
+JOBS_SEARCHED = 1000
+
+
 async def remove_made(p: MemberProgress, until: float, timing: Timing) -> None:
+    if p.snapshot_key and not p.snapshot_job_id:
+        await _find_job(p, until, timing)
     if p.snapshot_job_id and p.snapshot_state in ("", AgentJobState.RUNNING.value):
         await _see_end(p, until, timing)
     removed = []
@@ -20,6 +27,32 @@ async def remove_made(p: MemberProgress, until: float, timing: Timing) -> None:
         if await _delete(p, snapshot_id, until, timing):
             removed.append(snapshot_id)
     p.removed_ids = tuple(removed)
+
+
+async def _find_job(p: MemberProgress, until: float, timing: Timing) -> None:
+    """CreateSnapshot was sent but no answer named its job (the replies were lost, or the
+    group was cut short meanwhile): the agent may still have made it. Looked for among the
+    domain's jobs by the member's idempotency key."""
+    client, domain, key = p.member.client, p.member.domain, p.snapshot_key
+    log.info("looking for the snapshot job of %s (key %s) on %s", domain, key, client.endpoint)
+    try:
+        jobs = await timing.retrying(
+            f"ListJobs of {domain}",
+            lambda t: client.list_jobs(domain, limit=JOBS_SEARCHED, timeout=t),
+            until,
+        )
+    except AgentError as e:
+        p.errors.append(
+            f"cleanup: no answer named the snapshot job (key {key}) and ListJobs failed: "
+            f"{describe(e)}; a snapshot of the group may remain"
+        )
+        return
+    job = next((j for j in jobs if j.idempotency_key == key), None)
+    if job is None:
+        log.info("%s on %s: no job of key %s: nothing was made", domain, client.endpoint, key)
+        return
+    p.snapshot_job_id = job.id
+    p.errors.append(f"cleanup: no answer named the snapshot job; found it by its key: {job.id}")
 
 
 async def _see_end(p: MemberProgress, until: float, timing: Timing) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, fields
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,12 @@ class GroupConfig:
     thaw_timeout: float = 30.0
     backoff_base: float = 0.5  # after a transient failure: base * 2^(n-1) seconds ...
     backoff_max: float = 5.0  # ... up to this
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"GroupConfig.{f.name} must be a finite number above 0")
 
     def backoff(self, failures: int) -> float:
         return float(min(self.backoff_max, self.backoff_base * 2 ** max(0, failures - 1)))

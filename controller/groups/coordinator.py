@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from controller.groups import cleanup, members
 from controller.groups.calls import Timing
 from controller.groups.config import GroupConfig
+from controller.groups.errors import GroupInterrupted
 from controller.groups.model import GroupMember, GroupResult, MemberProgress
 from controller.groups.preflight import check_members
 from controller.inventory import InventorySnapshot
@@ -39,7 +40,11 @@ async def snapshot_group(
 ) -> GroupResult:
     """`deadline` is monotonic (`clock`'s). With `inventory`, every member is checked
     against CloudStack's view first (GroupRefused: nothing was frozen). ValueError for no
-    members or a domain named twice on one agent."""
+    members or a domain named twice on one agent.
+
+    Cancelled, it still thaws every member and removes what the members made (within the
+    cleanup timeout, whatever further cancellations come), then raises GroupInterrupted (a
+    CancelledError) carrying the result."""
     _validate(group)
     if inventory is not None:
         check_members(group, inventory)
@@ -47,7 +52,7 @@ async def snapshot_group(
     timing = Timing(config, clock, sleep)
     progress = [MemberProgress(m) for m in group]
     log.info("group %s: %d members, %.1fs to go", group_id, len(group), deadline - clock())
-    error = ""
+    error, interrupted = "", False
     try:
         await asyncio.gather(*(members.freeze(p, group_id, deadline, timing) for p in progress))
         error = _failed(progress, "freeze", lambda p: p.frozen)
@@ -56,15 +61,70 @@ async def snapshot_group(
                 *(members.snapshot(p, group_id, name, deadline, timing) for p in progress)
             )
             error = _failed(progress, "snapshot", lambda p: p.snapshot_state == "succeeded")
-    finally:
-        # Also when the caller cancels: shielded, so the thaw runs to its end regardless.
-        await asyncio.shield(_thaw_all(progress, group_id, timing))
-    if error:
-        until = clock() + config.cleanup_timeout
-        await asyncio.gather(*(cleanup.remove_made(p, until, timing) for p in progress))
+    except asyncio.CancelledError:
+        log.warning(
+            "group %s cancelled: thawing every member and removing what they made", group_id
+        )
+        error, interrupted = "cancelled before every member had its snapshot", True
+    interrupted |= await _finish(progress, group_id, error, timing)
     result = GroupResult(group_id, not error, tuple(p.outcome() for p in progress), error)
     _log(result)
+    if interrupted:
+        raise GroupInterrupted(result)
     return result
+
+
+async def _finish(
+    progress: list[MemberProgress], group_id: str, error: str, timing: Timing
+) -> bool:
+    """Thaws every member, then (when the group failed) removes what they made: each step
+    in a task of its own that a cancellation of ours does not reach, and made again if it
+    was cancelled all the same (asyncio.run cancels every task when it shuts down), until its
+    time is up. Whether this task was cancelled meanwhile."""
+    thaw_until = timing.clock() + timing.config.cleanup_timeout
+    cancelled = await _run_to_end(
+        lambda: _thaw_all(progress, group_id, thaw_until, timing), thaw_until, timing, group_id
+    )
+    if error:
+        until = timing.clock() + timing.config.cleanup_timeout
+        cancelled |= await _run_to_end(
+            lambda: _remove_all(progress, until, timing), until, timing, group_id
+        )
+    return cancelled
+
+
+async def _run_to_end(
+    step: Callable[[], Awaitable[None]], until: float, timing: Timing, group_id: str
+) -> bool:
+    cancelled = False
+    task = asyncio.ensure_future(step())
+    while True:
+        try:
+            await asyncio.shield(task)
+            return cancelled
+        except asyncio.CancelledError:
+            cancelled = True
+            if not task.done():  # we were cancelled, not the step: it goes on
+                log.warning("group %s: cancelled again; thawing and cleanup go on", group_id)
+                continue
+            if not task.cancelled():  # it ended as we were cancelled
+                return cancelled
+            if timing.clock() >= until:
+                log.error("group %s: thaw or cleanup cancelled at its deadline", group_id)
+                return cancelled
+            log.warning("group %s: thaw or cleanup was cancelled; started again", group_id)
+            task = asyncio.ensure_future(step())
+
+
+async def _thaw_all(
+    progress: list[MemberProgress], group_id: str, until: float, timing: Timing
+) -> None:
+    sent = [p for p in progress if p.freeze_sent]
+    await asyncio.gather(*(members.thaw(p, group_id, until, timing) for p in sent))
+
+
+async def _remove_all(progress: list[MemberProgress], until: float, timing: Timing) -> None:
+    await asyncio.gather(*(cleanup.remove_made(p, until, timing) for p in progress))
 
 
 def _validate(group: Sequence[GroupMember]) -> None:
@@ -83,12 +143,6 @@ def _failed(
 ) -> str:
     failed = [p.member.domain for p in progress if not done(p)]
     return f"{step} failed for {', '.join(failed)}" if failed else ""
-
-
-async def _thaw_all(progress: list[MemberProgress], group_id: str, timing: Timing) -> None:
-    until = timing.clock() + timing.config.cleanup_timeout
-    sent = [p for p in progress if p.freeze_sent]
-    await asyncio.gather(*(members.thaw(p, group_id, until, timing) for p in sent))
 
 
 def _log(result: GroupResult) -> None:

@@ -45,13 +45,16 @@ async def snapshot(
     p: MemberProgress, group_id: str, name: str, deadline: float, timing: Timing
 ) -> None:
     client, domain = p.member.client, p.member.domain
+    # From here the agent may have made a job even if no answer names it (a lost reply):
+    # the cleanup finds it by this key.
+    p.snapshot_key = snapshot_key(group_id, domain)
     try:
         job = await timing.retrying(
             f"CreateSnapshot of {domain}",
             lambda t: client.create_group_snapshot(
                 domain,
                 group_id=group_id,
-                idempotency_key=snapshot_key(group_id, domain),
+                idempotency_key=p.snapshot_key,
                 disks=p.member.disks,
                 name=name,
                 timeout=t,

@@ -25,7 +25,8 @@ class MemberProgress:
     freeze_sent: bool = False  # FreezeForGroup was sent: the guest may be frozen
     frozen: bool = False  # the agent confirmed the hold
     thawed: bool | None = None  # confirmed not frozen after ThawGroup; None: not asked
-    snapshot_job_id: str = ""
+    snapshot_key: str = ""  # CreateSnapshot was sent with this idempotency key
+    snapshot_job_id: str = ""  # known once an answer to CreateSnapshot named the job
     snapshot_ids: tuple[str, ...] = ()
     snapshot_state: str = ""  # the agent job's final state ("running" when not seen to end)
     removed_ids: tuple[str, ...] = ()
@@ -37,6 +38,7 @@ class MemberProgress:
             endpoint=self.member.client.endpoint,
             frozen=self.frozen,
             thawed=self.thawed,
+            snapshot_key=self.snapshot_key,
             snapshot_job_id=self.snapshot_job_id,
             snapshot_state=self.snapshot_state,
             snapshot_ids=self.snapshot_ids,
@@ -53,7 +55,10 @@ class MemberOutcome:
     # Confirmed not frozen at the end (True), may still be frozen (False), never frozen nor
     # asked to be (None).
     thawed: bool | None
-    snapshot_job_id: str  # the member's snapshot job on its agent ("" when none started)
+    # The idempotency key CreateSnapshot was sent with ("" when it was not sent): the agent's
+    # ListJobs finds the member's job by it.
+    snapshot_key: str
+    snapshot_job_id: str  # the member's snapshot job on its agent ("" when none is known)
     snapshot_state: str  # that job's last known state
     snapshot_ids: tuple[str, ...]  # what the job made (one per disk)
     removed_ids: tuple[str, ...]  # of those, deleted again because the group failed

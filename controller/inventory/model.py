@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
 from typing import Protocol, TypeVar
@@ -197,10 +197,22 @@ class InventorySnapshot:
     vms: Mapping[str, VirtualMachine]
     volumes: Mapping[str, Volume]
     fetched_at: datetime
+    # Each VM's volumes in device order, indexed once (every job's checks ask for them).
+    _by_vm: Mapping[str, tuple[Volume, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        grouped: dict[str, list[Volume]] = {}
+        for volume in self.volumes.values():
+            if volume.vm_id is not None:
+                grouped.setdefault(volume.vm_id, []).append(volume)
+        by_vm = {
+            vm_id: tuple(sorted(attached, key=lambda v: (v.device_id is None, v.device_id or 0)))
+            for vm_id, attached in grouped.items()
+        }
+        object.__setattr__(self, "_by_vm", MappingProxyType(by_vm))
 
     def volumes_of(self, vm_id: str) -> tuple[Volume, ...]:
-        attached = (v for v in self.volumes.values() if v.vm_id == vm_id)
-        return tuple(sorted(attached, key=lambda v: (v.device_id is None, v.device_id or 0)))
+        return self._by_vm.get(vm_id, ())
 
     def vm_by_instance_name(self, instance_name: str) -> VirtualMachine | None:
         return next((vm for vm in self.vms.values() if vm.instance_name == instance_name), None)

@@ -266,3 +266,89 @@ def test_an_agent_killed_while_holding_a_guest_thaws_it_on_restart(
             conn.lookupByName(RBD_DOMAIN).fsThaw()
         if second is not None:
             assert second.stop() == 0, (second.directory / "agent.log").read_text()
+
+
+def snapshot_ids(stub, domain: str) -> set[str]:  # type: ignore[no-untyped-def]
+    listed = stub.ListSnapshots(pb.ListSnapshotsRequest(domain=domain), timeout=60)
+    return {s.id for v in listed.volumes for s in v.snapshots}
+
+
+def test_a_members_snapshot_asked_again_with_its_key_after_thaw_group_returns_the_same_job(
+    agent: AgentProcess,
+):
+    """The reply to CreateSnapshot was lost and the group thawed: the retry with the same
+    idempotency key still learns of the snapshot; another key under the same hold is refused."""
+    stub = agent.stub("ctl-operator")
+    group_id, name = f"lab-retry-{uuid.uuid4().hex[:8]}", f"group-{uuid.uuid4().hex[:8]}"
+    key = uuid.uuid4().hex
+    create = pb.CreateSnapshotRequest(
+        domain=QCOW2_DOMAIN, group_id=group_id, name=name, idempotency_key=key
+    )
+    try:
+        held = stub.FreezeForGroup(
+            pb.GroupFreezeRequest(domain=QCOW2_DOMAIN, group_id=group_id, hold_seconds=25.0),
+            timeout=60,
+        )
+        assert held.frozen
+        job = finished(stub, stub.CreateSnapshot(create, timeout=60))
+        assert job.state == pb.JOB_STATE_SUCCEEDED, job.error.message
+        assert job.snapshot.consistency == pb.CONSISTENCY_APPLICATION
+        assert "frozen-confirmed" in job.steps
+        other_key = pb.CreateSnapshotRequest(
+            domain=QCOW2_DOMAIN, group_id=group_id, name=name, idempotency_key=uuid.uuid4().hex
+        )
+        with pytest.raises(grpc.RpcError) as used:
+            stub.CreateSnapshot(other_key, timeout=60)
+        assert used.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert ("hostsnap-reason", "GROUP_HOLD_USED") in used.value.trailing_metadata()
+        thawed = stub.ThawGroup(
+            pb.GroupThawRequest(domain=QCOW2_DOMAIN, group_id=group_id), timeout=60
+        )
+        assert not thawed.frozen
+        again = stub.CreateSnapshot(create, timeout=60)
+        assert again.id == job.id and again.state == pb.JOB_STATE_SUCCEEDED
+        assert [d.snapshot_id for d in again.snapshot.disks] == [
+            d.snapshot_id for d in job.snapshot.disks
+        ]
+        assert named(stub, QCOW2_DOMAIN, name) == {d.snapshot_id for d in job.snapshot.disks}
+    finally:
+        clean_up(stub, group_id, name)
+
+
+def test_a_guest_thawed_behind_the_agents_back_fails_its_snapshot_and_leaves_nothing(
+    agent: AgentProcess, conn: libvirt.virConnect
+):
+    """Thawed through its guest agent between FreezeForGroup and CreateSnapshot: the agent
+    finds it thawed after the switch, fails the job and undoes it."""
+    stub = agent.stub("ctl-operator")
+    group_id, name = f"lab-thawed-{uuid.uuid4().hex[:8]}", f"group-{uuid.uuid4().hex[:8]}"
+    dom = conn.lookupByName(QCOW2_DOMAIN)
+    ids_before = snapshot_ids(stub, QCOW2_DOMAIN)
+    active_before = disk_source(dom)
+    chain_before = chain(active_before)
+    try:
+        held = stub.FreezeForGroup(
+            pb.GroupFreezeRequest(domain=QCOW2_DOMAIN, group_id=group_id, hold_seconds=25.0),
+            timeout=60,
+        )
+        assert held.frozen and guest_frozen(conn, QCOW2_DOMAIN)
+        guest_agent.command(dom, "guest-fsfreeze-thaw")
+        assert not guest_frozen(conn, QCOW2_DOMAIN)
+        create = pb.CreateSnapshotRequest(domain=QCOW2_DOMAIN, group_id=group_id, name=name)
+        job = finished(stub, stub.CreateSnapshot(create, timeout=60))
+        assert job.state == pb.JOB_STATE_FAILED
+        assert job.error.reason == "GUEST_THAWED_DURING_GROUP", job.error.message
+        assert "switch-active" in job.steps and "undo" in job.steps
+        assert snapshot_ids(stub, QCOW2_DOMAIN) == ids_before
+        assert disk_source(dom) == active_before
+        assert chain(disk_source(dom)) == chain_before
+        thawed = stub.ThawGroup(
+            pb.GroupThawRequest(domain=QCOW2_DOMAIN, group_id=group_id), timeout=60
+        )
+        assert not thawed.frozen and not guest_frozen(conn, QCOW2_DOMAIN)
+    finally:
+        try:
+            clean_up(stub, group_id, name)
+        finally:
+            if guest_frozen(conn, QCOW2_DOMAIN):  # only ours could be: thaw it whatever failed
+                dom.fsThaw()

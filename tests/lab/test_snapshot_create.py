@@ -67,6 +67,26 @@ def test_quiesce_none_is_reported_as_crash_consistent_without_freezing(
     assert "not requested" in result.quiesce_note
 
 
+def test_a_guest_frozen_by_someone_else_is_left_frozen_and_not_counted_as_quiesced(
+    conn: libvirt.virConnect, svc: Services
+):
+    dom = conn.lookupByName("lab-rbd")
+    assert dom.fsFreeze() >= 1  # an administrator's freeze
+    try:
+        with pytest.raises(Precondition) as refused:
+            snapshot.create(svc, SnapshotRequest("lab-rbd", quiesce=Quiesce.REQUIRED))
+        assert refused.value.reason == "GUEST_ALREADY_FROZEN"
+        assert guest_agent.fsfreeze_status(dom) == "frozen"
+
+        result = snapshot.create(svc, SnapshotRequest("lab-rbd", quiesce=Quiesce.PREFERRED))
+
+        assert result.consistency == Consistency.CRASH
+        assert guest_agent.fsfreeze_status(dom) == "frozen"  # still the administrator's
+    finally:
+        dom.fsThaw()
+    assert guest_agent.fsfreeze_status(dom) == "thawed"
+
+
 def test_same_idempotency_key_returns_the_same_job_and_makes_one_snapshot(lab: Lab, svc: Services):
     key = uuid.uuid4().hex
     first = snapshot.create(svc, SnapshotRequest("lab-rbd", idempotency_key=key))

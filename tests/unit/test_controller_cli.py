@@ -14,7 +14,7 @@ import pytest
 from controller.config import ConfigError, load
 from controller.main import main
 from controller.store import JobState, Store
-from tests.cloudstack_sim import CloudStackSimulator
+from tests.cloudstack_sim import CloudStackSimulator, Disk, add_vm
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +200,94 @@ def test_settings_that_cannot_work_are_refused_with_the_key(tmp_path, text, mess
     with pytest.raises(ConfigError) as refused:
         load(path)
     assert message in str(refused.value)
+
+
+# Consistency groups: what cannot be frozen safely is refused with exit status 2.
+
+
+def with_group(config: Path, body: str) -> Path:
+    """The configuration with its [[groups]] table replaced by `body`'s."""
+    text = config.read_text()
+    config.write_text(text[: text.index("[[groups]]")] + body)
+    return config
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("deadline = 0\n", "deadline: must be a finite number of seconds above 0"),
+        ("deadline = inf\n", "deadline: must be a finite number"),
+        ("deadline = nan\n", "deadline: must be a finite number"),
+        ("max_hold = 0\n", "max_hold: must be a finite number of seconds above 0"),
+        ("max_hold = -5\n", "max_hold: must be a finite number"),
+        ('max_hold = "soon"\n', "max_hold: expected float"),
+        ("hold = 10\n", "keys are name, vms, deadline, max_hold"),
+    ],
+)
+def test_a_group_deadline_or_hold_that_is_not_a_positive_duration_is_refused(
+    config, capsys, body, message
+):
+    with_group(config, f'[[groups]]\nname = "g"\nvms = ["web-1", "db-1"]\n{body}')
+
+    with pytest.raises(ConfigError, match=message):
+        load(config)
+    code, _, err = run(config, capsys, "groups")
+    assert code == 2 and message in err
+
+
+def test_a_groups_max_hold_is_read_with_its_deadline(config):
+    with_group(config, '[[groups]]\nname = "g"\nvms = ["a", "b"]\ndeadline = 60\nmax_hold = 12.5\n')
+
+    (group,) = load(config).groups
+    assert (group.deadline, group.max_hold) == (60.0, 12.5)
+    assert (
+        load(with_group(config, '[[groups]]\nname = "g"\nvms = ["a", "b"]\n')).groups[0].max_hold
+        == 30.0
+    )
+
+
+def test_a_vm_named_twice_in_a_group_is_refused(config, capsys):
+    with_group(config, '[[groups]]\nname = "g"\nvms = ["web-1", "db-1", "web-1"]\n')
+
+    code, _, err = run(config, capsys, "groups")
+
+    assert code == 2 and "[[groups]] g: vms names web-1 twice" in err
+
+
+def test_a_vm_named_twice_by_id_and_by_name_is_refused_before_anything_is_frozen(
+    sim, config, capsys
+):
+    web = sim.world.named(sim.world.vms, "web-1")
+    with_group(config, f'[[groups]]\nname = "g"\nvms = ["web-1", "{web.id}"]\n')
+
+    code, out, err = run(config, capsys, "groups", "snapshot", "g")
+
+    assert code == 2 and out == ""
+    assert f"'web-1' and '{web.id}' are the same VM" in err and "Traceback" not in err
+
+
+def test_a_vm_name_several_tenants_share_is_refused_and_the_id_is_asked_for(tmp_path, capsys):
+    with CloudStackSimulator() as own:
+        world = own.world
+        first = world.named(world.vms, "db-1")
+        pool = world.named(world.pools, "ceph-primary")
+        other = add_vm(
+            world, name="bobs-db", zone=first.zone, host=world.named(world.hosts, "kvm-1"),
+            account="bob", disks=[Disk(pool, "bob-db1-root")],
+        )  # fmt: skip
+        other.name = "db-1"  # another tenant's VM of the same name (its id is its own)
+        path = tmp_path / "controller.toml"
+        path.write_text(
+            f'[cloudstack]\nurl = "{own.url}"\napi_key = "{own.api_key}"\n'
+            f'secret_key = "{own.secret_key}"\n[store]\nurl = "sqlite:///{tmp_path / "c.db"}"\n'
+            "[agents]\nport = 1\ninsecure = true\ncall_timeout = 2.0\n"
+            '[[groups]]\nname = "g"\nvms = ["web-1", "db-1"]\n'
+        )
+
+        code, out, err = run(path, capsys, "groups", "snapshot", "g")
+
+        assert code == 2 and out == "" and "Traceback" not in err
+        assert "2 VMs answer to 'db-1'" in err and "by its id or instance name" in err
+        assert first.id in err and other.id in err
+        (group,) = as_json(path, capsys, "groups")
+        assert group["members"][1]["state"] == "ambiguous: 2 VMs"

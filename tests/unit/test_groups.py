@@ -10,12 +10,26 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TypeVar
 
+import grpc
 import pytest
 
 from controller.agents import AgentClient
-from controller.groups import GroupConfig, GroupMember, GroupRefused, GroupResult, snapshot_group
+from controller.cli.groups import _record
+from controller.groups import (
+    GroupConfig,
+    GroupInterrupted,
+    GroupMember,
+    GroupRefused,
+    GroupResult,
+    snapshot_group,
+)
+from controller.groups.members import snapshot_key
+from controller.groups.model import MemberOutcome
+from controller.reconcile.direct import record_snapshot
+from hostsnap.agent.v1 import agent_pb2 as pb
 from tests.grpc_fake_agent import FakeAgent, FakeAgentServer
 from tests.unit.dispatch_support import FakeInventory
+from tests.unit.test_reconcile import Lab, both_disks, in_lab, overlay_name
 
 T = TypeVar("T")
 FAST = GroupConfig(cleanup_timeout=5.0, thaw_timeout=2.0, backoff_base=0.01, backoff_max=0.02)
@@ -196,3 +210,237 @@ def test_the_inventory_refuses_a_host_that_is_not_up_and_enabled():
             assert result.succeeded, result.error
 
     run(test)
+
+
+async def soon(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    end = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < end, "never happened"
+        await asyncio.sleep(0.005)
+
+
+def succeeded_jobs(agent: FakeAgent) -> list[str]:
+    return [i for i, job in agent.jobs.items() if job.state == pb.JOB_STATE_SUCCEEDED]
+
+
+def test_a_job_whose_replies_were_all_lost_is_found_by_its_key_and_its_snapshot_removed():
+    async def test() -> None:
+        async with agents("kvm-1", "kvm-2") as found:
+            lossy = found["kvm-2"][0]
+            lossy.lose_replies = 1_000_000  # the job is made; no answer ever names it
+            result = await group_of(found, seconds=0.5)
+            made, lost = result.members
+            assert not result.succeeded and "snapshot failed for i-kvm-2" in result.error
+            (job_id,) = (i for i, job in lossy.jobs.items() if job.operation == "snapshot")
+            assert lost.snapshot_key == snapshot_key("g-1", "i-kvm-2")
+            assert lost.snapshot_job_id == job_id and lost.snapshot_state == "succeeded"
+            assert lost.snapshot_ids != () and lost.removed_ids == lost.snapshot_ids
+            assert lossy.deleted == list(lost.snapshot_ids) and lossy.calls["ListJobs"] == 1
+            assert any(f"found it by its key: {job_id}" in e for e in lost.errors)
+            assert made.removed_ids == made.snapshot_ids != ()
+            assert result.all_thawed and result.leftovers == ()
+
+    run(test)
+
+
+def test_a_create_that_never_reached_the_agent_finds_no_job_and_removes_nothing():
+    async def test() -> None:
+        async with agents("kvm-1", "kvm-2") as found:
+            away = found["kvm-2"][0]
+            away.refuse = [grpc.StatusCode.UNAVAILABLE] * 1000
+            result = await group_of(found, seconds=0.5)
+            lost = result.members[1]
+            assert not result.succeeded and away.calls["ListJobs"] == 1
+            assert (lost.snapshot_job_id, lost.snapshot_ids, away.deleted) == ("", (), [])
+            assert not any("cleanup" in e for e in lost.errors)
+            assert result.all_thawed and result.leftovers == ()
+
+    run(test)
+
+
+def test_a_lost_job_that_cannot_be_looked_up_is_reported_as_possibly_left():
+    async def test() -> None:
+        async with agents("kvm-1", "kvm-2") as found:
+            lossy = found["kvm-2"][0]
+            lossy.lose_replies = 1_000_000
+            lossy.list_jobs_error = grpc.StatusCode.PERMISSION_DENIED
+            result = await group_of(found, seconds=0.5)
+            lost = result.members[1]
+            assert not result.succeeded and lost.snapshot_job_id == ""
+            assert lost.snapshot_key == snapshot_key("g-1", "i-kvm-2")
+            (said,) = (e for e in lost.errors if e.startswith("cleanup"))
+            assert "ListJobs failed" in said and "may remain" in said
+            assert result.all_thawed
+
+    run(test)
+
+
+def test_a_cancelled_group_thaws_every_member_and_removes_what_they_made():
+    async def test() -> None:
+        async with agents("kvm-1", "kvm-2") as found:
+            fast, slow = found["kvm-1"][0], found["kvm-2"][0]
+            slow.hang = True
+            task = asyncio.ensure_future(group_of(found, seconds=30))
+            await soon(lambda: bool(succeeded_jobs(fast)) and slow.calls["CreateSnapshot"] > 0)
+            await asyncio.sleep(0.05)  # the slow job is being followed
+
+            task.cancel()
+
+            with pytest.raises(GroupInterrupted) as interrupted:
+                await task
+            result = interrupted.value.result
+            assert task.cancelled() and not result.succeeded and "cancelled" in result.error
+            assert all(agent.frozen == set() and agent.holds == {} for agent in (fast, slow))
+            assert all(m.thawed is True for m in result.members)
+            made, late = result.members
+            assert made.snapshot_ids != () and fast.deleted == list(made.snapshot_ids)
+            assert slow.cancelled == [late.snapshot_job_id] and late.snapshot_ids == ()
+            assert result.leftovers == ()
+
+    run(test)
+
+
+def test_cancelling_again_while_thawing_does_not_stop_the_thaw_or_the_cleanup():
+    async def test() -> None:
+        async with agents("kvm-1", "kvm-2") as found:
+            fast, slow = found["kvm-1"][0], found["kvm-2"][0]
+            slow.hang = True
+            fast.thaw_delay = slow.thaw_delay = 0.3
+            task = asyncio.ensure_future(group_of(found, seconds=30))
+            await soon(lambda: bool(succeeded_jobs(fast)) and slow.calls["CreateSnapshot"] > 0)
+            await asyncio.sleep(0.05)
+            task.cancel()
+            await soon(lambda: len(fast.thaws) > 0)
+            for _ in range(3):  # an impatient operator
+                task.cancel()
+                await asyncio.sleep(0.01)
+
+            with pytest.raises(GroupInterrupted) as interrupted:
+                await task
+            result = interrupted.value.result
+            assert all(agent.frozen == set() for agent in (fast, slow)) and result.all_thawed
+            assert fast.deleted == list(result.members[0].snapshot_ids) != []
+            assert result.leftovers == ()
+
+    run(test)
+
+
+def test_a_group_config_refuses_a_hold_that_is_not_a_positive_finite_number():
+    for bad in (0.0, -1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="max_hold"):
+            GroupConfig(max_hold=bad)
+
+
+def test_the_hold_asked_of_each_agent_is_the_configured_max_hold():
+    async def test() -> None:
+        async with agents("kvm-1") as found:
+            agent, client = found["kvm-1"]
+            config = GroupConfig(max_hold=7.5, cleanup_timeout=5.0, backoff_base=0.01)
+            result = await snapshot_group(
+                [GroupMember(client, "i-a")], deadline=time.monotonic() + 20, config=config
+            )
+            assert result.succeeded and agent.hold_seconds == [7.5]
+
+    run(test)
+
+
+# CloudStack told a member's new active image, only while its disk still runs it.
+
+
+def test_a_members_snapshot_is_recorded_when_its_disk_still_runs_the_jobs_image(tmp_path):
+    async def test(lab: Lab) -> None:
+        overlay = overlay_name()
+        lab.agent_disks(f"{lab.mount}/{overlay}", "rbd/data-5d1e")
+        client = lab.agents.client(lab.host)  # type: ignore[arg-type]
+
+        problems = await record_snapshot(
+            lab.client, client, await lab.inventory(), lab.vm.id, both_disks(lab, overlay)
+        )
+
+        assert problems == []
+        assert lab.sim.world.volumes[lab.root.id].path == overlay
+        assert lab.tags(lab.root)["hostsnap-consistency"] == "application"
+
+    in_lab(tmp_path, test)
+
+
+def test_a_member_whose_disk_moved_on_is_not_recorded_with_the_older_layer(tmp_path):
+    async def test(lab: Lab) -> None:
+        older, newer = overlay_name(), overlay_name()
+        lab.agent_disks(f"{lab.mount}/{newer}", "rbd/data-5d1e")  # a policy job's, since
+        client = lab.agents.client(lab.host)  # type: ignore[arg-type]
+        recorded = lab.root.path
+
+        problems = await record_snapshot(
+            lab.client, client, await lab.inventory(), lab.vm.id, both_disks(lab, older)
+        )
+
+        assert lab.sim.world.volumes[lab.root.id].path == recorded
+        (problem,) = problems
+        assert newer in problem and "left to the reconcile pass" in problem
+        assert "hostsnap-consistency" not in lab.tags(lab.root)
+
+    in_lab(tmp_path, test)
+
+
+def test_a_member_back_on_its_recorded_image_is_left_alone_without_a_problem(tmp_path):
+    async def test(lab: Lab) -> None:
+        recorded = lab.root.path
+        lab.agent_disks(f"{lab.mount}/{recorded}", "rbd/data-5d1e")
+        client = lab.agents.client(lab.host)  # type: ignore[arg-type]
+
+        problems = await record_snapshot(
+            lab.client, client, await lab.inventory(), lab.vm.id, both_disks(lab, overlay_name())
+        )
+
+        assert problems == [] and lab.sim.world.volumes[lab.root.id].path == recorded
+
+    in_lab(tmp_path, test)
+
+
+def outcome(domain: str, job_id: str, made: tuple[str, ...], removed: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    return MemberOutcome(domain, "x", True, True, "k", job_id, "succeeded", made, removed, ())
+
+
+def test_a_failed_group_records_every_member_whose_snapshot_remains_each_on_its_own(tmp_path):
+    async def test(lab: Lab) -> None:
+        overlay = overlay_name()
+        lab.agent_disks(f"{lab.mount}/{overlay}", "rbd/data-5d1e")
+        job = both_disks(lab, overlay)
+        lab.agent.jobs[job.id] = pb.Job(
+            id=job.id, operation="snapshot", state=pb.JOB_STATE_SUCCEEDED, domain=job.domain,
+            snapshot=pb.SnapshotResult(consistency=1, disks=[
+                pb.DiskSnapshot(target=d.target, kind=1 if d.kind == "file" else 2,
+                                snapshot_id=d.snapshot_id, content=d.content,
+                                active_image=d.active_image)
+                for d in job.disks
+            ]),
+        )  # fmt: skip
+        client = lab.agents.client(lab.host)  # type: ignore[arg-type]
+        domain = lab.vm.instance_name
+        members = [
+            GroupMember(client, "i-lost", vm_id="lost"),  # its job is unknown to the agent
+            GroupMember(client, domain, vm_id=lab.vm.id),  # its delete failed: kept
+            GroupMember(client, "i-gone", vm_id="gone"),  # removed again: nothing to record
+        ]
+        ids = job.snapshot_ids
+        result = GroupResult(
+            "g-1",
+            False,
+            (
+                outcome("i-lost", "f" * 32, ("s-1",), ()),
+                outcome(domain, job.id, ids, ids[1:]),
+                outcome("i-gone", "e" * 32, ("s-2",), ("s-2",)),
+            ),
+            "snapshot failed for i-x",
+        )
+        parts = type("Parts", (), {"cloudstack": lab.client})()
+
+        problems = await _record(parts, await lab.inventory(), members, result)  # type: ignore[arg-type]
+
+        (problem,) = problems
+        assert problem.startswith(f"i-lost: job {'f' * 32}")
+        assert lab.sim.world.volumes[lab.root.id].path == overlay
+        assert lab.agent.calls["GetJob"] == 2  # not asked of the member with nothing kept
+
+    in_lab(tmp_path, test)
