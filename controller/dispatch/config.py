@@ -10,7 +10,9 @@ class DispatchConfig:
     per_host: int = 1  # mutating jobs at once on one host (CloudStack runs one per host)
     per_pool: int = 4  # on one storage pool, across hosts
     total: int = 16  # in the zone
-    batch: int = 64  # pending jobs looked at per pass
+    # Pending jobs a pass takes in beyond those in hand; each waits for its host's place as a
+    # small task (about 20 kB), so a zone's whole run is taken in at once (bench/fanout).
+    batch: int = 10000
     poll_interval: float = 5.0  # seconds between passes of `Dispatcher.run`
     call_timeout: float = 30.0  # each agent call's deadline (less when the job has less left)
     health_interval: float = 30.0  # a healthy agent is checked again after this long
