@@ -93,6 +93,16 @@ class SnapshotRequest:
 
 
 @dataclass(frozen=True)
+class ImageSnapshotRequest:
+    """Snapshots of RBD images without a domain: a stopped VM's volumes."""
+
+    images: tuple[str, ...]  # "pool/image"
+    quiesce: Quiesce = Quiesce.PREFERRED
+    name: str = ""
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
 class DiskSnapshot:
     """What one disk got: for a file disk the layer that now holds the snapshot's content and
     the new active overlay; for RBD the snapshot name."""

@@ -11,6 +11,8 @@ _SNAPSHOT_ID = re.compile(r"^[0-9a-f]{32}$")
 _SNAPSHOT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")
 _GROUP_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 _DISK = re.compile(r"^[a-z]{2,3}[a-z]{1,3}$")  # vda, sdb, hdc, vdaa
+# A Ceph pool or RBD image name as hostsnap accepts it (CloudStack's are names and UUIDs).
+_RBD_PART = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
 def domain_name(name: str) -> str:
@@ -25,6 +27,18 @@ def disk_target(target: str) -> str:
     if not _DISK.match(target):
         raise InvalidArgument(f"disk {target!r} is not a target device name such as vda or sdb")
     return target
+
+
+def rbd_image(spec: str) -> tuple[str, str]:
+    """(pool, image) of a "pool/image" name."""
+    pool, slash, image = spec.partition("/")
+    if not slash or not all(_RBD_PART.match(p) and ".." not in p for p in (pool, image)):
+        raise InvalidArgument(
+            f"RBD image {spec!r} is not \"pool/image\" (each up to 200 letters, digits, '.', "
+            "'_' or '-', starting with a letter or digit, without '..')",
+            reason="INVALID_IMAGE_NAME",
+        )
+    return pool, image
 
 
 def job_id(value: str) -> str:

@@ -22,6 +22,7 @@ class Send:
     domain: str
     disks: tuple[str, ...]
     quiesce: int
+    rbd_images: tuple[str, ...] = ()  # a snapshot of RBD images without a domain
 
 
 @dataclass
@@ -87,7 +88,15 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     async def CreateSnapshot(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._gate("CreateSnapshot", context)
         key = request.idempotency_key
-        self.sends.append(Send(key, request.domain, tuple(request.disks), request.quiesce))
+        self.sends.append(
+            Send(
+                key,
+                request.domain,
+                tuple(request.disks),
+                request.quiesce,
+                tuple(request.rbd_images),
+            )
+        )
         if self.refuse:
             code = self.refuse.pop(0)
             await context.abort(
@@ -112,7 +121,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             self.running += 1
             self.most_running = max(self.most_running, self.running)
             if not self.hang:
-                task = asyncio.create_task(self._run(job_id))
+                task = asyncio.create_task(self._run(job_id, tuple(request.rbd_images)))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
         if self.lose_replies:
@@ -120,13 +129,21 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             await context.abort(grpc.StatusCode.UNAVAILABLE, "reply lost")
         return self.jobs[self.by_key[key]]
 
-    async def _run(self, job_id: str) -> None:
+    async def _run(self, job_id: str, images: tuple[str, ...] = ()) -> None:
         await asyncio.sleep(self.job_seconds)
         if self.outcome == "succeeded":
-            disk = pb.DiskSnapshot(target="vda", snapshot_id=uuid.uuid4().hex)
-            await self._end(
-                job_id, pb.JOB_STATE_SUCCEEDED, snapshot=pb.SnapshotResult(disks=[disk])
-            )
+            disks = [
+                pb.DiskSnapshot(
+                    target=image,
+                    kind=pb.VOLUME_KIND_RBD,
+                    snapshot_id=uuid.uuid4().hex,
+                    content=f"{image}@hostsnap-{uuid.uuid4().hex}",
+                    active_image=image,
+                    method="rbd-stopped",
+                )
+                for image in images
+            ] or [pb.DiskSnapshot(target="vda", snapshot_id=uuid.uuid4().hex)]
+            await self._end(job_id, pb.JOB_STATE_SUCCEEDED, snapshot=pb.SnapshotResult(disks=disks))
         else:
             error = pb.JobError(code="INTERNAL", reason="RBD_FAILED", message="rbd said no")
             await self._end(job_id, pb.JOB_STATE_FAILED, error=error)

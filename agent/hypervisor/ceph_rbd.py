@@ -91,13 +91,13 @@ class CephRbd:
             self._clusters.clear()
 
     @contextmanager
-    def _image(self, source: RbdSource) -> Iterator[rbd.Image]:
+    def _image(self, source: RbdSource, read_only: bool = False) -> Iterator[rbd.Image]:
         conf = source.config_file or self._default_conf
         cluster = self._cluster(conf)
         try:
             with cluster.open_ioctx(source.pool) as ioctx:
                 try:
-                    image = rbd.Image(ioctx, source.image)
+                    image = rbd.Image(ioctx, source.image, read_only=read_only)
                 except rbd.ImageNotFound as e:
                     raise NotFound(f"RBD image {source.spec} does not exist") from e
                 with image:
@@ -152,6 +152,12 @@ class CephRbd:
                 ) from e
             except rbd.Error as e:
                 raise OperationFailed(f"flattening {source.spec} failed: {e}") from e
+
+    def watchers(self, source: RbdSource) -> list[str]:
+        """The clients watching the image (a QEMU that has it open is one), by address. Opened
+        read-only: an image opened for writing is watched by its opener, here the agent."""
+        with self._image(source, read_only=True) as image:
+            return [str(w.get("addr", "?")) for w in image.watchers_list()]
 
     def size(self, source: RbdSource) -> int:
         with self._image(source) as image:

@@ -55,7 +55,10 @@ def delete(
 
 
 def _check(svc: Services, volume: Volume) -> bool:
-    """True when the domain runs; a block job someone else runs on the disk is a conflict."""
+    """True when the domain runs; a block job someone else runs on the disk is a conflict.
+    An image snapshotted without a domain: removing its snapshot never touches its data."""
+    if not volume.domain:
+        return False
     live = volumes.is_live(svc.host.state(volume.domain)[0])
     if live:
         volumes.ensure_no_block_job(svc, volume)

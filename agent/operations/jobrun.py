@@ -53,7 +53,9 @@ def run(
     the journal (or the earlier job of the same idempotency key), before the body runs."""
     job_id = uuid.uuid4().hex
     # The domain too: jobs on two disks of one domain would each rewrite its definition.
-    keys = [f"domain {spec.domain}", *spec.volumes]
+    # A job without a domain (RBD images by name) holds its volumes only.
+    keys = [f"domain {spec.domain}"] if spec.domain else []
+    keys += spec.volumes
     with svc.locks.hold(keys, job_id, spec.operation, spec.lent_by):
         job, created = svc.journal.start(
             job_id, spec.operation, spec.domain, to_json(spec.request), idempotency_key
@@ -62,7 +64,7 @@ def run(
             on_started(job.id)
         if not created:
             return replay(job, from_dict)
-        log.info("job %s: %s of %s started", job_id, spec.operation, spec.domain)
+        log.info("job %s: %s of %s started", job_id, spec.operation, _subject(spec))
         started_at = svc.monotonic()
         result_label = "failed"
         try:
@@ -87,8 +89,12 @@ def run(
             svc.cancellations.forget(job_id)
             svc.observe_job(spec.operation, result_label, svc.monotonic() - started_at)
         svc.journal.succeed(job_id, to_json(result))
-        log.info("job %s: %s of %s succeeded", job_id, spec.operation, spec.domain)
+        log.info("job %s: %s of %s succeeded", job_id, spec.operation, _subject(spec))
         return result
+
+
+def _subject(spec: JobSpec) -> str:
+    return spec.domain or ", ".join(spec.volumes)
 
 
 def earlier(

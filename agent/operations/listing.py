@@ -7,7 +7,7 @@ from agent.errors import OperationFailed
 from agent.hypervisor import qemu_img
 from agent.jobs import SnapshotRecord
 from agent.model import Consistency, Snapshot, Volume, VolumeKind, VolumeSnapshots
-from agent.operations import volumes
+from agent.operations import image_snapshot, volumes
 from agent.operations.services import Services
 from agent.operations.snapshot import RBD_PREFIX
 
@@ -21,6 +21,11 @@ def list_snapshots(
         _file_volume(svc, v, live) if v.kind == VolumeKind.FILE else _rbd_volume(svc, v)
         for v in chosen
     ]
+
+
+def list_images(svc: Services, images: tuple[str, ...]) -> list[VolumeSnapshots]:
+    """RBD images by "pool/image", each with its snapshots (in use or not: nothing changes)."""
+    return [_rbd_volume(svc, v) for v in image_snapshot.image_volumes(images)]
 
 
 def _snapshot(
@@ -70,18 +75,31 @@ def _rbd_volume(svc: Services, volume: Volume) -> VolumeSnapshots:
     found = []
     for position, snap in enumerate(ours):
         sid = snap.name.removeprefix(RBD_PREFIX)
-        record = records.get(sid) or SnapshotRecord(
-            id=sid,
-            name=snap.name,
-            domain=volume.domain,
-            target=volume.target,
-            kind=VolumeKind.RBD,
-            content=f"{volume.location}@{snap.name}",
-            overlay=None,
-            consistency=Consistency.UNKNOWN,
-            created=snap.created,
-            job_id="",
-            deleted=None,
+        # The journal may know it by the image's other name: taken through a domain, or of
+        # the image alone (rbd_images) while its VM was stopped.
+        record = (
+            records.get(sid)
+            or _same_image(svc, sid, volume)
+            or SnapshotRecord(
+                id=sid,
+                name=snap.name,
+                domain=volume.domain,
+                target=volume.target,
+                kind=VolumeKind.RBD,
+                content=f"{volume.location}@{snap.name}",
+                overlay=None,
+                consistency=Consistency.UNKNOWN,
+                created=snap.created,
+                job_id="",
+                deleted=None,
+            )
         )
         found.append(_snapshot(record, None, position, snap.protected))
     return VolumeSnapshots(volume, volume.location, (), tuple(found))
+
+
+def _same_image(svc: Services, sid: str, volume: Volume) -> SnapshotRecord | None:
+    record = svc.journal.snapshot(sid)
+    if record is None or record.content != f"{volume.location}@{RBD_PREFIX}{sid}":
+        return None
+    return record

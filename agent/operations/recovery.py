@@ -26,6 +26,7 @@ from agent.operations import (
     consistency,
     consolidate,
     group,
+    image_snapshot,
     merge,
     pause,
     snapshot,
@@ -101,6 +102,8 @@ def _rbd_source(svc: Services, domain: str, target: str) -> RbdSource:
 
 
 def _snapshot(svc: Services, job: Job) -> tuple[JobState, str]:
+    if image_snapshot.is_image_job(job):
+        return image_snapshot.recover(svc, job)
     plan_step = job.step("plan")
     if plan_step is None:
         return JobState.FAILED, "it stopped before changing anything"
@@ -182,7 +185,12 @@ def _delete(svc: Services, job: Job) -> tuple[JobState, str]:
     if record is None:
         return JobState.FAILED, "its snapshot record is gone"
     if record.kind == VolumeKind.RBD:
-        svc.rbd.remove_snapshot(_rbd_source(svc, job.domain, record.target), f"hostsnap-{sid}")
+        source = (
+            _rbd_source(svc, job.domain, record.target)
+            if record.domain
+            else image_snapshot.image_source(record.target)
+        )
+        svc.rbd.remove_snapshot(source, f"hostsnap-{sid}")
         svc.journal.mark_snapshot_deleted(sid)
         active = record.content.split("@")[0]
         result = DeleteResult(job.id, sid, job.domain, record.target, active)

@@ -16,6 +16,7 @@ from agent.hypervisor import domain_xml, qemu_img
 from agent.jobs import SnapshotRecord
 from agent.model import DomainState, RevertResult, Volume, VolumeKind
 from agent.operations import jobrun, volumes
+from agent.operations.image_snapshot import image_volume
 from agent.operations.services import Services
 from agent.operations.snapshot import RBD_PREFIX
 
@@ -38,6 +39,14 @@ def find(svc: Services, snapshot_id: str, domain: str = "") -> tuple[SnapshotRec
     record = svc.journal.snapshot(snapshot_id)
     if record is None:
         raise NotFound(f"no snapshot {snapshot_id} on this host", reason="SNAPSHOT_NOT_FOUND")
+    if not record.domain:  # taken by rbd_images: the image is its volume
+        if domain:
+            raise InvalidArgument(
+                f"snapshot {snapshot_id} was taken of RBD image {record.target} without a "
+                f"domain, not of {domain}; name no domain",
+                reason="SNAPSHOT_OF_ANOTHER_VOLUME",
+            )
+        return record, image_volume(record.target)
     if domain and record.domain != domain:
         raise InvalidArgument(
             f"snapshot {snapshot_id} belongs to {record.domain}/{record.target}, not to {domain}",
@@ -53,6 +62,13 @@ def revert(
     svc: Services, request: RevertRequest, on_started: Callable[[str], None] | None = None
 ) -> RevertResult:
     record, volume = find(svc, request.snapshot_id, request.domain)
+    if not record.domain:
+        raise Precondition(
+            f"snapshot {record.id} was taken of RBD image {record.target} without a domain; "
+            "reverting it is not supported (roll the image back with `rbd snap rollback` "
+            "while no VM uses it)",
+            reason="IMAGE_SNAPSHOT",
+        )
     if not request.stop_domain:
         ensure_stopped(svc, record.domain)
 

@@ -25,12 +25,13 @@ from agent.errors import (
     TimedOut,
     Unavailable,
 )
-from agent.model import SnapshotRequest
+from agent.model import ImageSnapshotRequest, SnapshotRequest
 from agent.operations import (
     chains,
     consolidate,
     delete,
     group,
+    image_snapshot,
     listing,
     rescue,
     revert,
@@ -58,7 +59,7 @@ def _target(request: Any) -> str:
         value = getattr(request, field, "")
         if value:
             return str(value)
-    return ""
+    return ",".join(getattr(request, "rbd_images", ()))
 
 
 INTERNAL_MESSAGE = "internal error in the agent; its log has the details"
@@ -244,9 +245,14 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     async def ListSnapshots(
         self, request: pb.ListSnapshotsRequest, context: Any
     ) -> pb.ListSnapshotsResponse:
-        found = await self._blocking(
-            listing.list_snapshots, self.svc, request.domain, tuple(request.disks)
-        )
+        if request.rbd_images:
+            if request.domain or request.disks:
+                raise InvalidArgument("name a domain (and disks) or rbd_images, not both")
+            found = await self._blocking(listing.list_images, self.svc, tuple(request.rbd_images))
+        else:
+            found = await self._blocking(
+                listing.list_snapshots, self.svc, request.domain, tuple(request.disks)
+            )
         return pb.ListSnapshotsResponse(volumes=[convert.volume_snapshots(v) for v in found])
 
     # jobs
@@ -257,6 +263,21 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     @rpc(Role.OPERATOR, audited=True)
     async def CreateSnapshot(self, request: pb.CreateSnapshotRequest, context: Any) -> pb.Job:
+        if request.rbd_images:
+            if request.domain or request.disks or request.group_id:
+                raise InvalidArgument(
+                    "name a domain (with disks, group_id) or rbd_images, not both",
+                    reason="DOMAIN_AND_IMAGES",
+                )
+            images = ImageSnapshotRequest(
+                images=tuple(request.rbd_images),
+                quiesce=convert.quiesce(request.quiesce),
+                name=request.name,
+                idempotency_key=convert.idempotency_key(request.idempotency_key),
+            )
+            return await self._started(
+                lambda started: image_snapshot.create(self.svc, images, started)
+            )
         wanted = SnapshotRequest(
             domain=request.domain,
             disks=tuple(request.disks),

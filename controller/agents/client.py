@@ -178,6 +178,31 @@ class AgentClient:
         )
         return AgentJob.from_proto(await self._unary("CreateSnapshot", request, timeout))
 
+    async def create_image_snapshot(
+        self,
+        images: Sequence[str],
+        *,
+        idempotency_key: str,
+        quiesce: str = "preferred",
+        name: str = "",
+        timeout: float | None = None,
+    ) -> AgentJob:
+        """Starts a snapshot of RBD images ("pool/image") without a domain: a stopped VM's
+        volumes. The agent refuses an image in use (FAILED_PRECONDITION, IMAGE_IN_USE)."""
+        request = pb.CreateSnapshotRequest(
+            rbd_images=list(images),
+            quiesce=QUIESCE[quiesce],
+            name=name,
+            idempotency_key=idempotency_key,
+        )
+        log.info(
+            "CreateSnapshot of RBD images %s (key %s) on agent %s",
+            ",".join(images),
+            idempotency_key,
+            self.endpoint,
+        )
+        return AgentJob.from_proto(await self._unary("CreateSnapshot", request, timeout))
+
     async def get_job(self, job_id: str, *, timeout: float | None = None) -> AgentJob:
         job = await self._unary("GetJob", pb.GetJobRequest(job_id=job_id), timeout)
         return AgentJob.from_proto(job)

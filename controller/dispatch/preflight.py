@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from controller.inventory import Host, InventorySnapshot, VirtualMachine, Volume
+from controller.inventory import Host, InventorySnapshot, StoragePool, VirtualMachine, Volume
 from controller.store import Job
 
 # VirtualMachine.State values a snapshot may be taken in.
@@ -24,6 +24,8 @@ class Target:
     host: Host
     vm: VirtualMachine
     volumes: tuple[Volume, ...]  # the volumes the job works on
+    # A stopped VM's: the RBD pools of its volumes (their `path` is the Ceph pool's name).
+    pools: tuple[StoragePool, ...] = ()
 
     @property
     def pool_ids(self) -> tuple[str, ...]:
@@ -94,4 +96,4 @@ def _stopped(
     )
     if not candidates:
         return Skip(f"VM {vm.name} is stopped and no host of its zone is Up/Enabled")
-    return Target(candidates[0], vm, volumes)
+    return Target(candidates[0], vm, volumes, tuple(p for p in pools if p is not None))

@@ -122,9 +122,12 @@ def test_agent_killed_during_revert_recovers_to_a_truthful_state(
     from agent.operations import snapshot
 
     dom = conn.lookupByName(domain)
-    write_marker(dom, "in-snapshot")
+    # Named for this run: a marker an earlier, interrupted run left would be in the snapshot.
+    run = uuid.uuid4().hex[:8]
+    in_snapshot, after_point = f"in-snapshot-{run}", f"after-revert-point-{run}"
+    write_marker(dom, in_snapshot)
     taken = snapshot.create(svc, SnapshotRequest(domain, quiesce=Quiesce.REQUIRED))
-    write_marker(dom, "after-revert-point")
+    write_marker(dom, after_point)
     stop(dom)
     try:
         before = storage_state(lab, conn)
@@ -142,8 +145,8 @@ def test_agent_killed_during_revert_recovers_to_a_truthful_state(
             assert job.state == JobState.SUCCEEDED, job.detail
     finally:
         start(dom)
-    assert has_marker(dom, "in-snapshot")
-    assert has_marker(dom, "after-revert-point") == (domain == "lab-qcow2")
+    assert has_marker(dom, in_snapshot)
+    assert has_marker(dom, after_point) == (domain == "lab-qcow2")
 
 
 DELETE = (

@@ -11,11 +11,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+import pytest
 
-from controller.dispatch import DispatchConfig, Result
+from controller.agents import AgentClient
+from controller.dispatch import DispatchConfig, Result, Target
+from controller.dispatch.request import PoolsUnknown, snapshot_request
+from controller.inventory import Volume
 from controller.store import JobKind, JobSpec, JobState
 from hostsnap.agent.v1 import agent_pb2 as pb
-from tests.unit.dispatch_support import FAST, DispatchZone
+from tests.unit.dispatch_support import FAST, ZONE, DispatchZone
 
 T = TypeVar("T")
 
@@ -176,6 +180,75 @@ def test_a_stopped_vm_on_rbd_goes_to_a_usable_agent_and_one_on_files_is_skipped(
 
         assert (ceph.result, ceph.host_id) == (Result.SUCCEEDED, "kvm-2")
         assert files.result is Result.SKIPPED and "not all its volumes are on RBD" in files.detail
+
+    in_zone(tmp_path, test)
+
+
+def test_a_stopped_rbd_vms_job_goes_out_as_an_image_snapshot_of_its_volumes(tmp_path):
+    async def test(zone: DispatchZone) -> None:
+        zone.inventory.add_vm("ceph-vm", None, pool="rbd-1", state="Stopped")
+        data = "0b8a1a4e-5d6c-4c1e-9a57-3f2f0c6d7e11"
+        zone.inventory.volumes[data] = Volume(
+            data, "data", "DATADISK", "Ready", "ceph-vm", 1, "rbd-1", "rbd-1", data, None, 1, ZONE
+        )
+        zone.inventory.add_vm("ceph-run", "kvm-1", pool="rbd-1")  # running: unchanged
+        stopped = zone.job("ceph-vm", params={"quiesce": "preferred", "name": "nightly"})
+        running = zone.job("ceph-run")
+
+        outcomes = {o.job_id: o for o in await zone.once()}
+
+        assert outcomes[stopped.id].result is Result.SUCCEEDED
+        sends = {s.key: s for a in zone.agents.values() for s in a.sends}
+        image_send = sends[stopped.idempotency_key]
+        # The Ceph pool is the pool's `path` ("rbd"), the image the volume's `path`.
+        assert image_send.rbd_images == ("rbd/ceph-vm-root.qcow2", f"rbd/{data}")
+        assert (image_send.domain, image_send.disks) == ("", ())
+        assert image_send.quiesce == pb.QUIESCE_PREFERRED
+        run_send = sends[running.idempotency_key]
+        assert (run_send.domain, run_send.rbd_images) == ("i-ceph-run", ())
+        done = zone.store.jobs.get(stopped.id)
+        assert done.state is JobState.SUCCEEDED
+        agent = zone.agents[outcomes[stopped.id].host_id or ""]
+        result = agent.jobs[done.agent_job_id or ""].snapshot
+        assert [d.active_image for d in result.disks] == list(image_send.rbd_images)
+
+    in_zone(tmp_path, test)
+
+
+def test_a_job_for_one_volume_of_a_stopped_rbd_vm_names_only_its_image(tmp_path):
+    async def test(zone: DispatchZone) -> None:
+        zone.inventory.add_vm("ceph-vm", None, pool="rbd-1", state="Stopped")
+        data = "data-image"
+        zone.inventory.volumes[data] = Volume(
+            data, "data", "DATADISK", "Ready", "ceph-vm", 1, "rbd-1", "rbd-1", data, None, 1, ZONE
+        )
+        zone.store.jobs.create(JobSpec(JobKind.SNAPSHOT, "kvm-1", vm_id="ceph-vm", volume_id=data))
+
+        (outcome,) = await zone.once()
+
+        assert outcome.result is Result.SUCCEEDED
+        (send,) = zone.agents[outcome.host_id or ""].sends
+        assert send.rbd_images == ("rbd/data-image",)
+        assert all(a.calls["ListVolumes"] == 0 for a in zone.agents.values())
+
+    in_zone(tmp_path, test)
+
+
+def test_a_stopped_vms_job_adopted_without_its_pools_is_sent_again_not_failed(tmp_path):
+    async def test(zone: DispatchZone) -> None:
+        vm = zone.inventory.add_vm("ceph-vm", None, pool="rbd-1", state="Stopped")
+        job = zone.job("ceph-vm")
+        host = zone.inventory.hosts["kvm-1"]
+        volumes = tuple(v for v in zone.inventory.volumes.values() if v.vm_id == vm.id)
+        client = AgentClient("127.0.0.1:1", None)
+
+        with pytest.raises(PoolsUnknown) as caught:  # a new leader's Target: no pools
+            await snapshot_request(job, Target(host, vm, volumes), client, 1.0)
+        assert caught.value.transient
+
+        pools = (zone.inventory.pools["rbd-1"],)
+        request = await snapshot_request(job, Target(host, vm, volumes, pools), client, 1.0)
+        assert request.rbd_images == ("rbd/ceph-vm-root.qcow2",)
 
     in_zone(tmp_path, test)
 

@@ -42,6 +42,18 @@ def test_consistency_groups_are_additive_to_version_one():
     assert agent_pb2.CreateSnapshotRequest.FromString(old).group_id == ""
 
 
+def test_rbd_images_are_additive_to_version_one():
+    create = agent_pb2.CreateSnapshotRequest.DESCRIPTOR
+    assert create.fields_by_name["rbd_images"].number == 7
+    listing = agent_pb2.ListSnapshotsRequest.DESCRIPTOR
+    assert listing.fields_by_name["rbd_images"].number == 3
+    sent = agent_pb2.CreateSnapshotRequest(rbd_images=["rbd/vol-1", "rbd/vol-2"], name="n")
+    assert agent_pb2.CreateSnapshotRequest.FromString(sent.SerializeToString()) == sent
+    # A request of a client that predates images names none.
+    old = agent_pb2.CreateSnapshotRequest(domain="vm", idempotency_key="k").SerializeToString()
+    assert list(agent_pb2.CreateSnapshotRequest.FromString(old).rbd_images) == []
+
+
 def test_host_info_survives_the_wire():
     started = timestamp_pb2.Timestamp(seconds=1_800_000_000)
     sent = agent_pb2.HostInfo(hostname="kvm-01", libvirt_version="9.0.0", started_at=started)
