@@ -20,7 +20,14 @@ class Parts:
     store: Store
     cloudstack: CloudStackClient
     inventory: Inventory
-    agents: AgentPool
+    _agents: AgentPool | None = None
+
+    @property
+    def agents(self) -> AgentPool:
+        """Made on first use: commands that ask no agent (status, plan) need no credentials."""
+        if self._agents is None:
+            self._agents = _agent_pool(self.settings)
+        return self._agents
 
     @classmethod
     def build(cls, settings: Settings) -> Parts:
@@ -39,20 +46,7 @@ class Parts:
         inventory = Inventory(
             cloudstack, zone_id=cs.zone_id or None, interval=settings.schedule.inventory_interval
         )
-        agents = settings.agents
-        tls = None
-        if not agents.insecure:
-            tls = TlsFiles(
-                ca=Path(agents.ca),
-                cert=Path(agents.cert),
-                key=Path(agents.key),
-                server_name=agents.server_name or None,
-            )
-            for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
-                if not os.access(path, os.R_OK):
-                    raise ConfigError(f"[agents] {key}: cannot read {path}")
-        pool = AgentPool(endpoint_at_port(agents.port), tls, call_timeout=agents.call_timeout)
-        return cls(settings, Store.open(settings.store.url), cloudstack, inventory, pool)
+        return cls(settings, Store.open(settings.store.url), cloudstack, inventory)
 
     def lease_config(self) -> LeaseConfig:
         lease = self.settings.lease
@@ -64,5 +58,22 @@ class Parts:
         )
 
     async def close(self) -> None:
-        await self.agents.close()
+        if self._agents is not None:
+            await self._agents.close()
         self.store.close()
+
+
+def _agent_pool(settings: Settings) -> AgentPool:
+    agents = settings.agents
+    tls = None
+    if not agents.insecure:
+        tls = TlsFiles(
+            ca=Path(agents.ca),
+            cert=Path(agents.cert),
+            key=Path(agents.key),
+            server_name=agents.server_name or None,
+        )
+        for key, path in (("ca", tls.ca), ("cert", tls.cert), ("key", tls.key)):
+            if not os.access(path, os.R_OK):
+                raise ConfigError(f"[agents] {key}: cannot read {path}")
+    return AgentPool(endpoint_at_port(agents.port), tls, call_timeout=agents.call_timeout)
