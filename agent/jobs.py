@@ -61,8 +61,10 @@ CREATE TABLE IF NOT EXISTS layers (
 );
 """
 
-# Failures after which the same idempotency key starts a new job (nothing had changed).
-RETRYABLE_REASONS = ("ADMISSION_TIMEOUT",)
+# Failures after which the same idempotency key starts a new job (nothing had changed, or it
+# was undone): refused admission, or cancelled without its requester asking (the caller went
+# away before it learned the job's id; the agent was stopping).
+RETRYABLE_REASONS = ("ADMISSION_TIMEOUT", "CALLER_GONE", "AGENT_STOPPING")
 
 # Columns added after the first release, with their type: added to older journals on open.
 ADDED_COLUMNS = {"jobs": {"error_type": "TEXT", "progress": "REAL"}}

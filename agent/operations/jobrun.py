@@ -73,7 +73,8 @@ def run(
         except Cancelled as e:
             result_label = "cancelled"
             log.warning("job %s: %s cancelled: %s", job_id, spec.operation, e)
-            svc.journal.fail(job_id, str(e), e.reason, "Cancelled", JobState.CANCELLED)
+            reason = svc.cancellations.why(job_id) or e.reason
+            svc.journal.fail(job_id, str(e), reason, "Cancelled", JobState.CANCELLED)
             raise
         except HostsnapError as e:
             log.error("job %s: %s failed: %s", job_id, spec.operation, e)

@@ -22,24 +22,35 @@ from agent.operations.holds import Holds
 _publish_lock = threading.Lock()
 
 
+# Why a job was asked to stop when its requester did not ask (the caller went away before it
+# learned the job's id; the agent is stopping): the job ends CANCELLED, undone, and its
+# idempotency key may start a new job (agent/jobs.py RETRYABLE_REASONS).
+CALLER_GONE = "CALLER_GONE"
+AGENT_STOPPING = "AGENT_STOPPING"
+
+
 class Cancellations:
-    """Jobs asked to stop at their next safe point."""
+    """Jobs asked to stop at their next safe point, with why."""
 
     def __init__(self) -> None:
-        self._wanted: set[str] = set()
+        self._wanted: dict[str, str] = {}
         self._lock = threading.Lock()
 
-    def request(self, job_id: str) -> None:
+    def request(self, job_id: str, reason: str = "CANCELLED") -> None:
         with self._lock:
-            self._wanted.add(job_id)
+            self._wanted.setdefault(job_id, reason)
 
     def requested(self, job_id: str) -> bool:
         with self._lock:
             return job_id in self._wanted
 
+    def why(self, job_id: str) -> str | None:
+        with self._lock:
+            return self._wanted.get(job_id)
+
     def forget(self, job_id: str) -> None:
         with self._lock:
-            self._wanted.discard(job_id)
+            self._wanted.pop(job_id, None)
 
 
 @dataclass

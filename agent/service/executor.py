@@ -13,14 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from agent.errors import Capacity
+from agent.operations.services import AGENT_STOPPING, CALLER_GONE
 
 log = logging.getLogger(__name__)
 
 Operation = Callable[[Callable[[str], None]], Any]
+Cancel = Callable[[str, str], None]  # job id, why
 
 
 class JobExecutor:
-    def __init__(self, workers: int, cancel: Callable[[str], None]) -> None:
+    def __init__(self, workers: int, cancel: Cancel) -> None:
         self._workers = workers
         self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="hostsnap-job")
         self._cancel = cancel
@@ -47,7 +49,7 @@ class JobExecutor:
             await asyncio.wait({started, finished}, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             # The caller gave up before the job had an id: stop it at its first safe point.
-            started.add_done_callback(lambda f: self._cancel(f.result()))
+            started.add_done_callback(lambda f: self._cancel(f.result(), CALLER_GONE))
             raise
         if started.done():
             return started.result()
@@ -64,7 +66,7 @@ class JobExecutor:
 
     def cancel_running(self) -> None:
         for job_id in list(self.running):
-            self._cancel(job_id)
+            self._cancel(job_id, AGENT_STOPPING)
 
     def shutdown(self) -> None:
         """Waits for the running jobs to end (they thaw and journal as they go)."""

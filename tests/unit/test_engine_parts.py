@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import io
 import json
+import time
+from types import SimpleNamespace
 
 import pytest
 
 from agent import libvirt_hook, validate
-from agent.errors import Conflict, InvalidArgument
+from agent.errors import Cancelled, Conflict, InvalidArgument
 from agent.jobs import JobState, Journal
 from agent.locks import VolumeLocks
+from agent.operations import jobrun
+from agent.operations.services import CALLER_GONE, Cancellations
 from agent.operations.volumes import overlay_path
 
 ID_A, ID_B = "a" * 32, "b" * 32
@@ -101,3 +105,34 @@ def test_a_job_refused_admission_does_not_use_up_its_idempotency_key(tmp_path):
     journal.fail("second", "failed for real", "OPERATION_FAILED")
     replayed, created = journal.start("third", "snapshot", "vm", {}, "key")
     assert not created and replayed.id == "second"
+
+
+def test_a_job_cancelled_because_its_caller_went_away_leaves_its_key_free(tmp_path):
+    journal = Journal(tmp_path / "j.sqlite")
+    svc = SimpleNamespace(
+        journal=journal,
+        locks=VolumeLocks(),
+        cancellations=Cancellations(),
+        monotonic=time.monotonic,
+        observe_job=lambda *args: None,
+    )
+    spec = jobrun.JobSpec("snapshot", "vm", ["vm/vda"], {})
+
+    def cancelled_at_first_step(why: str | None):  # type: ignore[no-untyped-def]
+        def body(job_id: str) -> None:
+            if why is None:
+                svc.cancellations.request(job_id)  # CancelJob
+            else:
+                svc.cancellations.request(job_id, why)  # the executor, for a call given up
+            jobrun.checkpoint(svc, job_id, "planning")
+
+        return body
+
+    with pytest.raises(Cancelled):
+        jobrun.run(svc, spec, "key", cancelled_at_first_step(CALLER_GONE), dict)  # type: ignore[arg-type]
+    assert journal.by_key("key", "snapshot", "vm") is None  # the resend starts the job anew
+
+    with pytest.raises(Cancelled):
+        jobrun.run(svc, spec, "key", cancelled_at_first_step(None), dict)  # type: ignore[arg-type]
+    asked = journal.by_key("key", "snapshot", "vm")
+    assert asked is not None and asked.state == JobState.CANCELLED  # asked for: the key is used
