@@ -30,6 +30,15 @@ class DeleteRequest:
 def delete(
     svc: Services, request: DeleteRequest, on_started: Callable[[str], None] | None = None
 ) -> DeleteResult:
+    if request.domain:
+        # A known key answers with its job before any check: a resend after the delete was
+        # done (the controller's, when its leader died) finds the snapshot gone, and must
+        # learn that it was deleted, not that it is not found.
+        answer = jobrun.earlier(
+            svc, "delete", request.domain, request.idempotency_key, _result, on_started
+        )
+        if answer is not None:
+            return answer()
     record, volume = find(svc, request.snapshot_id, request.domain)
     _check(svc, volume)  # a refused request does not use up its idempotency key
 

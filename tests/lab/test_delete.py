@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import uuid
 
 import libvirt
 import pytest
@@ -81,6 +82,16 @@ def test_deleting_an_rbd_snapshot_removes_only_it(lab: Lab, svc: Services):
     assert f"hostsnap-{keep.disks[0].snapshot_id}" in names
     with pytest.raises(NotFound):
         delete.delete(svc, DeleteRequest(drop.disks[0].snapshot_id))
+
+
+def test_a_delete_sent_again_with_its_key_after_it_was_done_answers_with_its_job(svc: Services):
+    taken = snapshot.create(svc, SnapshotRequest("lab-rbd"))
+    request = DeleteRequest(taken.disks[0].snapshot_id, "lab-rbd", idempotency_key=uuid.uuid4().hex)
+    first = delete.delete(svc, request)
+
+    again = delete.delete(svc, request)  # the snapshot is gone; the job is not
+
+    assert again == first
 
 
 def rbd_image(lab: Lab):  # type: ignore[no-untyped-def]
