@@ -248,11 +248,6 @@ class AgentClient:
         log.info("ThawGroup of %s (group %s) on agent %s", domain, group_id, self.endpoint)
         return bool((await self._unary("ThawGroup", request, timeout)).frozen)
 
-    async def freeze_status(self, domain: str, *, timeout: float | None = None) -> bool:
-        """Whether the guest agent reports the domain's filesystems frozen."""
-        request = pb.GetFreezeStatusRequest(domain=domain)
-        return bool((await self._unary("GetFreezeStatus", request, timeout)).frozen)
-
     async def create_group_snapshot(
         self,
         domain: str,
