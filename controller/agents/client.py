@@ -159,45 +159,27 @@ class AgentClient:
         disks: Sequence[str] = (),
         quiesce: str = "preferred",
         name: str = "",
+        group_id: str = "",
+        rbd_images: Sequence[str] = (),
         timeout: float | None = None,
     ) -> AgentJob:
-        """Starts a snapshot job; the same key again returns the job the agent made first."""
+        """Starts a snapshot job; the same key again returns the job the agent made first.
+        With `group_id`, a consistency group member's, taken under the group's hold. With
+        `rbd_images` ("pool/image") and no domain, a stopped VM's volumes (the agent refuses
+        an image in use: FAILED_PRECONDITION, IMAGE_IN_USE)."""
         request = pb.CreateSnapshotRequest(
             domain=domain,
             disks=list(disks),
             quiesce=QUIESCE[quiesce],
             name=name,
             idempotency_key=idempotency_key,
+            group_id=group_id,
+            rbd_images=list(rbd_images),
         )
         log.info(
-            "CreateSnapshot of %s (disks %s, key %s) on agent %s",
-            domain,
-            ",".join(disks) or "all",
-            idempotency_key,
-            self.endpoint,
-        )
-        return AgentJob.from_proto(await self._unary("CreateSnapshot", request, timeout))
-
-    async def create_image_snapshot(
-        self,
-        images: Sequence[str],
-        *,
-        idempotency_key: str,
-        quiesce: str = "preferred",
-        name: str = "",
-        timeout: float | None = None,
-    ) -> AgentJob:
-        """Starts a snapshot of RBD images ("pool/image") without a domain: a stopped VM's
-        volumes. The agent refuses an image in use (FAILED_PRECONDITION, IMAGE_IN_USE)."""
-        request = pb.CreateSnapshotRequest(
-            rbd_images=list(images),
-            quiesce=QUIESCE[quiesce],
-            name=name,
-            idempotency_key=idempotency_key,
-        )
-        log.info(
-            "CreateSnapshot of RBD images %s (key %s) on agent %s",
-            ",".join(images),
+            "CreateSnapshot of %s%s (key %s) on agent %s",
+            domain or "RBD images " + ",".join(rbd_images),
+            f" disks {','.join(disks)}" if disks else "",
             idempotency_key,
             self.endpoint,
         )
@@ -247,34 +229,6 @@ class AgentClient:
         request = pb.GroupThawRequest(domain=domain, group_id=group_id)
         log.info("ThawGroup of %s (group %s) on agent %s", domain, group_id, self.endpoint)
         return bool((await self._unary("ThawGroup", request, timeout)).frozen)
-
-    async def create_group_snapshot(
-        self,
-        domain: str,
-        *,
-        group_id: str,
-        idempotency_key: str,
-        disks: Sequence[str] = (),
-        name: str = "",
-        timeout: float | None = None,
-    ) -> AgentJob:
-        """Starts a consistency group member's snapshot, taken under the group's hold."""
-        request = pb.CreateSnapshotRequest(
-            domain=domain,
-            disks=list(disks),
-            quiesce=pb.QUIESCE_REQUIRED,
-            name=name,
-            idempotency_key=idempotency_key,
-            group_id=group_id,
-        )
-        log.info(
-            "CreateSnapshot of %s in group %s (key %s) on agent %s",
-            domain,
-            group_id,
-            idempotency_key,
-            self.endpoint,
-        )
-        return AgentJob.from_proto(await self._unary("CreateSnapshot", request, timeout))
 
     async def delete_snapshot(
         self,

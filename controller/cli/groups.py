@@ -69,18 +69,10 @@ async def groups_command(parts: Parts, args: argparse.Namespace) -> int:
     return 0
 
 
-def find_vms(inventory: InventorySnapshot, ref: str) -> list[VirtualMachine]:
-    """The VMs `ref` may mean: the one of that CloudStack id, else every VM of that name or
-    instance name (names are not unique across accounts)."""
-    if ref in inventory.vms:
-        return [inventory.vms[ref]]
-    return [vm for vm in inventory.vms.values() if ref in (vm.name, vm.instance_name)]
-
-
 def find_vm(inventory: InventorySnapshot, ref: str) -> VirtualMachine | None:
     """The one VM `ref` (a CloudStack id, name or instance name) means; None when there is
     none. CommandError when several VMs answer to it."""
-    found = find_vms(inventory, ref)
+    found = inventory.find_vms(ref)
     if len(found) > 1:
         ids = ", ".join(sorted(f"{vm.id} ({vm.instance_name})" for vm in found))
         raise CommandError(
@@ -90,7 +82,7 @@ def find_vm(inventory: InventorySnapshot, ref: str) -> VirtualMachine | None:
 
 
 def _member(inventory: InventorySnapshot, ref: str) -> dict[str, str | None]:
-    found = find_vms(inventory, ref)
+    found = inventory.find_vms(ref)
     if len(found) != 1:
         state = "not in CloudStack" if not found else f"ambiguous: {len(found)} VMs"
         return {"vm": ref, "instance_name": None, "state": state, "host": None}

@@ -102,20 +102,13 @@ class Attempt:
         request = await snapshot_request(job, self.target, self.client, self._left(deadline))
         if not self._still_leading():
             return None
-        if request.rbd_images:  # a stopped VM: its RBD images, on the host preflight chose
-            return await self.client.create_image_snapshot(
-                request.rbd_images,
-                idempotency_key=job.idempotency_key,
-                quiesce=request.quiesce,
-                name=request.name,
-                timeout=self._left(deadline),
-            )
         return await self.client.create_snapshot(
             request.domain,
             idempotency_key=job.idempotency_key,
             disks=request.disks,
             quiesce=request.quiesce,
             name=request.name,
+            rbd_images=request.rbd_images,  # a stopped VM's, on the host preflight chose
             timeout=self._left(deadline),
         )
 

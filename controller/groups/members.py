@@ -51,12 +51,13 @@ async def snapshot(
     try:
         job = await timing.retrying(
             f"CreateSnapshot of {domain}",
-            lambda t: client.create_group_snapshot(
+            lambda t: client.create_snapshot(
                 domain,
-                group_id=group_id,
                 idempotency_key=p.snapshot_key,
                 disks=p.member.disks,
+                quiesce="required",
                 name=name,
+                group_id=group_id,
                 timeout=t,
             ),
             deadline,

@@ -214,6 +214,18 @@ class InventorySnapshot:
     def volumes_of(self, vm_id: str) -> tuple[Volume, ...]:
         return self._by_vm.get(vm_id, ())
 
+    def find_vms(self, ref: str) -> list[VirtualMachine]:
+        """The VMs `ref` may mean: the one of that CloudStack id, else every VM of that name
+        or instance name (names are not unique across accounts)."""
+        if ref in self.vms:
+            return [self.vms[ref]]
+        return [vm for vm in self.vms.values() if ref in (vm.name, vm.instance_name)]
+
+    def on_file_pool(self, volume: Volume) -> bool:
+        """Whether the volume is a file (its active image moves with each snapshot)."""
+        pool = self.pools.get(volume.pool_id or "")
+        return pool is not None and pool.is_file
+
     def vm_by_instance_name(self, instance_name: str) -> VirtualMachine | None:
         return next((vm for vm in self.vms.values() if vm.instance_name == instance_name), None)
 

@@ -141,7 +141,7 @@ def _scope(selector: Selector, inventory: InventorySnapshot, notes: list[str]) -
         return list(inventory.volumes.values())
     scope: dict[str, Volume] = {}
     for ref in selector.vms:
-        vms = _find_vms(ref, inventory)
+        vms = inventory.find_vms(ref)
         if not vms:
             notes.append(f"no VM with id or name {ref!r}")
         elif len(vms) > 1:
@@ -155,12 +155,6 @@ def _scope(selector: Selector, inventory: InventorySnapshot, notes: list[str]) -
         else:
             notes.append(f"no volume with id {ref!r}")
     return list(scope.values())
-
-
-def _find_vms(ref: str, inventory: InventorySnapshot) -> list[VirtualMachine]:
-    if ref in inventory.vms:
-        return [inventory.vms[ref]]
-    return [vm for vm in inventory.vms.values() if ref in (vm.name, vm.instance_name)]
 
 
 def _passes(selector: Selector, volume: Volume, facts: ResourceFacts) -> bool:

@@ -5,7 +5,6 @@ intents and reports snapshots stuck in transitional states."""
 
 from controller.reconcile.apply import AppliedVolume, ApplyOutcome, ApplyResult, apply_snapshot
 from controller.reconcile.paths import PathRefused, cloudstack_path, same_volume
-from controller.reconcile.ports import CloudStackPort
 from controller.reconcile.report import (
     IntentRow,
     ReconcileReport,
@@ -27,7 +26,6 @@ __all__ = [
     "AppliedVolume",
     "ApplyOutcome",
     "ApplyResult",
-    "CloudStackPort",
     "IntentRow",
     "PathRefused",
     "ReconcileConfig",

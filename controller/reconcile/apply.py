@@ -17,11 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from controller.agents import AgentJob, SnapshotDisk
-from controller.cloudstack import CloudStackError
+from controller.cloudstack import CloudStackClient, CloudStackError
 from controller.inventory import InventorySnapshot, Volume
 from controller.reconcile.lease import LeaseCheck, lease_check
 from controller.reconcile.paths import PathRefused, cloudstack_path, same_volume
-from controller.reconcile.ports import CloudStackPort
 from controller.reconcile.tags import replace_tags, snapshot_tags
 from controller.reconcile.update import UpdateFailed, update_path
 from controller.store import Intent, IntentState, Job, Lease, StaleClaim, Store
@@ -77,7 +76,7 @@ class ApplyResult:
 async def apply_snapshot(
     store: Store,
     lease: Lease,
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     inventory_snapshot: InventorySnapshot,
     job: Job,
     agent_job: AgentJob,
@@ -144,7 +143,7 @@ def is_disk_of(disk: SnapshotDisk, recorded: str) -> bool:
 async def _apply_intent(
     store: Store,
     lease: Lease,
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     inventory: InventorySnapshot,
     intent: Intent,
     agent_job: AgentJob,
@@ -208,7 +207,7 @@ def _abandon(
 async def _change_and_update(
     store: Store,
     lease: Lease,
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     volume: Volume,
     intent: Intent,
     disk: SnapshotDisk,

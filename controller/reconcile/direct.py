@@ -15,11 +15,10 @@ import logging
 from datetime import UTC, datetime
 
 from controller.agents import AgentClient, AgentError, AgentJob, SnapshotDisk
-from controller.cloudstack import CloudStackError
+from controller.cloudstack import CloudStackClient, CloudStackError
 from controller.inventory import InventorySnapshot, StoragePool, Volume
 from controller.reconcile.apply import is_disk_of
 from controller.reconcile.paths import PathRefused, cloudstack_path
-from controller.reconcile.ports import CloudStackPort
 from controller.reconcile.tags import replace_tags, snapshot_tags
 from controller.reconcile.update import UpdateFailed, update_path
 
@@ -27,7 +26,7 @@ log = logging.getLogger(__name__)
 
 
 async def record_snapshot(
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     agent: AgentClient,
     inventory: InventorySnapshot,
     vm_id: str,
@@ -67,7 +66,7 @@ async def record_snapshot(
 
 
 async def _record_path(
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     agent: AgentClient,
     agent_job: AgentJob,
     volume: Volume,

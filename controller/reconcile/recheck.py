@@ -10,9 +10,8 @@ import asyncio
 from dataclasses import replace
 
 from controller.agents import AgentError, AgentPool
-from controller.cloudstack import CloudStackError
+from controller.cloudstack import CloudStackClient, CloudStackError
 from controller.inventory import InventorySnapshot
-from controller.reconcile.ports import CloudStackPort
 from controller.reconcile.report import VolumeRow, VolumeStatus
 from controller.store import JobState, Store
 
@@ -22,7 +21,7 @@ IN_FLIGHT = (JobState.DISPATCHING, JobState.RUNNING)
 async def recheck(
     row: VolumeRow,
     store: Store,
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     inventory: InventorySnapshot,
     agents: AgentPool,
     timeout: float,

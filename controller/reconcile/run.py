@@ -17,11 +17,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from controller.agents import AgentError, AgentPool
-from controller.cloudstack import CloudStackError
+from controller.cloudstack import CloudStackClient, CloudStackError
 from controller.inventory import InventorySnapshot
 from controller.reconcile.intents import settle_intents
 from controller.reconcile.lease import lease_check
-from controller.reconcile.ports import CloudStackPort
 from controller.reconcile.recheck import recheck
 from controller.reconcile.report import (
     ReconcileReport,
@@ -49,7 +48,7 @@ class ReconcileConfig:
 async def reconcile(
     store: Store,
     lease: Lease | None,
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     inventory: InventorySnapshot,
     agents: AgentPool,
     *,
@@ -157,7 +156,7 @@ async def _volume_rows(
 
 
 async def _transitional(
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     inventory: InventorySnapshot,
     agents: AgentPool,
     rows: dict[str, VolumeRow],

@@ -8,8 +8,12 @@ import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
-from controller.cloudstack import CloudStackApiError, CloudStackError, CloudStackJobFailed
-from controller.reconcile.ports import CloudStackPort
+from controller.cloudstack import (
+    CloudStackApiError,
+    CloudStackClient,
+    CloudStackError,
+    CloudStackJobFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +40,7 @@ def _not_found(exc: CloudStackError) -> bool:
 
 
 async def replace_tags(
-    cloudstack: CloudStackPort, resource_type: str, resource_id: str, tags: Mapping[str, str]
+    cloudstack: CloudStackClient, resource_type: str, resource_id: str, tags: Mapping[str, str]
 ) -> None:
     """Sets `tags` on the resource, replacing the values of those keys. Raises the
     CloudStackError of a delete or create that failed otherwise than "not found"."""

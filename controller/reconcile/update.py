@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from controller.cloudstack import CloudStackError
+from controller.cloudstack import CloudStackClient, CloudStackError
 from controller.reconcile.lease import LeaseCheck
-from controller.reconcile.ports import CloudStackPort
 
 log = logging.getLogger(__name__)
 
@@ -17,7 +16,7 @@ class UpdateFailed(Exception):
 
 
 async def update_path(
-    cloudstack: CloudStackPort,
+    cloudstack: CloudStackClient,
     volume_id: str,
     new_path: str,
     leading: LeaseCheck,

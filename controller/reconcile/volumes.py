@@ -9,11 +9,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from controller.agents import AgentVolume
+from controller.cloudstack import CloudStackClient
 from controller.inventory import Host, InventorySnapshot, VirtualMachine, Volume
 from controller.reconcile.disks import DiskMatch, match_disks
 from controller.reconcile.lease import LeaseCheck
 from controller.reconcile.paths import PathRefused, cloudstack_path
-from controller.reconcile.ports import CloudStackPort
 from controller.reconcile.report import VolumeRow, VolumeStatus
 from controller.reconcile.update import UpdateFailed, update_path
 from controller.store import Intent, IntentState
@@ -123,7 +123,7 @@ def _row(
     )
 
 
-async def fix_row(row: VolumeRow, cloudstack: CloudStackPort, leading: LeaseCheck) -> VolumeRow:
+async def fix_row(row: VolumeRow, cloudstack: CloudStackClient, leading: LeaseCheck) -> VolumeRow:
     """A STALE row fixed by updateVolume (FIXED), or FIX_FAILED with why."""
     if row.status is not VolumeStatus.STALE or row.expected_path is None:
         return row

@@ -85,8 +85,6 @@ def _to_delete(
 def _delete_spec(
     inventory: InventorySnapshot, host_id: str, vm_id: str, volume: Volume, snapshot_id: str
 ) -> store.JobSpec:
-    pool = inventory.pools.get(volume.pool_id or "")
-    file_volume = pool is not None and pool.is_file
     return store.JobSpec(
         store.JobKind.DELETE,
         host_id,
@@ -94,5 +92,7 @@ def _delete_spec(
         volume_id=volume.id,
         params={"snapshot_id": snapshot_id},
         idempotency_key=f"hostsnap-retention/{snapshot_id}",
-        intents=(store.IntentSpec(volume.id, volume.path),) if file_volume else (),
+        intents=(store.IntentSpec(volume.id, volume.path),)
+        if inventory.on_file_pool(volume)
+        else (),
     )

@@ -141,9 +141,7 @@ class PolicyRunner:
         specs = []
         for volume_id, volumes in groups:
             intents = tuple(
-                store.IntentSpec(v.id, v.path)
-                for v in volumes
-                if (pool := inventory.pools.get(v.pool_id or "")) is not None and pool.is_file
+                store.IntentSpec(v.id, v.path) for v in volumes if inventory.on_file_pool(v)
             )
             specs.append(
                 store.JobSpec(
