@@ -110,17 +110,24 @@ class CephRbd:
             raise Unavailable(f"Ceph (config {conf}) failed: {e}") from e
 
     def snapshots(self, source: RbdSource) -> list[RbdSnap]:
-        with self._image(source) as image:
-            return [
-                RbdSnap(
-                    name=s["name"],
-                    snap_id=int(s["id"]),
+        """The image's user snapshots. Those of other namespaces (rbd-mirror's, a group's, a
+        clone v2 parent's in the trash) are not listed, and a snapshot removed by someone else
+        while this reads is left out."""
+        with self._image(source, read_only=True) as image:
+            found = []
+            for s in image.list_snaps():
+                if s.get("namespace", rbd.RBD_SNAP_NAMESPACE_TYPE_USER) != (
+                    rbd.RBD_SNAP_NAMESPACE_TYPE_USER
+                ):
+                    continue
+                try:
                     # Ceph returns a naive datetime in UTC.
-                    created=image.get_snap_timestamp(s["id"]).replace(tzinfo=UTC).timestamp(),
-                    protected=bool(image.is_protected_snap(s["name"])),
-                )
-                for s in image.list_snaps()
-            ]
+                    created = image.get_snap_timestamp(s["id"]).replace(tzinfo=UTC).timestamp()
+                    protected = bool(image.is_protected_snap(s["name"]))
+                except rbd.ImageNotFound:
+                    continue
+                found.append(RbdSnap(s["name"], int(s["id"]), created, protected))
+            return found
 
     def parents(self, source: RbdSource) -> list[str]:
         """The clone's ancestry, nearest first, as "pool/image@snapshot" (empty: no clone)."""
@@ -172,27 +179,34 @@ class CephRbd:
                 raise OperationFailed(f"RBD snapshot {source.spec}@{name} failed: {e}") from e
 
     def remove_snapshot(self, source: RbdSource, name: str) -> None:
-        """Removes a snapshot, unprotecting it first when no clone depends on it."""
+        """Removes a snapshot, unprotecting it first when no clone depends on it. A snapshot
+        already gone (removed by someone else meanwhile too) is not an error."""
         with self._image(source) as image:
-            if name not in {s["name"] for s in image.list_snaps()}:
-                return
-            if image.is_protected_snap(name):
-                image.set_snap(name)
-                children = list(image.list_children())
-                image.set_snap(None)
-                if children:
-                    clones = ", ".join(f"{p}/{i}" for p, i in children)
-                    raise Precondition(
-                        f"RBD snapshot {source.spec}@{name} has clones ({clones}); "
-                        "flatten or remove them first",
-                        reason="SNAPSHOT_HAS_CLONES",
-                    )
-                image.unprotect_snap(name)
-            log.info("RBD %s: removing snapshot %s", source.spec, name)
             try:
+                if image.is_protected_snap(name):
+                    self._unprotect(image, source, name)
+                log.info("RBD %s: removing snapshot %s", source.spec, name)
                 image.remove_snap(name)
+            except rbd.ImageNotFound:
+                return
             except rbd.Error as e:
                 raise OperationFailed(f"removing {source.spec}@{name} failed: {e}") from e
+
+    @staticmethod
+    def _unprotect(image: rbd.Image, source: RbdSource, name: str) -> None:
+        image.set_snap(name)
+        try:
+            children = list(image.list_children())
+        finally:
+            image.set_snap(None)
+        if children:
+            clones = ", ".join(f"{p}/{i}" for p, i in children)
+            raise Precondition(
+                f"RBD snapshot {source.spec}@{name} has clones ({clones}); "
+                "flatten or remove them first",
+                reason="SNAPSHOT_HAS_CLONES",
+            )
+        image.unprotect_snap(name)
 
     def rollback(
         self, source: RbdSource, name: str, progress: Callable[[float], None] | None = None

@@ -9,7 +9,7 @@ from typing import Any
 import libvirt
 import libvirt_qemu
 
-from agent.errors import OperationFailed, Unavailable
+from agent.hypervisor.libvirt_errors import translated
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ class GuestAgent:
                 self._dom, json.dumps({"execute": execute}), self._timeout, 0
             )
         except libvirt.libvirtError as e:
-            raise Unavailable(f"guest agent of {self._name} did not answer {execute}: {e}") from e
+            raise translated(f"guest agent of {self._name}, {execute}", e) from e
         return json.loads(reply)["return"]
 
     def ping(self) -> None:
@@ -44,7 +44,7 @@ class GuestAgent:
             self._dom.agentSetResponseTimeout(self._timeout, 0)
             return int(self._dom.fsFreeze())
         except libvirt.libvirtError as e:
-            raise OperationFailed(f"freezing the filesystems of {self._name} failed: {e}") from e
+            raise translated(f"freezing the filesystems of {self._name}", e) from e
 
     def thaw(self) -> int:
         log.info("domain %s: thawing filesystems", self._name)
@@ -52,4 +52,4 @@ class GuestAgent:
             self._dom.agentSetResponseTimeout(self._timeout, 0)
             return int(self._dom.fsThaw())
         except libvirt.libvirtError as e:
-            raise OperationFailed(f"thawing the filesystems of {self._name} failed: {e}") from e
+            raise translated(f"thawing the filesystems of {self._name}", e) from e

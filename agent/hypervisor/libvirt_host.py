@@ -13,7 +13,8 @@ from xml.sax.saxutils import quoteattr
 
 import libvirt
 
-from agent.errors import NotFound, OperationFailed, Unavailable
+from agent.errors import NotFound, Unavailable
+from agent.hypervisor.libvirt_errors import translated
 from agent.model import DomainState
 
 log = logging.getLogger(__name__)
@@ -41,12 +42,7 @@ def _translated(what: str) -> Iterator[None]:
     try:
         yield
     except libvirt.libvirtError as e:
-        code = e.get_error_code()
-        if code == libvirt.VIR_ERR_NO_DOMAIN:
-            raise NotFound(f"{what}: no such domain") from e
-        if code in (libvirt.VIR_ERR_NO_CONNECT, libvirt.VIR_ERR_SYSTEM_ERROR):
-            raise Unavailable(f"{what}: libvirt cannot be reached: {e}") from e
-        raise OperationFailed(f"{what}: {e}") from e
+        raise translated(what, e) from e
 
 
 class LibvirtHost:

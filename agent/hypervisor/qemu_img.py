@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from agent.errors import OperationFailed
+from agent.errors import NotFound, OperationFailed, Precondition
 from agent.model import Layer
 
 log = logging.getLogger(__name__)
@@ -36,14 +36,28 @@ def run(argv: Sequence[str], timeout: float = TIMEOUT) -> str:
 
 def chain(path: str) -> list[Layer]:
     """The backing chain of an image, active first; -U reads images a running QEMU holds."""
-    out = run(["qemu-img", "info", "--backing-chain", "-U", "--output=json", path], timeout=60)
+    out = _read_info(path, "--backing-chain")
     return [_layer(entry) for entry in json.loads(out)]
 
 
 def info(path: str) -> Layer:
     """One image alone (cheaper than its chain when only its own facts are needed)."""
-    out = run(["qemu-img", "info", "-U", "--output=json", path], timeout=60)
-    return _layer(json.loads(out))
+    return _layer(json.loads(_read_info(path)))
+
+
+def _read_info(path: str, *extra: str) -> str:
+    """qemu-img info; an image that is not there is NotFound, a chain with a layer missing
+    below it is a broken chain (both states of the disk, not failures of the agent)."""
+    try:
+        return run(["qemu-img", "info", *extra, "-U", "--output=json", path], timeout=60)
+    except OperationFailed as e:
+        if not os.path.lexists(path):
+            raise NotFound(f"image {path} does not exist", reason="IMAGE_MISSING") from e
+        if "Could not open" in str(e):
+            raise Precondition(
+                f"the backing chain of {path} cannot be read: {e}", reason="CHAIN_BROKEN"
+            ) from e
+        raise
 
 
 def _layer(entry: dict[str, Any]) -> Layer:

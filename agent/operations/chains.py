@@ -12,6 +12,7 @@ from pathlib import Path
 
 from agent.model import Layer, Volume, VolumeKind
 from agent.operations import merge, volumes
+from agent.operations.reread import read_consistently
 from agent.operations.services import Services
 
 
@@ -61,6 +62,10 @@ class ChainHealth:
 
 
 def domain_health(svc: Services, domain: str, disks: tuple[str, ...]) -> list[ChainHealth]:
+    return read_consistently(lambda: _domain_health(svc, domain, disks), f"domain {domain}")
+
+
+def _domain_health(svc: Services, domain: str, disks: tuple[str, ...]) -> list[ChainHealth]:
     chosen = volumes.select(volumes.domain_volumes(svc, domain), disks)
     live = volumes.is_live(svc.host.state(domain)[0])
     return [health(svc, volume, live) for volume in chosen]

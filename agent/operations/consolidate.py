@@ -86,7 +86,8 @@ def _run(
 
 def _check(svc: Services, operation: str, request: ChainRequest, chosen: list[Volume]) -> bool:
     """True when the domain runs. Refused: a domain neither running nor shut off, a disk
-    with someone else's block job, a flatten that would lose kept snapshots unforced."""
+    with someone else's block job or a chain that cannot be read, a flatten that would lose
+    kept snapshots unforced."""
     validate.domain_name(request.domain)
     state = svc.host.state(request.domain)[0]
     live = volumes.is_live(state)
@@ -99,12 +100,11 @@ def _check(svc: Services, operation: str, request: ChainRequest, chosen: list[Vo
     for volume in chosen:
         if live:
             volumes.ensure_no_block_job(svc, volume)
-        if operation == "flatten" and volume.kind == VolumeKind.FILE and not request.force:
-            lost = [
-                s
-                for layer in _flatten_removes(chains.health(svc, volume, live))
-                for s in layer.snapshots
-            ]
+        if volume.kind != VolumeKind.FILE:
+            continue
+        health = chains.health(svc, volume, live)  # the chain can be read (its images exist)
+        if operation == "flatten" and not request.force:
+            lost = [s for layer in _flatten_removes(health) for s in layer.snapshots]
             if lost:
                 raise Precondition(
                     f"flattening {volume.key} would delete the layers of snapshots "

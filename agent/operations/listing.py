@@ -3,11 +3,12 @@ namespace are listed; foreign RBD snapshots (CloudStack's, `.mirror.*`) are neve
 
 from __future__ import annotations
 
-from agent.errors import OperationFailed
+from agent.errors import HostsnapError
 from agent.hypervisor import qemu_img
 from agent.jobs import SnapshotRecord
 from agent.model import Consistency, Snapshot, Volume, VolumeKind, VolumeSnapshots
 from agent.operations import image_snapshot, volumes
+from agent.operations.reread import read_consistently
 from agent.operations.services import Services
 from agent.operations.snapshot import RBD_PREFIX
 
@@ -15,6 +16,10 @@ from agent.operations.snapshot import RBD_PREFIX
 def list_snapshots(
     svc: Services, domain: str, disks: tuple[str, ...] = ()
 ) -> list[VolumeSnapshots]:
+    return read_consistently(lambda: _list_snapshots(svc, domain, disks), f"domain {domain}")
+
+
+def _list_snapshots(svc: Services, domain: str, disks: tuple[str, ...]) -> list[VolumeSnapshots]:
     chosen = volumes.select(volumes.domain_volumes(svc, domain), disks)
     live = volumes.is_live(svc.host.state(domain)[0])
     return [
@@ -25,7 +30,10 @@ def list_snapshots(
 
 def list_images(svc: Services, images: tuple[str, ...]) -> list[VolumeSnapshots]:
     """RBD images by "pool/image", each with its snapshots (in use or not: nothing changes)."""
-    return [_rbd_volume(svc, v) for v in image_snapshot.image_volumes(images)]
+    return read_consistently(
+        lambda: [_rbd_volume(svc, v) for v in image_snapshot.image_volumes(images)],
+        ", ".join(images),
+    )
 
 
 def _snapshot(
@@ -55,7 +63,7 @@ def _file_volume(svc: Services, volume: Volume, live: bool) -> VolumeSnapshots:
             continue
         try:
             size = qemu_img.chain(record.content)[0].actual_size
-        except OperationFailed:
+        except HostsnapError:
             continue  # its layer is gone; nothing to list
         position = paths.index(record.content) if record.content in paths else None
         found.append(_snapshot(record, size, position))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from agent.errors import OperationFailed
+from agent.errors import HostsnapError
 from agent.operations.services import Services
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ class Speed:
             return
         try:
             self._svc.host.block_job_set_speed(self._domain, self._target, wanted)
-        except OperationFailed as e:  # the job ended meanwhile
+        except HostsnapError as e:  # the job ended meanwhile
             log.info("job %s: speed not changed: %s", self._control.job_id, e)
             return
         self._record(wanted, reason)

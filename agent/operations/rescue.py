@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent import validate
+from agent.errors import Precondition
 from agent.operations import volumes
 from agent.operations.services import Services
 
@@ -18,5 +19,11 @@ def is_frozen(svc: Services, domain: str) -> bool:
 def thaw(svc: Services, domain: str) -> bool:
     """Thaws the guest's filesystems; returns whether it still reports frozen."""
     validate.domain_name(domain)
+    state = svc.host.state(domain)[0]
+    if not volumes.is_live(state):
+        raise Precondition(
+            f"domain {domain} is {state}: a domain that does not run has nothing to thaw",
+            reason="DOMAIN_NOT_RUNNING",
+        )
     svc.guest_agent(domain).thaw()
     return is_frozen(svc, domain)

@@ -5,6 +5,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
+from agent.errors import NotFound, Precondition
 from agent.hypervisor import qemu_img
 
 
@@ -34,3 +37,19 @@ def test_backing_file_agrees_with_qemu_img(tmp_path: Path):
     assert qemu_img.backing_file(str(on_rbd)) == spec
     assert qemu_img.backing_file(str(raw)) is None
     assert qemu_img.backing_file(str(absurd)) is None
+
+
+def test_a_missing_image_is_not_found_and_a_missing_layer_a_broken_chain(tmp_path: Path):
+    base = tmp_path / "base.qcow2"
+    qemu_img_cli("create", "-q", "-f", "qcow2", str(base), "16M")
+    top = tmp_path / "top.qcow2"
+    qemu_img_cli("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(top))
+    base.unlink()
+
+    with pytest.raises(NotFound, match="does not exist"):
+        qemu_img.chain(str(tmp_path / "gone.qcow2"))
+    with pytest.raises(NotFound):
+        qemu_img.info(str(tmp_path / "gone.qcow2"))
+    with pytest.raises(Precondition) as broken:
+        qemu_img.chain(str(top))
+    assert broken.value.reason == "CHAIN_BROKEN"
