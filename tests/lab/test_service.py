@@ -156,7 +156,20 @@ def test_an_independent_client_finds_the_service_by_reflection_and_calls_it(
         return answer
 
     services = {s.name for s in ask(list_services="").list_services_response.service}
-    assert "hostsnap.agent.v1.AgentService" in services
+    assert services == {
+        "hostsnap.agent.v1.AgentService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+    # v1, which grpcurl asks first, is the same messages under another package name.
+    v1 = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    (listed,) = v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    assert {s.name for s in listed.list_services_response.service} == services
     pool = descriptor_pool.DescriptorPool()
     files = ask(file_containing_symbol="hostsnap.agent.v1.AgentService")
     pending = [
