@@ -19,6 +19,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, te
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
+from agent import cli
 from agent.service.app import SERVICE_NAME, build_server
 from agent.service.executor import JobExecutor
 from agent.service.introspection import REFLECTION_V1, add_health_and_reflection
@@ -26,7 +27,7 @@ from agent.service.servicer import AgentServicer
 from agent.settings import ListenSettings, Settings, TlsSettings
 from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap.agent.v1 import agent_pb2_grpc
-from tests.lab.agent_process import free_port, make_ca, make_cert
+from tests.lab.agent_process import free_port, make_ca, make_cert, openssl
 
 T = TypeVar("T")
 HEALTH = "grpc.health.v1.Health"
@@ -59,7 +60,21 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     for who in ("ctl-viewer", "ctl-operator", "nobody"):
         make_cert(directory, ca, who, f"DNS:{who}")
     make_cert(directory, make_ca(directory, "stranger-ca"), "stranger", "DNS:ctl-operator")
+    nameless(directory, ca)
     return Certificates(directory, ca[1])
+
+
+def nameless(directory: Path, ca: tuple[Path, Path]) -> None:
+    """A certificate of the CA with neither a CN nor a subject alternative name."""
+    key, csr, cert = (directory / f"nameless.{ext}" for ext in ("key", "csr", "crt"))
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/O=hostsnap",
+        "-keyout", str(key), "-out", str(csr),
+    )  # fmt: skip
+    openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca[1]), "-CAkey", str(ca[0]),
+        "-CAcreateserial", "-days", "2", "-out", str(cert),
+    )  # fmt: skip
 
 
 class FakeHost:
@@ -218,6 +233,48 @@ def test_every_agent_rpc_refuses_a_certificate_in_no_role_before_doing_anything(
 
     assert not method.client_streaming  # a client stream would need a test of its own
     with_server(certificates, test)
+
+
+@pytest.mark.parametrize("rpc", ["GetHostInfo", "WatchJob"])
+def test_a_certificate_naming_no_one_is_unauthenticated(certificates: Certificates, rpc: str):
+    async def test(endpoint: str, host: FakeHost) -> None:
+        async with grpc.aio.secure_channel(endpoint, certificates.client("nameless")) as ch:
+            stub = agent_pb2_grpc.AgentServiceStub(ch)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                if rpc == "GetHostInfo":
+                    await stub.GetHostInfo(pb.GetHostInfoRequest(), timeout=10)
+                else:
+                    async for _ in stub.WatchJob(pb.WatchJobRequest(job_id="a" * 32), timeout=10):
+                        pass
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert refused.value.details() == (
+            "the client certificate has no CN or subject alternative name to hold a role"
+        )
+        assert host.reached == []
+
+    with_server(certificates, test)
+
+
+def test_the_cli_says_what_to_check_when_the_handshake_is_refused(
+    certificates: Certificates, capsys: pytest.CaptureFixture[str]
+):
+    directory = certificates.directory
+
+    async def test(endpoint: str, host: FakeHost) -> tuple[int, int]:
+        def run(who: str) -> int:
+            return cli.main(
+                [
+                    "--endpoint", endpoint, "--cert", str(directory / f"{who}.crt"),
+                    "--key", str(directory / f"{who}.key"), "--ca", str(certificates.ca),
+                    "--timeout", "10", "status",
+                ]
+            )  # fmt: skip
+
+        return await asyncio.to_thread(run, "stranger"), await asyncio.to_thread(run, "ctl-viewer")
+
+    refused, viewer = with_server(certificates, test)
+    assert (refused, viewer) == (5, 0)
+    assert "is --cert signed by the agent's client CA" in capsys.readouterr().err
 
 
 def test_health_and_reflection_are_open_to_any_certificate_of_the_client_ca(
