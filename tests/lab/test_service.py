@@ -394,6 +394,18 @@ def test_the_prometheus_endpoint_parses_and_carries_disks_temperatures_and_durat
         > 0
     )
     assert value("hostsnap_disk_bytes_total", domain="lab-rbd", disk="vda", direction="write") > 0
+    host_devices = {
+        labels["device"]
+        for (name, labelled), _ in samples.items()
+        if name == "hostsnap_host_disk_operations_total"
+        for labels in [dict(labelled)]
+    }
+    assert host_devices, "the host's block devices have a family of their own"
+    assert not any(
+        dict(labelled).get("domain") == "host"
+        for (name, labelled), _ in samples.items()
+        if name.startswith("hostsnap_disk_")
+    )
     assert (
         value("hostsnap_host_temperature_celsius", sensor="hwmon0:coretemp", label="Package id 0")
         == 47.0
