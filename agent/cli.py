@@ -430,6 +430,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"hostsnap: is hostsnap-agent running (socket {args.socket or DEFAULT_SOCKET})?",
                 file=sys.stderr,
             )
+        elif code == grpc.StatusCode.UNAVAILABLE:
+            # The agent ends a TLS handshake with a certificate it does not trust before any
+            # call, so the client learns no more than a closed connection.
+            print(
+                f"hostsnap: is hostsnap-agent listening on {args.endpoint}, is --cert signed "
+                "by the agent's client CA, and is the agent's certificate signed by --ca?",
+                file=sys.stderr,
+            )
         return EXIT_CODES.get(code, 1)
 
 

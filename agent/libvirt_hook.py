@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO, TypeGuard
 
@@ -86,30 +87,42 @@ def _identity(path: str) -> tuple[int, int] | None:
 class StaleLayers:
     """Finds a disk's stale layer however its path is spelt: the same file by device and
     inode (a symlinked directory, `//`, `/./`, a hard link), or for a file that no longer
-    exists by its resolved real path."""
+    exists by its resolved real path. The map's files are looked at only when a disk's path
+    is not one of the map's own."""
 
     def __init__(self, layers: dict[str, str]) -> None:
-        # A record whose active image is gone is obsolete (the volume was removed and made
-        # anew): it must not block a start.
-        self._layers = {path: active for path, active in layers.items() if os.path.exists(active)}
-        self._by_identity: dict[tuple[int, int], str] = {}
-        self._by_real_path: dict[str, str] = {}
-        for path in self._layers:
-            identity = _identity(path)
-            if identity is not None:
-                self._by_identity.setdefault(identity, path)
-            self._by_real_path.setdefault(os.path.realpath(path), path)
+        self._layers = layers
+        self._by_identity: dict[tuple[int, int], list[str]] | None = None
+        self._by_real_path: dict[str, list[str]] | None = None
 
     def find(self, disk_path: str) -> tuple[str, str] | None:
         """(the recorded stale path, its active image) when the disk's file is one."""
+        for path in self._same_file(disk_path):
+            active = self._layers[path]
+            # A record whose active image is gone is obsolete (the volume was removed and
+            # made anew): it must not block a start.
+            if os.path.exists(active):
+                return path, active
+        return None
+
+    def _same_file(self, disk_path: str) -> Iterator[str]:
         if disk_path in self._layers:
-            return disk_path, self._layers[disk_path]
+            yield disk_path
         identity = _identity(disk_path)
         if identity is not None:
-            path = self._by_identity.get(identity)
-        else:
-            path = self._by_real_path.get(os.path.realpath(disk_path))
-        return (path, self._layers[path]) if path is not None else None
+            if self._by_identity is None:
+                self._by_identity = {}
+                for path in self._layers:
+                    found = _identity(path)
+                    if found is not None:
+                        self._by_identity.setdefault(found, []).append(path)
+            yield from self._by_identity.get(identity, [])
+            return
+        if self._by_real_path is None:
+            self._by_real_path = {}
+            for path in self._layers:
+                self._by_real_path.setdefault(os.path.realpath(path), []).append(path)
+        yield from self._by_real_path.get(os.path.realpath(disk_path), [])
 
 
 def _file_disks(root: ET.Element) -> list[tuple[str, str]]:

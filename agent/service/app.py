@@ -15,6 +15,7 @@ import grpc
 from agent.operations import group, recovery
 from agent.operations.services import Services
 from agent.service.executor import JobExecutor
+from agent.service.introspection import add_health_and_reflection, set_health
 from agent.service.servicer import AgentServicer
 from agent.settings import Settings
 from hostsnap.agent.v1 import agent_pb2, agent_pb2_grpc
@@ -25,40 +26,6 @@ SERVICE_NAME = agent_pb2.DESCRIPTOR.services_by_name["AgentService"].full_name
 MAX_CONCURRENT_RPCS = 256
 # Calls still open on SIGTERM (job watchers) get this long before they are cut.
 STREAM_GRACE_SECONDS = 5.0
-
-
-def _add_health_and_reflection(server: grpc.aio.Server) -> Any:
-    """Returns the health servicer, if there is one (to report NOT_SERVING on the way out)."""
-    checker = None
-    # Optional: Debian 12 packages neither grpcio-health-checking nor grpcio-reflection.
-    try:
-        from grpc_health.v1 import health, health_pb2_grpc
-
-        checker = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(checker, server)
-    except ImportError:
-        log.warning("grpcio-health-checking is not installed: no gRPC health service")
-    try:
-        from grpc_reflection.v1alpha import reflection
-
-        reflection.enable_server_reflection((SERVICE_NAME, reflection.SERVICE_NAME), server)
-    except ImportError:
-        log.warning("grpcio-reflection is not installed: no server reflection")
-    return checker
-
-
-async def _set_health(checker: Any, serving: bool) -> None:
-    if checker is None:
-        return
-    from grpc_health.v1 import health_pb2
-
-    state = (
-        health_pb2.HealthCheckResponse.SERVING
-        if serving
-        else health_pb2.HealthCheckResponse.NOT_SERVING
-    )
-    for name in (SERVICE_NAME, ""):
-        await checker.set(name, state)
 
 
 def _socket_directory(socket_path: Path) -> None:
@@ -87,6 +54,10 @@ def _listen(server: grpc.aio.Server, settings: Settings) -> None:
         server.add_insecure_port(listen.tcp)
     elif listen.tcp:
         tls = settings.tls
+        # The client certificate is required in the handshake, so a client without one (or
+        # with one of another CA) is refused there and sees UNAVAILABLE. grpcio has no mode
+        # that asks for a certificate and verifies it without requiring it:
+        # require_client_auth=False does not ask at all, and no caller would have a name.
         credentials = grpc.ssl_server_credentials(
             [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
             root_certificates=Path(tls.client_ca).read_bytes(),
@@ -94,6 +65,23 @@ def _listen(server: grpc.aio.Server, settings: Settings) -> None:
         )
         if server.add_secure_port(listen.tcp, credentials) == 0:
             raise OSError(f"cannot listen on {listen.tcp}")
+
+
+def build_server(settings: Settings, servicer: AgentServicer) -> tuple[grpc.aio.Server, Any]:
+    """The server with the agent's service, health and reflection on its listeners, not yet
+    started; and the health servicer, if there is one."""
+    limit = settings.limits.max_message_bytes
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", limit),
+            ("grpc.max_send_message_length", limit),
+        ],
+        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
+    )
+    agent_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
+    checker = add_health_and_reflection(server, [SERVICE_NAME])
+    _listen(server, settings)
+    return server, checker
 
 
 async def serve(settings: Settings) -> None:
@@ -105,29 +93,17 @@ async def serve(settings: Settings) -> None:
     for outcome in await asyncio.to_thread(recovery.recover, svc):
         log.warning("recovered job %s (%s): %s", outcome.job_id, outcome.state, outcome.detail)
     executor = JobExecutor(settings.limits.job_workers, svc.cancellations.request)
-    limit = settings.limits.max_message_bytes
-    server = grpc.aio.server(
-        options=[
-            ("grpc.max_receive_message_length", limit),
-            ("grpc.max_send_message_length", limit),
-        ],
-        maximum_concurrent_rpcs=MAX_CONCURRENT_RPCS,
-    )
     if settings.listen.metrics:
         from agent.service.metrics import serve_metrics
 
         serve_metrics(svc, settings.listen.metrics)
-    agent_pb2_grpc.add_AgentServiceServicer_to_server(
-        AgentServicer(svc, settings, executor), server
-    )
-    checker = _add_health_and_reflection(server)
-    _listen(server, settings)
+    server, checker = build_server(settings, AgentServicer(svc, settings, executor))
     umask = os.umask(0o077)  # the socket is made root-only from the start
     try:
         await server.start()
     finally:
         os.umask(umask)
-    await _set_health(checker, serving=True)
+    await set_health(checker, SERVICE_NAME, serving=True)
     log.info(
         "serving on %s", ", ".join(filter(None, [settings.listen.unix_socket, settings.listen.tcp]))
     )
@@ -137,7 +113,7 @@ async def serve(settings: Settings) -> None:
     executor.cancel_running()
     # No guest stays frozen through the shutdown: the group members' jobs then fail and undo.
     await asyncio.to_thread(group.release_all, svc, "agent shutdown")
-    await _set_health(checker, serving=False)
+    await set_health(checker, SERVICE_NAME, serving=False)
     await server.stop(grace=STREAM_GRACE_SECONDS)
     try:
         await asyncio.wait_for(asyncio.to_thread(executor.shutdown), settings.limits.shutdown_grace)

@@ -5,7 +5,7 @@ Prometheus's to compute from the *_total counters."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
@@ -13,7 +13,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from agent.errors import HostsnapError
-from agent.hypervisor.host_disks import host_disk_counters
+from agent.hypervisor.host_disks import HOST, host_disk_counters
 from agent.hypervisor.sensors import read_temperatures
 from agent.operations.services import Services
 
@@ -31,38 +31,25 @@ class HostCollector(Collector):  # an ABC in Debian's 0.16, a Protocol in newer 
         self._svc = svc
 
     def collect(self) -> Iterator[Any]:
-        ops = CounterMetricFamily(
-            "hostsnap_disk_operations",
-            "Disk operations of a domain's disk",
-            labels=["domain", "disk", "operation"],
-        )
-        data = CounterMetricFamily(
-            "hostsnap_disk_bytes",
-            "Bytes moved by a domain's disk",
-            labels=["domain", "disk", "direction"],
-        )
-        busy = CounterMetricFamily(
-            "hostsnap_disk_time_seconds",
-            "Time a domain's disk spent on operations",
-            labels=["domain", "disk", "operation"],
-        )
         try:
             _, domains = self._svc.host.block_counters()
         except HostsnapError as e:
             log.warning("metrics: no domain statistics: %s", e)
             domains = {}
+        yield from _disk_families(
+            "hostsnap_disk",
+            "a domain's disk",
+            ["domain", "disk"],
+            (([domain, disk], c) for domain, disks in domains.items() for disk, c in disks.items()),
+        )
+        # A family of their own: as domain="host" they would be one with a domain so named.
         _, host = host_disk_counters()
-        for source, disks in (*domains.items(), *host.items()):
-            for disk, counters in disks.items():
-                for key, name in OPERATIONS:
-                    if f"{key}.reqs" in counters:
-                        ops.add_metric([source, disk, name], counters[f"{key}.reqs"])
-                    if f"{key}.times" in counters:
-                        busy.add_metric([source, disk, name], counters[f"{key}.times"] / 1e9)
-                for key, name in OPERATIONS[:2]:
-                    if f"{key}.bytes" in counters:
-                        data.add_metric([source, disk, name], counters[f"{key}.bytes"])
-        yield from (ops, data, busy)
+        yield from _disk_families(
+            "hostsnap_host_disk",
+            "a host block device",
+            ["device"],
+            (([device], c) for device, c in host.get(HOST, {}).items()),
+        )
 
         temperatures = read_temperatures(self._svc.config.sysfs_root)
         celsius = GaugeMetricFamily(
@@ -93,9 +80,48 @@ class HostCollector(Collector):  # an ABC in Debian's 0.16, a Protocol in newer 
         yield from (celsius, high, critical, sensors)
 
 
+def _disk_families(
+    prefix: str,
+    whose: str,
+    labels: list[str],
+    disks: Iterable[tuple[list[str], dict[str, int]]],
+) -> tuple[CounterMetricFamily, ...]:
+    """Operations, bytes and busy time of disks (`labels` their values), from counters named
+    as libvirt's (rd/wr/fl.reqs, rd/wr.bytes, rd/wr/fl.times in nanoseconds)."""
+    ops = CounterMetricFamily(
+        f"{prefix}_operations", f"Disk operations of {whose}", labels=[*labels, "operation"]
+    )
+    data = CounterMetricFamily(
+        f"{prefix}_bytes", f"Bytes moved by {whose}", labels=[*labels, "direction"]
+    )
+    busy = CounterMetricFamily(
+        f"{prefix}_time_seconds",
+        f"Time {whose} spent on operations",
+        labels=[*labels, "operation"],
+    )
+    for values, counters in disks:
+        for key, name in OPERATIONS:
+            if f"{key}.reqs" in counters:
+                ops.add_metric([*values, name], counters[f"{key}.reqs"])
+            if f"{key}.times" in counters:
+                busy.add_metric([*values, name], counters[f"{key}.times"] / 1e9)
+        for key, name in OPERATIONS[:2]:
+            if f"{key}.bytes" in counters:
+                data.add_metric([*values, name], counters[f"{key}.bytes"])
+    return ops, data, busy
+
+
 def serve_metrics(svc: Services, address: str) -> CollectorRegistry:
-    """Starts the endpoint (a thread of its own) and hooks the duration histograms into the
-    operations."""
+    """Starts the endpoint (a thread of its own) with `metrics_registry(svc)`."""
+    registry = metrics_registry(svc)
+    host, _, port = address.rpartition(":")
+    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
+    log.info("metrics on http://%s/metrics", address)
+    return registry
+
+
+def metrics_registry(svc: Services) -> CollectorRegistry:
+    """The host's collector and the duration histograms, hooked into the operations."""
     registry = CollectorRegistry()
     registry.register(HostCollector(svc))
     freeze = Histogram(
@@ -115,7 +141,4 @@ def serve_metrics(svc: Services, address: str) -> CollectorRegistry:
     svc.observe_job = lambda operation, result, seconds: jobs.labels(operation, result).observe(
         seconds
     )
-    host, _, port = address.rpartition(":")
-    start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
-    log.info("metrics on http://%s/metrics", address)
     return registry

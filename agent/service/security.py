@@ -26,8 +26,14 @@ def certificate_names(context: grpc.aio.ServicerContext) -> list[str]:
     """The verified client certificate's names: its subject alternative names, or its CN
     when it has none (as TLS name checking does); empty without a verified certificate."""
     auth = context.auth_context()
-    sans = [v.decode() for v in auth.get("x509_subject_alternative_name", [])]
-    return sans or [v.decode() for v in auth.get("x509_common_name", [])]
+    # A certificate without a CN has an empty one here: it names no one, not "".
+    sans = [v.decode() for v in auth.get("x509_subject_alternative_name", []) if v]
+    return sans or [v.decode() for v in auth.get("x509_common_name", []) if v]
+
+
+def has_certificate(context: grpc.aio.ServicerContext) -> bool:
+    """The caller presented a certificate that the TLS handshake verified."""
+    return bool(context.auth_context().get("x509_pem_cert"))
 
 
 class Authorizer:

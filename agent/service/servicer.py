@@ -42,7 +42,7 @@ from agent.operations import (
 from agent.operations.services import Services
 from agent.service import convert, status
 from agent.service.executor import JobExecutor
-from agent.service.security import AuditLog, Authorizer, Role
+from agent.service.security import AuditLog, Authorizer, Role, has_certificate
 from agent.settings import Settings
 from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap.agent.v1 import agent_pb2_grpc
@@ -159,7 +159,9 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 self.audit.write(None, rpc_name, _target(request), "UNAUTHENTICATED")
             await context.abort(
                 grpc.StatusCode.UNAUTHENTICATED,
-                "no verified client certificate: present one signed by the agent's client CA",
+                "the client certificate has no CN or subject alternative name to hold a role"
+                if has_certificate(context)
+                else "no verified client certificate: present one signed by the agent's client CA",
             )
         if granted is None or granted < role:
             if audited:

@@ -156,7 +156,20 @@ def test_an_independent_client_finds_the_service_by_reflection_and_calls_it(
         return answer
 
     services = {s.name for s in ask(list_services="").list_services_response.service}
-    assert "hostsnap.agent.v1.AgentService" in services
+    assert services == {
+        "hostsnap.agent.v1.AgentService",
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "grpc.reflection.v1.ServerReflection",
+    }
+    # v1, which grpcurl asks first, is the same messages under another package name.
+    v1 = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    (listed,) = v1(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    assert {s.name for s in listed.list_services_response.service} == services
     pool = descriptor_pool.DescriptorPool()
     files = ask(file_containing_symbol="hostsnap.agent.v1.AgentService")
     pending = [
@@ -381,6 +394,18 @@ def test_the_prometheus_endpoint_parses_and_carries_disks_temperatures_and_durat
         > 0
     )
     assert value("hostsnap_disk_bytes_total", domain="lab-rbd", disk="vda", direction="write") > 0
+    host_devices = {
+        labels["device"]
+        for (name, labelled), _ in samples.items()
+        if name == "hostsnap_host_disk_operations_total"
+        for labels in [dict(labelled)]
+    }
+    assert host_devices, "the host's block devices have a family of their own"
+    assert not any(
+        dict(labelled).get("domain") == "host"
+        for (name, labelled), _ in samples.items()
+        if name.startswith("hostsnap_disk_")
+    )
     assert (
         value("hostsnap_host_temperature_celsius", sensor="hwmon0:coretemp", label="Package id 0")
         == 47.0
