@@ -26,7 +26,7 @@ class GuestAgent:
                 self._dom, json.dumps({"execute": execute}), self._timeout, 0
             )
         except libvirt.libvirtError as e:
-            raise translated(f"guest agent of {self._name}, {execute}", e) from e
+            raise translated(f"guest agent of {self._name} did not answer {execute}", e) from e
         return json.loads(reply)["return"]
 
     def ping(self) -> None:

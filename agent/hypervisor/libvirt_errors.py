@@ -34,7 +34,7 @@ def translated(what: str, error: libvirt.libvirtError) -> HostsnapError:
     if code in _UNREACHABLE:
         return Unavailable(f"{what}: libvirt cannot be reached: {message}")
     if code in _GUEST_AGENT_SILENT:
-        return Unavailable(f"{what}: the guest agent does not answer: {message}")
+        return Unavailable(f"{what}: {message}")
     if code == libvirt.VIR_ERR_OPERATION_TIMEOUT:
         return TimedOut(f"{what}: {message}")
     if code == libvirt.VIR_ERR_BLOCK_COPY_ACTIVE:
