@@ -21,6 +21,8 @@ STEPS = (
     "during-rbd-snapshot",
     "after-libvirt-snapshot",
     "before-merge-back",
+    "during-merge-back",
+    "after-merge-back-pivot",
     "during-revert",
     "during-block-commit",
     "after-merge",

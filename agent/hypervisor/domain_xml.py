@@ -75,6 +75,12 @@ def backing_chain(xml: str, target: str) -> list[str]:
     return chain
 
 
+def mirror_job(xml: str, target: str) -> str | None:
+    """The kind of block job mirroring the disk ("active-commit", "copy", ...), if any."""
+    mirror = _disk(ET.fromstring(xml), target).find("mirror")
+    return None if mirror is None else mirror.get("job")
+
+
 def mirror_ready(xml: str, target: str) -> bool:
     """True when the disk's block-job mirror is marked ready (safe to pivot)."""
     mirror = _disk(ET.fromstring(xml), target).find("mirror")

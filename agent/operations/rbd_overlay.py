@@ -10,6 +10,7 @@ at the freeze. The overlay is then committed back into the image and the disk pi
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -17,7 +18,8 @@ import stat
 import time
 from pathlib import Path
 
-from agent.errors import OperationFailed
+from agent import faults
+from agent.errors import Conflict, OperationFailed
 from agent.hypervisor import domain_xml, qemu_img
 from agent.model import RbdSource, Volume, VolumeKind
 from agent.operations import merge, volumes
@@ -78,25 +80,64 @@ def create(svc: Services, volume: Volume, path: str) -> None:
 
 
 def merge_back(
-    svc: Services, job_id: str, domain: str, target: str, overlay: str, disk_xml: str
+    svc: Services,
+    job_id: str,
+    domain: str,
+    target: str,
+    overlay: str,
+    disk_xml: str,
+    begun_before: bool,
 ) -> None:
     """Commits the overlay into its RBD image and puts the disk back on the image (running:
-    active commit and pivot; stopped: qemu-img commit and the original disk definition).
-    An overlay the disk is not using is removed when it holds no data."""
-    if volumes.current_active(svc, domain, target) != overlay:
-        merge.remove_unused_overlay(overlay)
-        return
-    if volumes.is_live(svc.host.state(domain)[0]):
-        svc.host.block_commit(domain, target, None, None, active=True)
-        merge.wait_commit(svc, domain, target, overlay, True, merge.Control(job_id))
-        _wait_back_on_rbd(svc, domain, target)
-    else:
-        qemu_img.commit(overlay)
+    active commit and pivot; stopped: qemu-img commit), live and in the definition, from
+    whatever point an earlier attempt reached: `begun_before` says one began committing this
+    overlay, so a disk found back on RBD was pivoted by it and the overlay's data is in the
+    image. Otherwise an overlay the disk does not use is removed only when it holds no data."""
+    live = volumes.is_live(svc.host.state(domain)[0])
+    committed = begun_before
+    if live and svc.host.block_job(domain, target):
+        _finish_commit_left_running(svc, job_id, domain, target, overlay)
+        committed = True
+    elif volumes.current_active(svc, domain, target) == overlay:
+        if live:
+            svc.host.block_commit(domain, target, None, None, active=True)
+            faults.point("during-merge-back")
+            merge.wait_commit(svc, domain, target, overlay, True, merge.Control(job_id))
+            faults.point("after-merge-back-pivot")
+            _wait_back_on_rbd(svc, domain, target)
+        else:
+            qemu_img.commit(overlay)
+        committed = True
     inactive = svc.host.xml(domain, inactive=True)
     if _kind(inactive, domain, target) != VolumeKind.RBD:
         svc.host.define(domain_xml.with_disk_element(inactive, target, disk_xml))
-    os.unlink(overlay)
-    log.info("domain %s disk %s: back on RBD; %s committed and removed", domain, target, overlay)
+    if committed:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(overlay)
+    else:
+        merge.remove_unused_overlay(overlay)
+    log.info("domain %s disk %s: on RBD; overlay %s removed", domain, target, overlay)
+
+
+def _finish_commit_left_running(
+    svc: Services, job_id: str, domain: str, target: str, overlay: str
+) -> None:
+    """An agent that died during the merge back leaves QEMU's active commit running (libvirt
+    refuses a second one): wait for it and pivot, as the dead agent would have."""
+    xml = svc.host.xml(domain)
+    if domain_xml.backing_chain(xml, target)[:1] != [overlay] or (
+        domain_xml.mirror_job(xml, target) != "active-commit"
+    ):
+        raise Conflict(
+            f"{domain}/{target} runs a block job that is not the commit of {overlay}; "
+            "it stays on the overlay until that job ends",
+            reason="BLOCK_JOB_RUNNING",
+        )
+    log.warning(
+        "domain %s disk %s: finishing the commit of %s left running", domain, target, overlay
+    )
+    merge.wait_commit(svc, domain, target, overlay, True, merge.Control(job_id))
+    _wait_back_on_rbd(svc, domain, target)
 
 
 def _kind(xml: str, domain: str, target: str) -> VolumeKind | None:

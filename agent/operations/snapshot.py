@@ -239,12 +239,19 @@ def _rbd_snapshots(
 
 
 def merge_back(svc: Services, job_id: str, domain: str, plan: Plan) -> None:
-    """Puts each RBD disk of the short freeze back on its image."""
+    """Puts each RBD disk of the short freeze back on its image (again, after an agent that
+    died while at it)."""
     for target, overlay in plan.rbd_overlays.items():
+        begun = _merge_back_begun(svc, job_id, target)
         svc.journal.record(job_id, "merge-back", target=target, overlay=overlay)
-        rbd_overlay.merge_back(svc, job_id, domain, target, overlay, plan.rbd_disks[target])
+        rbd_overlay.merge_back(svc, job_id, domain, target, overlay, plan.rbd_disks[target], begun)
     if plan.rbd_overlays:
         svc.journal.record(job_id, "merged-back")
+
+
+def _merge_back_begun(svc: Services, job_id: str, target: str) -> bool:
+    steps = svc.journal.get(job_id).steps
+    return any(s.name == "merge-back" and s.detail["target"] == target for s in steps)
 
 
 def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> None:
@@ -265,8 +272,11 @@ def undo(svc: Services, job_id: str, domain: str, plan: Plan, by_target: dict[st
     """Takes back every part a failed snapshot made, judging by what libvirt and Ceph show
     (a call that raised may still have done its work)."""
     for target, overlay in plan.rbd_overlays.items():
+        begun = _merge_back_begun(svc, job_id, target)
         try:  # first: until then the guest's newest data is in the overlay alone
-            rbd_overlay.merge_back(svc, job_id, domain, target, overlay, plan.rbd_disks[target])
+            rbd_overlay.merge_back(
+                svc, job_id, domain, target, overlay, plan.rbd_disks[target], begun
+            )
         except HostsnapError as e:
             log.error("undo: %s/%s is still on overlay %s: %s", domain, target, overlay, e)
     for target, name in plan.rbd_snaps.items():
