@@ -12,7 +12,7 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlencode
@@ -25,6 +25,7 @@ from controller.cloudstack.errors import (
     CloudStackTimeout,
     CloudStackTransportError,
 )
+from controller.cloudstack.params import check_params, check_tags
 from controller.cloudstack.responses import JsonObject, list_items, parse
 from controller.cloudstack.retry import RetryPolicy
 from controller.cloudstack.signing import signed_params
@@ -97,6 +98,7 @@ class CloudStackClient:
     async def _request(
         self, command: str, params: Mapping[str, str], deadline: float, idempotent: bool
     ) -> JsonObject:
+        check_params(command, params)
         attempt = 0
         while True:
             attempt += 1
@@ -300,6 +302,9 @@ class CloudStackClient:
         *,
         timeout: float | None = None,
     ) -> None:
+        """CloudStack refuses an empty value (431) and a key the resource already has, in any
+        case (530): `check_tags` refuses the first before anything is sent."""
+        check_tags(tags)
         params = {"resourcetype": resource_type, "resourceids": ",".join(resource_ids)}
         params |= _tag_map(tags)
         await self.execute_async("createTags", params, timeout=timeout)
@@ -308,13 +313,16 @@ class CloudStackClient:
         self,
         resource_type: str,
         resource_ids: list[str],
-        tags: Mapping[str, str] | None = None,
+        keys: Collection[str] | None = None,
         *,
         timeout: float | None = None,
     ) -> None:
-        """Without `tags`, CloudStack removes every tag of the resources."""
+        """Deletes the tags of those keys (whatever their values); without `keys`, every tag
+        of the resources. Sent without values: CloudStack matches a given value, even an
+        empty one, against the tag's (TaggedResourceManagerImpl.deleteTags)."""
         params = {"resourcetype": resource_type, "resourceids": ",".join(resource_ids)}
-        params |= _tag_map(tags or {})
+        for index, key in enumerate(sorted(keys or ())):
+            params[f"tags[{index}].key"] = key
         await self.execute_async("deleteTags", params, timeout=timeout)
 
     def _deadline(self, timeout: float | None) -> float:

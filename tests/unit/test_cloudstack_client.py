@@ -444,7 +444,7 @@ def test_tags_are_created_listed_and_deleted_through_async_jobs(sim, fake_time):
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         await client.create_tags("Volume", [volume.id], {"hostsnap": "managed", "keep": "1"})
         made = await client.list_all("listTags", {"resourceid": volume.id})
-        await client.delete_tags("Volume", [volume.id], {"hostsnap": "managed"})
+        await client.delete_tags("Volume", [volume.id], ["hostsnap"])
         return made, await client.list_all("listTags", {"resourceid": volume.id})
 
     made, left = run(scenario)
