@@ -209,6 +209,7 @@ class Api:
             and (pool is None or v.pool is pool)
             and params.get("type") in (None, v.type)
             and params.get("state") in (None, v.state)
+            and params.get("name") in (None, v.name)
             and seen(Owner(v.account, v.project))
         ]
         return self._page(cmd, params, "volume", [self._volume_view(v, user) for v in volumes])
