@@ -130,12 +130,14 @@ class Inventory:
         zone = {"zoneid": self._zone_id} if self._zone_id else {}
         fetched_at = self._now()
         # listall=true: without it an admin sees only its own account's VMs and volumes;
-        # type=Routing: hypervisor hosts only, not the system VMs' host records.
+        # type=Routing: hypervisor hosts only, not the system VMs' host records;
+        # details=min: what the inventory reads is outside every other detail (ListVMsCmd,
+        # ListHostsCmd; listVolumes and listStoragePools take no `details`).
         queries: list[tuple[str, dict[str, str]]] = [
             ("listZones", {"id": self._zone_id} if self._zone_id else {}),
-            ("listHosts", {"type": "Routing", **zone}),
+            ("listHosts", {"type": "Routing", "details": "min", **zone}),
             ("listStoragePools", dict(zone)),
-            ("listVirtualMachines", {"listall": "true", **zone}),
+            ("listVirtualMachines", {"listall": "true", "details": "min", **zone}),
             ("listVolumes", {"listall": "true", **zone}),
         ]
         tasks = [
