@@ -87,6 +87,10 @@ class CloudStackClient:
         self._slots = asyncio.Semaphore(config.max_in_flight)
         self._page_limit: int | None = None  # the server's default.page.size, once learnt
 
+    @property
+    def api_key(self) -> str:
+        return self._config.api_key
+
     # -- one command -------------------------------------------------------------------
 
     async def request(
