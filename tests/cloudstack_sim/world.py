@@ -399,6 +399,13 @@ class World:
         }
         return resource_id in tables.get(resource_type, {})
 
+    def move_to_project(self, vm: VirtualMachine, project: Project) -> None:
+        """The VM and its volumes become the project's (assignVirtualMachine, in short)."""
+        with self.lock:
+            self.projects.setdefault(project.id, project)
+            for record in [vm, *(v for v in self.volumes.values() if v.vm is vm)]:
+                record.project, record.account = project, project.account
+
     def owner_of(self, resource_type: str, resource_id: str) -> Owner:
         """Who owns a taggable resource (a snapshot is its volume's)."""
         if resource_type == "UserVm":

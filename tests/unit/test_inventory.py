@@ -161,7 +161,7 @@ def test_callers_asking_during_a_refresh_share_it(sim):
     first, second = run(scenario)
 
     assert first is second
-    assert len(sim.calls("listVolumes")) == 1
+    assert len(sim.calls("listZones")) == 1
 
 
 def test_run_refreshes_on_its_interval_through_failures(sim):
