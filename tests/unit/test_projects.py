@@ -158,3 +158,19 @@ def test_a_project_vms_snapshot_is_applied_tagged_and_reconciled(tmp_path: Path,
         assert [(t.snapshot_id, t.vm_name) for t in report.transitional] == [(stuck.id, "web-1")]
 
     in_lab(tmp_path, test)
+
+
+@RELEASES
+def test_a_stale_path_of_a_project_volume_is_fixed_after_reading_it_again(tmp_path, with_listall):
+    async def test(lab: Lab) -> None:
+        lab.sim.api.behaviour.projects_with_listall = with_listall
+        lab.sim.world.move_to_project(lab.vm, Project("analytics"))
+        overlay = overlay_name()
+        lab.agent_disks(f"{lab.mount}/{overlay}", "rbd/data-5d1e")
+
+        report = await lab.reconcile(fix=True)
+
+        assert [r.volume_id for r in report.fixed] == [lab.root.id]
+        assert lab.root.path == overlay
+
+    in_lab(tmp_path, test)
