@@ -12,9 +12,11 @@ Copied from server/src/main/java/com/cloud/user/AccountManagerImpl.java
 - A normal user or domain admin is in no project here, so `projectid=-1` gives it its own
   account's resources at most.
 
-Commands available only to a root admin answer others as ApiServer.commandAvailable does
-(server/src/main/java/com/cloud/api/ApiServer.java): 401 "The given command '...' either
-does not exist, is not available for user."
+A command the caller's role may not call is answered as ApiServer.commandAvailable answers
+it (server/src/main/java/com/cloud/api/ApiServer.java): 401 "The given command '...' either
+does not exist, is not available for user.". Which role may call what is the role's
+permissions in CloudStack's database, not its Java; here the admin commands the controller
+uses are a root admin's only (`AVAILABLE_TO`).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from .world import Owner, World
 NORMAL, ADMIN, DOMAIN_ADMIN = 0, 1, 2
 ROLE_TYPES = {NORMAL: "User", ADMIN: "Admin", DOMAIN_ADMIN: "DomainAdmin"}
 # Commands not every role may call, and the account types that may (every other command:
-# all of them). getUser is given to domain admins here to let a test see its answer.
+# all of them). getUser is given to domain admins too, so that a test sees its answer for one.
 AVAILABLE_TO = {
     "listHosts": frozenset({ADMIN}),
     "listStoragePools": frozenset({ADMIN}),
