@@ -325,7 +325,8 @@ class CloudStackClient:
         timeout: float | None = None,
     ) -> None:
         """CloudStack refuses an empty value (431) and a key the resource already has, in any
-        case (530): `check_tags` refuses the first before anything is sent."""
+        case (530); `check_tags` refuses an empty value, and two keys equal but for case,
+        before anything is sent."""
         check_tags(tags)
         params = {"resourcetype": resource_type, "resourceids": ",".join(resource_ids)}
         params |= _tag_map(tags)
