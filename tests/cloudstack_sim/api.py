@@ -183,7 +183,7 @@ class Api:
             and zone in (None, v.zone)
             and (host is None or v.host is host)
             and params.get("state") in (None, v.state)
-            and params.get("name") in (None, v.name)
+            and params.get("name", "") in v.name  # ListVMsCmd: "a substring match is made"
             and seen(Owner(v.account, v.project))
         ]
         records = [shown(v.to_api(), asked, VM_NOT_MIN) for v in vms]

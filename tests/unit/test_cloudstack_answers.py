@@ -129,3 +129,11 @@ def test_a_volume_on_no_pool_is_named_none_by_cloudstack_and_has_no_pool_here(si
     assert [(v.get("storage"), v.get("storageid")) for v in listed] == [("none", None)]
     volume = next(v for v in inventory.volumes.values() if v.name == "allocated-1")
     assert (volume.pool_id, volume.pool_name) == (None, None)
+
+
+def test_list_virtual_machines_matches_a_name_as_a_substring(sim):
+    names = run(
+        lambda: client_for(sim).list_all("listVirtualMachines", {"listall": "true", "name": "-1"})
+    )
+
+    assert sorted(vm["name"] for vm in names) == ["batch-1", "db-1", "web-1"]
