@@ -16,13 +16,15 @@ root admin's either.
 from __future__ import annotations
 
 from controller.cloudstack.client import CloudStackClient
-from controller.cloudstack.errors import CloudStackAuthError, CloudStackError
+from controller.cloudstack.errors import UNAUTHORIZED, CloudStackApiError, CloudStackError
 
 ROOT_ADMIN = 1
+# ApiServer.commandAvailable: 401 for a command the role lacks, 432 (UNSUPPORTED_ACTION_ERROR)
+# when a checker calls it unavailable; the key itself was just seen to work.
+UNAVAILABLE = frozenset({UNAUTHORIZED, 432})
 _WHY = (
-    "hostsnap needs a root admin's key: CloudStack gives volume paths, storage ids and VM "
-    "host ids only to root admins, ignores updateVolume's path from anyone else and refuses "
-    "listConfigurations"
+    "CloudStack shows volume paths, storage ids and VM host ids only to root admins, ignores "
+    "updateVolume's path from anyone else and refuses others listConfigurations"
 )
 
 
@@ -36,9 +38,12 @@ async def require_root_admin(client: CloudStackClient, *, timeout: float | None 
     await client.request("listZones", timeout=timeout)  # the key and its signature work
     try:
         body = await client.request("getUser", {"userapikey": client.api_key}, timeout=timeout)
-    except CloudStackAuthError as exc:
+    except CloudStackApiError as exc:
+        if exc.errorcode not in UNAVAILABLE:
+            raise
         raise CloudStackRoleError(
-            f"the CloudStack API key may not call getUser, so it is not a root admin's: {_WHY}",
+            "the CloudStack API key may not call getUser, so it cannot be shown to be a root "
+            f"admin's; hostsnap needs a root admin's key whose role may call getUser: {_WHY}",
             command="getUser",
         ) from exc
     user = body.get("user")
@@ -47,8 +52,8 @@ async def require_root_admin(client: CloudStackClient, *, timeout: float | None 
     if record.get("accounttype") != ROOT_ADMIN:
         role = record.get("roletype") or f"account type {record.get('accounttype')!r}"
         raise CloudStackRoleError(
-            f"the CloudStack API key is that of account {account!r} ({role}), "
-            f"not a root admin's: {_WHY}",
+            f"the CloudStack API key is that of account {account!r} ({role}); hostsnap "
+            f"needs a root admin's key: {_WHY}",
             command="getUser",
         )
     return account

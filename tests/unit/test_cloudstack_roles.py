@@ -97,7 +97,7 @@ def test_a_root_admins_key_passes_the_role_check(sim):
 @pytest.mark.parametrize(
     ("account_type", "says"),
     [
-        (DOMAIN_ADMIN, "account 'dora' (DomainAdmin), not a root admin's"),
+        (DOMAIN_ADMIN, "account 'dora' (DomainAdmin); hostsnap needs a root admin's key"),
         (USER, "may not call getUser"),
     ],
     ids=["domain admin", "user"],
@@ -148,7 +148,7 @@ def test_reconcile_refuses_a_domain_admins_key_before_reading_anything(sim, tmp_
     code = main(["reconcile", "--config", str(config)])
 
     assert code == 2
-    assert "not a root admin's" in capsys.readouterr().err
+    assert "needs a root admin's key" in capsys.readouterr().err
     assert sim.calls("listVolumes") == []
 
 
@@ -163,4 +163,4 @@ def test_serve_refuses_a_domain_admins_key_at_start(sim, tmp_path):
     )
 
     assert done.returncode == 2, done.stderr
-    assert "account 'dora' (DomainAdmin), not a root admin's" in done.stderr
+    assert "account 'dora' (DomainAdmin); hostsnap needs a root admin's key" in done.stderr
