@@ -4,7 +4,9 @@
 `projectid` is given). `projectid=-1` lists project resources; with `listall=true` newer
 releases add every other resource (ListAllIncludingProjectResources), older ones list the
 project resources only (ListProjectResourcesOnly): AccountManagerImpl.
-buildACLSearchParameters in server/src/main/java/com/cloud/user/AccountManagerImpl.java.
+buildACLSearchParameters in server/src/main/java/com/cloud/user/AccountManagerImpl.java, which
+QueryManagerImpl's searches (server/src/main/java/com/cloud/api/query/QueryManagerImpl.java,
+e.g. searchForVolumeIdsAndCount) call with the command's `projectid` and `listall`.
 Both lists are read and merged by id, so that neither kind of release misses or doubles a
 record.
 """
