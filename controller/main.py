@@ -15,10 +15,13 @@ from controller.cli import CommandError, fleet, options, policies
 from controller.cli import groups as group_commands
 from controller.cli import reconcile as reconcile_commands
 from controller.cloudstack import CloudStackError
+from controller.cloudstack.role import CloudStackRoleError, require_root_admin
 from controller.config import ConfigError, load
 from controller.parts import Parts
 from controller.service import Service
 from controller.store import StoreError
+
+log = logging.getLogger(__name__)
 
 Command = Callable[[Parts, argparse.Namespace], Awaitable[int]]
 
@@ -65,9 +68,17 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# Commands that act on what only a root admin's key is shown (`status` reports CloudStack
+# unreachable instead, `policies` does not ask it).
+ROOT_ADMIN_COMMANDS = frozenset({"serve", "hosts", "plan", "run", "groups", "reconcile"})
+
+
 async def _run(command: Command, args: argparse.Namespace) -> int:
     parts = Parts.build(load(args.config))
     try:
+        if args.command in ROOT_ADMIN_COMMANDS:
+            account = await require_root_admin(parts.cloudstack)
+            log.info("CloudStack API key of root admin %s", account)
         return await command(parts, args)
     finally:
         await parts.close()
@@ -85,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return asyncio.run(_run(COMMANDS[args.command], args))
-    except (ConfigError, CommandError) as e:
+    except (ConfigError, CommandError, CloudStackRoleError) as e:
         print(f"hostsnap-controller: {e}", file=sys.stderr)
         return 2
     except (StoreError, CloudStackError, AgentError) as e:

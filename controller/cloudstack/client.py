@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
+import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from urllib.parse import quote, urlencode
 
 from controller.cloudstack.errors import (
+    PARAM_ERROR,
+    CloudStackApiError,
     CloudStackError,
     CloudStackJobFailed,
     CloudStackJobTimeout,
@@ -25,6 +29,7 @@ from controller.cloudstack.errors import (
     CloudStackTimeout,
     CloudStackTransportError,
 )
+from controller.cloudstack.params import check_params, check_tags
 from controller.cloudstack.responses import JsonObject, list_items, parse
 from controller.cloudstack.retry import RetryPolicy
 from controller.cloudstack.signing import signed_params
@@ -33,6 +38,7 @@ from controller.cloudstack.transport import HttpTransport, Transport, TransportF
 log = logging.getLogger(__name__)
 
 JOB_PENDING, JOB_SUCCEEDED, JOB_FAILED, JOB_CANCELLED = 0, 1, 2, 3
+_PAGE_LIMIT = re.compile(r"max allowed page size value: (\d+)")
 
 
 @dataclass(frozen=True)
@@ -45,7 +51,7 @@ class CloudStackConfig:
     timeout: float = 30.0  # one call, all its attempts included
     attempt_timeout: float = 15.0  # one HTTP exchange
     signature_lifetime: float = 300.0  # `expires` is now + this (CloudStack caps it at 15 min)
-    page_size: int = 500  # CloudStack's default.page.size, the largest page it accepts
+    page_size: int = 500  # CloudStack's default default.page.size; a lower one is learnt
     job_timeout: float = 600.0
     job_poll_interval: float = 1.0  # first wait between polls, growing to the max
     job_poll_max_interval: float = 5.0
@@ -79,6 +85,11 @@ class CloudStackClient:
         self._sleep = sleep
         self._now = now
         self._slots = asyncio.Semaphore(config.max_in_flight)
+        self._page_limit: int | None = None  # the server's default.page.size, once learnt
+
+    @property
+    def api_key(self) -> str:
+        return self._config.api_key
 
     # -- one command -------------------------------------------------------------------
 
@@ -97,6 +108,7 @@ class CloudStackClient:
     async def _request(
         self, command: str, params: Mapping[str, str], deadline: float, idempotent: bool
     ) -> JsonObject:
+        check_params(command, params)
         attempt = 0
         while True:
             attempt += 1
@@ -171,19 +183,31 @@ class CloudStackClient:
         timeout: float | None = None,
     ) -> list[JsonObject]:
         """Every record of a list command, page by page (CloudStack returns at most
-        default.page.size records per call, whatever the total)."""
+        default.page.size records per call, whatever the total). A page larger than the
+        server's default.page.size is refused with 431 naming the limit (BaseListCmd
+        .getPageSize): the listing starts again with pages of that size, kept for later
+        lists."""
         deadline = self._deadline(timeout)
-        size = page_size or self._config.page_size
+        size = min(page_size or self._config.page_size, self._page_limit or sys.maxsize)
         records: list[JsonObject] = []
         seen: set[object] = set()
         page = 1
         while True:
-            body = await self._request(
-                command,
-                {**(params or {}), "page": str(page), "pagesize": str(size)},
-                deadline,
-                True,
-            )
+            try:
+                body = await self._request(
+                    command,
+                    {**(params or {}), "page": str(page), "pagesize": str(size)},
+                    deadline,
+                    True,
+                )
+            except CloudStackApiError as exc:
+                limit = page_limit(exc)
+                if limit is None or limit >= size:
+                    raise
+                log.warning("%s: pages of %d refused; listing in pages of %d", command, size, limit)
+                self._page_limit = size = limit
+                records, seen, page = [], set(), 1
+                continue
             batch = list_items(command, body)
             fresh = 0
             for record in batch:
@@ -300,6 +324,10 @@ class CloudStackClient:
         *,
         timeout: float | None = None,
     ) -> None:
+        """CloudStack refuses an empty value (431) and a key the resource already has, in any
+        case (530); `check_tags` refuses an empty value, and two keys equal but for case,
+        before anything is sent."""
+        check_tags(tags)
         params = {"resourcetype": resource_type, "resourceids": ",".join(resource_ids)}
         params |= _tag_map(tags)
         await self.execute_async("createTags", params, timeout=timeout)
@@ -308,17 +336,26 @@ class CloudStackClient:
         self,
         resource_type: str,
         resource_ids: list[str],
-        tags: Mapping[str, str] | None = None,
+        keys: Collection[str] | None = None,
         *,
         timeout: float | None = None,
     ) -> None:
-        """Without `tags`, CloudStack removes every tag of the resources."""
+        """Deletes the tags of those keys (whatever their values); without `keys`, every tag
+        of the resources. Sent without values: CloudStack matches a given value, even an
+        empty one, against the tag's (TaggedResourceManagerImpl.deleteTags)."""
         params = {"resourcetype": resource_type, "resourceids": ",".join(resource_ids)}
-        params |= _tag_map(tags or {})
+        for index, key in enumerate(sorted(keys or ())):
+            params[f"tags[{index}].key"] = key
         await self.execute_async("deleteTags", params, timeout=timeout)
 
     def _deadline(self, timeout: float | None) -> float:
         return self._clock() + (self._config.timeout if timeout is None else timeout)
+
+
+def page_limit(exc: CloudStackApiError) -> int | None:
+    """The default.page.size named by CloudStack's refusal of a larger page, if it is one."""
+    match = _PAGE_LIMIT.search(exc.errortext) if exc.errorcode == PARAM_ERROR else None
+    return int(match[1]) if match and int(match[1]) > 0 else None
 
 
 def _tag_map(tags: Mapping[str, str]) -> dict[str, str]:

@@ -78,6 +78,10 @@ class CloudStackTransportError(CloudStackError):
         self.transient = not sent or idempotent
 
 
+class CloudStackInvalidRequest(CloudStackError):
+    """A request CloudStack would refuse whatever its state (see `params`); never sent."""
+
+
 class CloudStackProtocolError(CloudStackError):
     """The answer is not what CloudStack sends (not JSON, no `...response` object)."""
 

@@ -166,12 +166,19 @@ class Volume:
             vm_id=_opt(r, "virtualmachineid"),
             device_id=_opt_int(r, "deviceid"),
             pool_id=_opt(r, "storageid"),
-            pool_name=_opt(r, "storage"),
+            pool_name=_pool_name(r),
             path=_opt(r, "path"),
             chain_info=_opt(r, "chaininfo"),
             size=_opt_int(r, "size"),
             zone_id=_str(r, "zoneid"),
         )
+
+
+def _pool_name(r: JsonObject) -> str | None:
+    """VolumeJoinDaoImpl names the pool "none" (and gives no storageid) when there is none."""
+    if r.get("storageid") is None and r.get("storage") == "none":
+        return None
+    return _opt(r, "storage")
 
 
 class _Identified(Protocol):

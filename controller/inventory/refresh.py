@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from controller.cloudstack import CloudStackError, JsonObject
+from controller.cloudstack.projects import list_everyone
 from controller.inventory.model import (
     Host,
     InventorySnapshot,
@@ -129,21 +130,25 @@ class Inventory:
     async def _fetch(self) -> InventorySnapshot:
         zone = {"zoneid": self._zone_id} if self._zone_id else {}
         fetched_at = self._now()
-        # listall=true: without it an admin sees only its own account's VMs and volumes;
-        # type=Routing: hypervisor hosts only, not the system VMs' host records.
-        queries: list[tuple[str, dict[str, str]]] = [
-            ("listZones", {"id": self._zone_id} if self._zone_id else {}),
-            ("listHosts", {"type": "Routing", **zone}),
-            ("listStoragePools", dict(zone)),
-            ("listVirtualMachines", {"listall": "true", **zone}),
-            ("listVolumes", {"listall": "true", **zone}),
+        timeout = self._refresh_timeout
+        # type=Routing: hypervisor hosts only, not the system VMs' host records;
+        # details=min: what the inventory reads is outside every other detail (ListVMsCmd,
+        # ListHostsCmd; listVolumes and listStoragePools take no `details`); VMs and volumes
+        # of every account and project (list_everyone).
+        reads: list[Awaitable[list[JsonObject]]] = [
+            self._source.list_all(
+                "listZones", {"id": self._zone_id} if self._zone_id else {}, timeout=timeout
+            ),
+            self._source.list_all(
+                "listHosts", {"type": "Routing", "details": "min", **zone}, timeout=timeout
+            ),
+            self._source.list_all("listStoragePools", dict(zone), timeout=timeout),
+            list_everyone(
+                self._source, "listVirtualMachines", {"details": "min", **zone}, timeout=timeout
+            ),
+            list_everyone(self._source, "listVolumes", dict(zone), timeout=timeout),
         ]
-        tasks = [
-            asyncio.ensure_future(
-                self._source.list_all(command, params, timeout=self._refresh_timeout)
-            )
-            for command, params in queries
-        ]
+        tasks = [asyncio.ensure_future(read) for read in reads]
         try:
             zones, hosts, pools, vms, volumes = await asyncio.gather(*tasks)
         except BaseException:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 from controller.agents import AgentError, AgentPool
 from controller.cloudstack import CloudStackClient, CloudStackError
+from controller.cloudstack.projects import list_everyone
 from controller.inventory import InventorySnapshot
 from controller.reconcile.intents import settle_intents
 from controller.reconcile.lease import lease_check
@@ -164,7 +165,7 @@ async def _transitional(
     cfg: ReconcileConfig,
 ) -> tuple[list[TransitionalSnapshot], list[str]]:
     try:
-        records = await cloudstack.list_all("listSnapshots", {"listall": "true"})
+        records = await list_everyone(cloudstack, "listSnapshots")
     except CloudStackError as exc:
         log.error("reconcile: listSnapshots failed: %s", exc)
         return [], [f"listSnapshots failed: {exc}"]

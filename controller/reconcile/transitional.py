@@ -1,6 +1,6 @@
-"""CloudStack snapshots left in a transitional state (Creating, BackingUp, Destroying,
-Allocated) longer than a threshold, each with what the agent of its VM's host lists for the
-disk: the operator decides, nothing is changed."""
+"""CloudStack snapshots left in a transitional state (every Snapshot.State but BackedUp,
+Destroyed and Error) longer than a threshold, each with what the agent of its VM's host
+lists for the disk: the operator decides, nothing is changed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ from controller.reconcile.report import TransitionalSnapshot, VolumeRow
 
 log = logging.getLogger(__name__)
 
-TRANSITIONAL_STATES = frozenset({"Creating", "BackingUp", "Destroying", "Allocated"})
+# Snapshot.State (api/src/main/java/com/cloud/storage/Snapshot.java): Allocated, Creating,
+# CreatedOnPrimary, BackingUp, BackedUp, Copying, Destroying, Destroyed, Error.
+TRANSITIONAL_STATES = frozenset(
+    {"Allocated", "Creating", "CreatedOnPrimary", "BackingUp", "Copying", "Destroying"}
+)
 
 
 def parse_created(value: object) -> datetime | None:

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Iterable
 
 from controller import policies
+from controller.cloudstack.projects import list_everyone, tag_key
 from controller.inventory import ListSource
 from controller.policies.caps import config_key
 
@@ -37,11 +38,11 @@ async def read_facts(
         return None
     tags = owned = None
     if need_tags:
-        tags = await source.list_all("listTags", {"listall": "true"}, timeout=timeout)
+        tags = await list_everyone(source, "listTags", key=tag_key, timeout=timeout)
     if need_owners:
         vms, volumes = await asyncio.gather(
-            source.list_all("listVirtualMachines", {"listall": "true"}, timeout=timeout),
-            source.list_all("listVolumes", {"listall": "true"}, timeout=timeout),
+            list_everyone(source, "listVirtualMachines", timeout=timeout),
+            list_everyone(source, "listVolumes", timeout=timeout),
         )
         owned = [*vms, *volumes]
     return policies.ResourceFacts.from_api(tags=tags, owned=owned)

@@ -5,7 +5,7 @@ CloudStack's signature checks, response shapes, paging and faults on demand."""
 from .auth import VERIFY_FAILED, java_url_encoder
 from .seed import Disk, LabDisk, add_vm
 from .server import CloudStackSimulator, SimRequest
-from .world import Host, Pool, VirtualMachine, Volume, World, Zone, make_id
+from .world import Host, Pool, Project, VirtualMachine, Volume, World, Zone, make_id
 
 __all__ = [
     "VERIFY_FAILED",
@@ -14,6 +14,7 @@ __all__ = [
     "Host",
     "LabDisk",
     "Pool",
+    "Project",
     "SimRequest",
     "VirtualMachine",
     "Volume",

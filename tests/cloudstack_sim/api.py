@@ -1,33 +1,51 @@
 """The API commands the controller uses, answering in CloudStack's JSON shapes.
 
-Lists follow BaseListCmd and ApiResponseSerializer: at most `default_page_size` records per
-answer whatever the total; `page` and `pagesize` go together; `count` is the total and, like
-the list key, is left out when nothing matched (`{}`). An id parameter naming nothing is a
-431 from the UUID translation, as in CloudStack. Without `listall=true` the caller sees only
-its own account's VMs, volumes, snapshots and tags.
+Lists follow api/src/main/java/org/apache/cloudstack/api/BaseListCmd.java and
+ApiResponseSerializer: at most `default_page_size` records per answer whatever the total;
+`page` and `pagesize` go together; a `pagesize` above default.page.size is a 431; `count` is
+the total and, like the list key, is left out when nothing matched (`{}`). An id parameter
+naming nothing is a 431 from the UUID translation. Who sees which records is `access.acl`,
+which fields `views`; tags are `tag_api`.
 
-Error texts are CloudStack's where its source gives them; the texts for an unknown tag
-resource type, a missing tag resource and a duplicate tag key are this simulator's.
+Error texts are CloudStack's where its source gives them.
 """
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from .access import ROLE_TYPES, Behaviour, acl, is_root_admin, require_available
 from .auth import ApiUser
+from .checks import (
+    CS_INVALID_PARAMETER,
+    CS_SERVER_API_EXCEPTION,
+    PARAM_ERROR,
+    Params,
+    integer,
+    no_such_entity,
+    required,
+)
 from .jobs import ApiError, JobQueue
 from .seed import ACCOUNT_IDS
-from .world import VOLUME_STATES, Tag, World
+from .tag_api import TagCommands
+from .views import (
+    HOST_DETAILS,
+    HOST_NOT_MIN,
+    VM_DETAILS,
+    VM_FULL_ONLY,
+    VM_NOT_MIN,
+    VOLUME_FULL_ONLY,
+    details,
+    restricted,
+    shown,
+)
+from .world import DOMAIN_ID, VOLUME_STATES, Owner, Tag, Volume, World, make_id
 
-PARAM_ERROR, INTERNAL_ERROR = 431, 530
-CS_SERVER_API_EXCEPTION, CS_INVALID_PARAMETER = 9999, 4350
-TAGGABLE = frozenset({"Volume", "UserVm", "Snapshot"})
-_TAG_PARAM = re.compile(r"^tags\[(\d+)\]\.(key|value)$")
-
-Params = dict[str, str]
 Record = dict[str, Any]
+# updateVolume's parameters marked authorized = {RoleType.Admin}: BaseCmd ignores them when
+# anyone else sends them (api/.../command/user/volume/UpdateVolumeCmd.java).
+UPDATE_VOLUME_ADMIN_ONLY = ("path", "state", "storageid", "chaininfo")
 
 
 def response_name(command: str) -> str:
@@ -35,10 +53,13 @@ def response_name(command: str) -> str:
 
 
 class Api:
-    def __init__(self, world: World, jobs: JobQueue) -> None:
+    def __init__(self, world: World, jobs: JobQueue, users: Mapping[str, ApiUser]) -> None:
         self.world = world
         self.jobs = jobs
+        self.users = users
         self.default_page_size = 500  # default.page.size
+        self.behaviour = Behaviour()
+        self.tag_commands = TagCommands(world, self._submit_tags, self._tag_visible, self.behaviour)
         self._handlers: dict[str, Callable[[Params, ApiUser], Record]] = {
             "listZones": self._list_zones,
             "listHosts": self._list_hosts,
@@ -49,14 +70,16 @@ class Api:
             "listSnapshotPolicies": self._list_policies,
             "listTags": self._list_tags,
             "listConfigurations": self._list_configurations,
+            "getUser": self._get_user,
             "queryAsyncJobResult": self._query_job,
             "updateVolume": self._update_volume,
-            "createTags": self._create_tags,
-            "deleteTags": self._delete_tags,
+            "createTags": self.tag_commands.create,
+            "deleteTags": self.tag_commands.delete,
         }
         self.commands = frozenset(self._handlers)
 
     def handle(self, command: str, params: Params, user: ApiUser) -> Record:
+        require_available(command, user)
         with self.world.lock:
             return self._handlers[command](params, user)
 
@@ -67,13 +90,16 @@ class Api:
         if value is None:
             return None
         if value not in table:
-            raise _no_such_entity(command, name, value)
+            raise no_such_entity(command, name, value)
         return table[value]
+
+    def _acl(self, command: str, params: Params, user: ApiUser) -> Callable[[Owner], bool]:
+        return acl(command, params, user, self.world, self.behaviour)
 
     def _page(
         self, command: str, params: Params, object_name: str, records: list[Record]
     ) -> Record:
-        page, size = _int(command, params, "page"), _int(command, params, "pagesize")
+        page, size = integer(command, params, "page"), integer(command, params, "pagesize")
         if size is not None and page is None and size != -1:
             raise ApiError(
                 PARAM_ERROR,
@@ -99,21 +125,17 @@ class Api:
                 CS_INVALID_PARAMETER,
             )
         if size == -1:
-            shown = records
+            page_records = records
         else:
             size = size or self.default_page_size
             start = size * (page - 1) if page and page > 0 else 0
-            shown = records[start : start + size]
+            page_records = records[start : start + size]
         body: Record = {}
         if records:
             body["count"] = len(records)
-            if shown:
-                body[object_name] = shown
+            if page_records:
+                body[object_name] = page_records
         return body
-
-    @staticmethod
-    def _visible(params: Params, user: ApiUser, account: str) -> bool:
-        return params.get("listall", "").lower() == "true" or account == user.account
 
     # -- lists -------------------------------------------------------------------------
 
@@ -124,17 +146,18 @@ class Api:
         return self._page("listZones", params, "zone", [z.to_api() for z in zones])
 
     def _list_hosts(self, params: Params, user: ApiUser) -> Record:
+        asked = details(params, HOST_DETAILS)
         host = self._ref("listHosts", params, "id", self.world.hosts)
         zone = self._ref("listHosts", params, "zoneid", self.world.zones)
         hosts = [
-            h
+            shown(h.to_api(), asked, HOST_NOT_MIN)
             for h in self.world.hosts.values()
             if host in (None, h)
             and zone in (None, h.zone)
             and params.get("type") in (None, h.type)
             and params.get("name") in (None, h.name)
         ]
-        return self._page("listHosts", params, "host", [h.to_api() for h in hosts])
+        return self._page("listHosts", params, "host", hosts)
 
     def _list_pools(self, params: Params, user: ApiUser) -> Record:
         pool = self._ref("listStoragePools", params, "id", self.world.pools)
@@ -148,9 +171,11 @@ class Api:
 
     def _list_vms(self, params: Params, user: ApiUser) -> Record:
         cmd = "listVirtualMachines"
+        asked = details(params, VM_DETAILS)
         vm = self._ref(cmd, params, "id", self.world.vms)
         zone = self._ref(cmd, params, "zoneid", self.world.zones)
         host = self._ref(cmd, params, "hostid", self.world.hosts)
+        seen = self._acl(cmd, params, user)
         vms = [
             v
             for v in self.world.vms.values()
@@ -158,17 +183,23 @@ class Api:
             and zone in (None, v.zone)
             and (host is None or v.host is host)
             and params.get("state") in (None, v.state)
-            and params.get("name") in (None, v.name)
-            and self._visible(params, user, v.account)
+            and params.get("name", "") in v.name  # ListVMsCmd: "a substring match is made"
+            and seen(Owner(v.account, v.project))
         ]
-        return self._page(cmd, params, "virtualmachine", [v.to_api() for v in vms])
+        records = [shown(v.to_api(), asked, VM_NOT_MIN) for v in vms]
+        if not is_root_admin(user):
+            records = [restricted(r, VM_FULL_ONLY) for r in records]
+        return self._page(cmd, params, "virtualmachine", records)
 
     def _list_volumes(self, params: Params, user: ApiUser) -> Record:
         cmd = "listVolumes"
         volume = self._ref(cmd, params, "id", self.world.volumes)
         zone = self._ref(cmd, params, "zoneid", self.world.zones)
         vm = self._ref(cmd, params, "virtualmachineid", self.world.vms)
-        pool = self._ref(cmd, params, "storageid", self.world.pools)
+        pool = (
+            self._ref(cmd, params, "storageid", self.world.pools) if is_root_admin(user) else None
+        )
+        seen = self._acl(cmd, params, user)
         volumes = [
             v
             for v in self.world.volumes.values()
@@ -178,20 +209,29 @@ class Api:
             and (pool is None or v.pool is pool)
             and params.get("type") in (None, v.type)
             and params.get("state") in (None, v.state)
-            and self._visible(params, user, v.account)
+            and params.get("name") in (None, v.name)
+            and seen(Owner(v.account, v.project))
         ]
-        return self._page(cmd, params, "volume", [v.to_api() for v in volumes])
+        return self._page(cmd, params, "volume", [self._volume_view(v, user) for v in volumes])
+
+    @staticmethod
+    def _volume_view(volume: Volume, user: ApiUser) -> Record:
+        record = volume.to_api()
+        return record if is_root_admin(user) else restricted(record, VOLUME_FULL_ONLY)
 
     def _list_snapshots(self, params: Params, user: ApiUser) -> Record:
         cmd = "listSnapshots"
         snapshot = self._ref(cmd, params, "id", self.world.snapshots)
         volume = self._ref(cmd, params, "volumeid", self.world.volumes)
+        seen = self._acl(cmd, params, user)
+        # QueryManagerImpl.searchForSnapshots: sc.setParameters("statusNEQ", Destroyed)
         snapshots = [
             s
             for s in self.world.snapshots.values()
             if snapshot in (None, s)
             and (volume is None or s.volume is volume)
-            and self._visible(params, user, s.volume.account)
+            and s.state != "Destroyed"
+            and seen(Owner(s.volume.account, s.volume.project))
         ]
         return self._page(cmd, params, "snapshot", [s.to_api() for s in snapshots])
 
@@ -217,24 +257,38 @@ class Api:
         return self._page("listConfigurations", params, "configuration", found)
 
     def _list_tags(self, params: Params, user: ApiUser) -> Record:
-        tags = [
-            t
-            for t in self.world.tags
-            if params.get("resourcetype") in (None, t.resource_type)
-            and params.get("resourceid") in (None, t.resource_id)
-            and params.get("key") in (None, t.key)
-            and params.get("value") in (None, t.value)
-            and self._visible(params, user, t.account)
-        ]
-        return self._page("listTags", params, "tag", [t.to_api() for t in tags])
+        return self._page("listTags", params, "tag", self.tag_commands.list(params, user))
+
+    def _tag_visible(self, params: Params, user: ApiUser, tag: Tag) -> bool:
+        return self._acl("listTags", params, user)(Owner(tag.account, tag.project))
+
+    def _get_user(self, params: Params, user: ApiUser) -> Record:
+        """GetUserCmd (api/.../command/admin/user/GetUserCmd.java) with UserResponse's fields."""
+        key = required("getUser", params, "userapikey")
+        found = self.users.get(key)
+        if found is None:
+            raise ApiError(PARAM_ERROR, "User with specified API key does not exist")
+        return {
+            "user": {
+                "id": make_id("user", found.username),
+                "username": found.username,
+                "account": found.account,
+                "accounttype": found.account_type,
+                "roletype": ROLE_TYPES[found.account_type],
+                "domainid": DOMAIN_ID,
+                "domain": "ROOT",
+                "state": "enabled",
+                "apikey": found.api_key,
+            }
+        }
 
     # -- async jobs ----------------------------------------------------------------------
 
     def _query_job(self, params: Params, user: ApiUser) -> Record:
-        jobid = _required("queryAsyncJobResult", params, "jobid")
+        jobid = required("queryAsyncJobResult", params, "jobid")
         job = self.jobs.query(jobid)
         if job is None:
-            raise _no_such_entity("queryAsyncJobResult", "jobid", jobid)
+            raise no_such_entity("queryAsyncJobResult", "jobid", jobid)
         return job.to_api()
 
     def _submit(
@@ -250,12 +304,17 @@ class Api:
         )
         return {"jobid": jobid}
 
+    def _submit_tags(self, user: ApiUser, cmd_class: str, effect: Callable[[], Record]) -> Record:
+        return self._submit(user, cmd_class, "None", "", effect)
+
     def _locked(self, effect: Callable[[], Record]) -> Record:
         with self.world.lock:
             return effect()
 
     def _update_volume(self, params: Params, user: ApiUser) -> Record:
         cmd = "updateVolume"
+        if not is_root_admin(user):
+            params = {k: v for k, v in params.items() if k not in UPDATE_VOLUME_ADMIN_ONLY}
         volume = self._ref(cmd, params, "id", self.world.volumes)
         if volume is None:
             raise ApiError(PARAM_ERROR, "Invalid volume id was provided", CS_INVALID_PARAMETER)
@@ -274,119 +333,13 @@ class Api:
             volume.state = params.get("state", volume.state)
             volume.name = params.get("name", volume.name)
             volume.pool = pool or volume.pool
-            return {"volume": volume.to_api()}
+            return {"volume": self._volume_view(volume, user)}
 
+        by = (
+            "admin.volume.UpdateVolumeCmdByAdmin"
+            if is_root_admin(user)
+            else "user.volume.UpdateVolumeCmd"
+        )
         return self._submit(
-            user,
-            "org.apache.cloudstack.api.command.admin.volume.UpdateVolumeCmdByAdmin",
-            "Volume",
-            volume.id,
-            effect,
+            user, f"org.apache.cloudstack.api.command.{by}", "Volume", volume.id, effect
         )
-
-    def _create_tags(self, params: Params, user: ApiUser) -> Record:
-        tags = _tag_map("createTags", params, required=True)
-        kind, ids = _tag_target("createTags", params)
-
-        def effect() -> Record:
-            for resource_id in ids:
-                if not self.world.resource_exists(kind, resource_id):
-                    raise ApiError(
-                        PARAM_ERROR, f"Unable to find resource by id {resource_id} and type {kind}"
-                    )
-                for key in tags:
-                    if any(
-                        t.resource_id == resource_id and t.resource_type == kind and t.key == key
-                        for t in self.world.tags
-                    ):
-                        raise ApiError(
-                            INTERNAL_ERROR, f"tag {key} already exists on {kind} {resource_id}"
-                        )
-            for resource_id in ids:
-                self.world.tags.extend(
-                    Tag(k, v, kind, resource_id, user.account) for k, v in tags.items()
-                )
-            return {"success": True}
-
-        return self._submit(
-            user, "org.apache.cloudstack.api.command.user.tag.CreateTagsCmd", "None", "", effect
-        )
-
-    def _delete_tags(self, params: Params, user: ApiUser) -> Record:
-        tags = _tag_map("deleteTags", params, required=False)
-        kind, ids = _tag_target("deleteTags", params)
-
-        def effect() -> Record:
-            doomed = [
-                t
-                for t in self.world.tags
-                if t.resource_type == kind
-                and t.resource_id in ids
-                and (not tags or (t.key in tags and tags[t.key] in ("", t.value)))
-            ]
-            if not doomed:
-                raise ApiError(
-                    PARAM_ERROR,
-                    "Unable to find any tags which conform to specified delete parameters",
-                )
-            self.world.tags[:] = [t for t in self.world.tags if t not in doomed]
-            return {"success": True}
-
-        return self._submit(
-            user, "org.apache.cloudstack.api.command.user.tag.DeleteTagsCmd", "None", "", effect
-        )
-
-
-def _no_such_entity(command: str, name: str, value: str) -> ApiError:
-    """What the UUID translation of an id parameter says when the id names nothing."""
-    return ApiError(
-        PARAM_ERROR,
-        f"Unable to execute API command {command.lower()} due to invalid value. "
-        f"Invalid parameter {name} value={value} due to incorrect long value format, "
-        "or entity does not exist or due to incorrect parameter annotation for the "
-        "field in api cmd class.",
-        CS_SERVER_API_EXCEPTION,
-    )
-
-
-def _required(command: str, params: Params, name: str) -> str:
-    if name not in params:
-        raise ApiError(
-            PARAM_ERROR,
-            f"Unable to execute API command {command.lower()} due to missing parameter {name}",
-            CS_SERVER_API_EXCEPTION,
-        )
-    return params[name]
-
-
-def _int(command: str, params: Params, name: str) -> int | None:
-    if name not in params:
-        return None
-    try:
-        return int(params[name])
-    except ValueError:
-        raise ApiError(
-            PARAM_ERROR,
-            f"Unable to execute API command {command.lower()} due to invalid value. "
-            f"Invalid parameter {name} value={params[name]} due to incorrect integer value format",
-            CS_SERVER_API_EXCEPTION,
-        ) from None
-
-
-def _tag_map(command: str, params: Params, *, required: bool) -> dict[str, str]:
-    entries: dict[int, dict[str, str]] = {}
-    for name, value in params.items():
-        match = _TAG_PARAM.match(name)
-        if match:
-            entries.setdefault(int(match[1]), {})[match[2]] = value
-    if required and not entries:
-        _required(command, params, "tags")
-    return {e["key"]: e.get("value", "") for _, e in sorted(entries.items()) if "key" in e}
-
-
-def _tag_target(command: str, params: Params) -> tuple[str, list[str]]:
-    kind = _required(command, params, "resourcetype")
-    ids = [i for i in _required(command, params, "resourceids").split(",") if i]
-    if kind not in TAGGABLE:
-        raise ApiError(PARAM_ERROR, f"Invalid resource type: {kind}", CS_INVALID_PARAMETER)
-    return kind, ids

@@ -26,6 +26,8 @@ class ApiUser:
     api_key: str
     secret_key: str
     account: str
+    account_type: int = 1  # Account.Type ordinal: 0 user, 1 root admin, 2 domain admin
+    username: str = "admin"
 
 
 def java_url_encoder(value: str) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from .world import (
     Host,
     Pool,
+    Project,
     Snapshot,
     SnapshotPolicy,
     VirtualMachine,
@@ -58,8 +59,10 @@ def add_vm(
     disks: Sequence[Disk] = (),
     instance_name: str | None = None,
     account: str = "admin",
+    project: Project | None = None,
 ) -> VirtualMachine:
-    """A VM with its volumes: the first disk is ROOT (device 0), the others DATADISKs."""
+    """A VM with its volumes: the first disk is ROOT (device 0), the others DATADISKs; a
+    project's VM and volumes are its project account's."""
     number = next(world.vm_numbers)
     vm = world.add(
         VirtualMachine(
@@ -69,6 +72,7 @@ def add_vm(
             state=state,
             host=host,
             account=account,
+            project=project,
         )
     )
     for device, disk in enumerate(disks):
@@ -84,6 +88,7 @@ def add_vm(
                 device_id=device,
                 size=disk.size,
                 account=account,
+                project=project,
             )
         )
     return vm

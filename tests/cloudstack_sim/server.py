@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import socket
 import threading
 from collections.abc import Sequence
@@ -31,6 +32,9 @@ ADMIN_SECRET_KEY = "sim-admin-secret-" + "y" * 64
 JSON_TYPE = "application/json; charset=UTF-8"
 # What a proxy in front of the management server answers when it has no server behind it.
 PROXY_PAGE = "<html><body><h1>{status} Service Unavailable</h1></body></html>"
+# ApiServer.CONTROL_CHARACTERS (server/src/main/java/com/cloud/api/ApiServer.java),
+# "[\000-\011\013-\014\016-\037\177]": ASCII 0-31 and 127 but line feed and carriage return.
+CONTROL_CHARACTERS = re.compile("[\x00-\x09\x0b\x0c\x0e-\x1f\x7f]")
 ERROR_TEXTS = {
     429: "There are too many API calls; please wait and try again",
     530: "Failed to process the request: internal error",
@@ -62,9 +66,9 @@ class CloudStackSimulator:
         if seeded:
             seed(self.world)
         self.jobs = JobQueue()
-        self.api = Api(self.world, self.jobs)
         self.api_key, self.secret_key = ADMIN_API_KEY, ADMIN_SECRET_KEY
         self.users = {self.api_key: ApiUser(self.api_key, self.secret_key, "admin")}
+        self.api = Api(self.world, self.jobs, self.users)
         self.clock_skew = timedelta(0)  # added to this host's clock
         self.enforce_timestamps = False  # enforce.post.requests.and.timestamps
         self._faults: list[Fault] = []
@@ -154,6 +158,18 @@ class CloudStackSimulator:
             state=state,
         )
 
+    def add_user(self, account: str, account_type: int) -> ApiUser:
+        """A key pair of `account` (account_type: 0 user, 1 root admin, 2 domain admin)."""
+        user = ApiUser(
+            f"sim-{account}-apikey-" + "a" * 40,
+            f"sim-{account}-secret-" + "b" * 40,
+            account,
+            account_type,
+            username=account,
+        )
+        self.users[user.api_key] = user
+        return user
+
     # -- what arrived ----------------------------------------------------------------------
 
     @property
@@ -207,6 +223,15 @@ class CloudStackSimulator:
         if user is None:
             self._record(handler.command, first, 401)
             handler.send(401, _error_body(name, 401, VERIFY_FAILED, None))
+            return
+        bad = next((k for k, v in first.items() if CONTROL_CHARACTERS.search(v)), None)
+        if bad is not None:  # ApiServer.handleRequest -> checkCharacterInkParams
+            self._record(handler.command, first, 431)
+            text = (
+                "Received value containing illegal ASCII non-printable characters "
+                f"for parameter {bad}"
+            )
+            handler.send(431, _error_body(name, 431, text, 9999))
             return
         if first.get("response") != "json":
             self._record(handler.command, first, 200)

@@ -46,7 +46,33 @@ def cs_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
-def _owner(account: str) -> dict[str, Any]:
+@dataclass
+class Project:
+    """A project owns its resources through an account of its own (Account.Type PROJECT)."""
+
+    name: str
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        self.id = self.id or make_id("project", self.name)
+
+    @property
+    def account(self) -> str:
+        return f"PrjAcct-{self.name}"
+
+
+@dataclass(frozen=True)
+class Owner:
+    account: str
+    project: Project | None = None
+
+
+def _owner(account: str, project: Project | None = None) -> dict[str, Any]:
+    """ApiResponseHelper.populateOwner: a project's resource names its project, not the
+    project's account."""
+    if project is not None:
+        return {"projectid": project.id, "project": project.name, "domainid": DOMAIN_ID,
+                "domain": "ROOT"}  # fmt: skip
     return {"account": account, "domainid": DOMAIN_ID, "domain": "ROOT"}
 
 
@@ -144,9 +170,12 @@ class VirtualMachine:
     host: Host | None
     account: str = "admin"
     id: str = ""
+    project: Project | None = None
 
     def __post_init__(self) -> None:
         self.id = self.id or make_id("vm", self.name)
+        if self.project is not None:
+            self.account = self.project.account
 
     def to_api(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -160,8 +189,16 @@ class VirtualMachine:
             "hypervisor": "KVM",
             "created": CREATED,
             "haenable": False,
+            "templateid": make_id("template", "ubuntu-22.04"),
+            "templatename": "ubuntu-22.04",
+            "templatedisplaytext": "Ubuntu 22.04",
+            "serviceofferingid": make_id("offering", "small"),
+            "serviceofferingname": "small",
+            "nic": [],
+            "securitygroup": [],
+            "affinitygroup": [],
             "tags": [],
-            **_owner(self.account),
+            **_owner(self.account, self.project),
         }
         if self.host is not None:  # CloudStack leaves hostid out for a VM on no host
             record |= {"hostid": self.host.id, "hostname": self.host.name}
@@ -182,9 +219,12 @@ class Volume:
     chain_info: str | None = None
     account: str = "admin"
     id: str = ""
+    project: Project | None = None
 
     def __post_init__(self) -> None:
         self.id = self.id or make_id("volume", self.name)
+        if self.project is not None:
+            self.account = self.project.account
 
     def to_api(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -205,14 +245,16 @@ class Volume:
             "quiescevm": False,
             "supportsstoragesnapshot": False,
             "tags": [],
-            **_owner(self.account),
+            **_owner(self.account, self.project),
         }
         if self.path is not None:
             record["path"] = self.path
         if self.chain_info is not None:
             record["chaininfo"] = self.chain_info
+        # VolumeJoinDaoImpl: the pool's name, or "none" (and no storageid) without one.
+        record["storage"] = "none" if self.pool is None else self.pool.name
         if self.pool is not None:
-            record |= {"storageid": self.pool.id, "storage": self.pool.name}
+            record["storageid"] = self.pool.id
         if self.vm is not None:
             record |= {
                 "virtualmachineid": self.vm.id,
@@ -256,7 +298,7 @@ class Snapshot:
             "zoneid": self.volume.zone.id,
             "revertable": True,
             "tags": [],
-            **_owner(self.volume.account),
+            **_owner(self.volume.account, self.volume.project),
         }
 
 
@@ -293,6 +335,7 @@ class Tag:
     resource_type: str  # ResourceObjectType: Volume, UserVm, Snapshot, ...
     resource_id: str
     account: str = "admin"
+    project: Project | None = None
 
     def to_api(self) -> dict[str, Any]:
         return {
@@ -300,7 +343,7 @@ class Tag:
             "value": self.value,
             "resourcetype": self.resource_type,
             "resourceid": self.resource_id,
-            **_owner(self.account),
+            **_owner(self.account, self.project),
         }
 
 
@@ -316,6 +359,7 @@ class World:
     snapshots: dict[str, Snapshot] = field(default_factory=dict)
     policies: dict[str, SnapshotPolicy] = field(default_factory=dict)
     tags: list[Tag] = field(default_factory=list)
+    projects: dict[str, Project] = field(default_factory=dict)
     # Global settings (listConfigurations): name -> value, CloudStack's defaults for the caps.
     configurations: dict[str, str] = field(
         default_factory=lambda: {
@@ -334,6 +378,7 @@ class World:
             Volume: self.volumes,
             Snapshot: self.snapshots,
             SnapshotPolicy: self.policies,
+            Project: self.projects,
         }
         with self.lock:
             tables[type(record)][record.id] = record
@@ -353,3 +398,22 @@ class World:
             "Snapshot": self.snapshots,
         }
         return resource_id in tables.get(resource_type, {})
+
+    def move_to_project(self, vm: VirtualMachine, project: Project) -> None:
+        """The VM and its volumes become the project's (assignVirtualMachine, in short)."""
+        with self.lock:
+            self.projects.setdefault(project.id, project)
+            for record in [vm, *(v for v in self.volumes.values() if v.vm is vm)]:
+                record.project, record.account = project, project.account
+
+    def owner_of(self, resource_type: str, resource_id: str) -> Owner:
+        """Who owns a taggable resource (a snapshot is its volume's)."""
+        if resource_type == "UserVm":
+            vm = self.vms[resource_id]
+            return Owner(vm.account, vm.project)
+        volume = (
+            self.snapshots[resource_id].volume
+            if resource_type == "Snapshot"
+            else self.volumes[resource_id]
+        )
+        return Owner(volume.account, volume.project)

@@ -217,11 +217,26 @@ def test_a_page_larger_than_the_server_allows_is_a_permanent_error(sim, fake_tim
     client = client_for(sim, fake_time)
 
     with pytest.raises(CloudStackApiError) as refused:
-        run(lambda: client.list_all("listVolumes", page_size=1000))
+        run(lambda: client.request("listVolumes", {"page": "1", "pagesize": "1000"}))
 
     assert (refused.value.errorcode, refused.value.cserrorcode) == (431, 4350)
     assert "max allowed page size value: 500" in refused.value.errortext
     assert len(sim.calls("listVolumes")) == 1
+
+
+def test_list_all_pages_at_a_lower_default_page_size_and_keeps_it(sim, fake_time):
+    sim.api.default_page_size = 100  # default.page.size set below the client's 500
+    add_volumes(sim, 144)  # 150 with the seed's
+    client = client_for(sim, fake_time)
+
+    first = run(lambda: client.list_all("listVolumes", {"listall": "true"}))
+    again = run(lambda: client.list_all("listVolumes", {"listall": "true"}))
+
+    assert len(first) == len(again) == 150
+    assert len({v["id"] for v in first}) == 150
+    sizes = [(c.params["pagesize"], c.status) for c in sim.calls("listVolumes")]
+    assert sizes == [("500", 431)] + [("100", 200)] * 4
+    assert fake_time.sleeps == []
 
 
 def test_an_id_that_names_nothing_is_cloudstacks_431(sim, fake_time):
@@ -444,7 +459,7 @@ def test_tags_are_created_listed_and_deleted_through_async_jobs(sim, fake_time):
     async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         await client.create_tags("Volume", [volume.id], {"hostsnap": "managed", "keep": "1"})
         made = await client.list_all("listTags", {"resourceid": volume.id})
-        await client.delete_tags("Volume", [volume.id], {"hostsnap": "managed"})
+        await client.delete_tags("Volume", [volume.id], ["hostsnap"])
         return made, await client.list_all("listTags", {"resourceid": volume.id})
 
     made, left = run(scenario)

@@ -161,7 +161,7 @@ def test_callers_asking_during_a_refresh_share_it(sim):
     first, second = run(scenario)
 
     assert first is second
-    assert len(sim.calls("listVolumes")) == 1
+    assert len(sim.calls("listZones")) == 1
 
 
 def test_run_refreshes_on_its_interval_through_failures(sim):
@@ -216,3 +216,30 @@ def test_vms_pointed_at_the_lab_carry_its_domain_names_and_disk_paths(sim, tmp_p
     (image,) = inventory.volumes_of(rbd.id)
     assert (inventory.pools[image.pool_id].path, image.path) == (RBD_POOL, "lab-rbd")
     assert inventory.pools[image.pool_id].is_rbd
+
+
+def test_the_inventory_asks_vms_and_hosts_for_their_minimal_details_only(sim):
+    inventory = refreshed(sim)
+
+    for command in ("listVirtualMachines", "listHosts"):
+        assert {c.params.get("details") for c in sim.calls(command)} == {"min"}, command
+    web = next(vm for vm in inventory.vms.values() if vm.name == "web-1")
+    assert web.instance_name and inventory.hosts[web.host_id or ""].ip_address == "10.0.0.11"
+    assert all(h.hypervisor == "KVM" and h.zone_id for h in inventory.hosts.values())
+
+
+def test_details_min_leaves_out_what_other_details_add_and_unknown_details_are_431(sim):
+    client = client_for(sim)
+
+    full = run(lambda: client.list_all("listVirtualMachines", {"listall": "true"}))
+    small = run(
+        lambda: client.list_all("listVirtualMachines", {"listall": "true", "details": "min"})
+    )
+    with pytest.raises(CloudStackApiError) as refused:
+        run(lambda: client.list_all("listHosts", {"details": "everything"}))
+
+    assert all("templateid" in vm for vm in full)
+    assert not any("templateid" in vm or "nic" in vm for vm in small)
+    assert all("instancename" in vm for vm in small)
+    assert refused.value.errorcode == 431
+    assert "The details parameter contains a non permitted value" in refused.value.errortext

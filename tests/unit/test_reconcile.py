@@ -411,3 +411,21 @@ def test_a_stale_path_is_not_fixed_when_the_disk_moved_during_the_pass(tmp_path)
         assert lab.root.path == "root-0b6a" and not lab.sim.calls("updateVolume")
 
     asyncio.run(main())
+
+
+def test_created_on_primary_and_copying_are_transitional_and_destroyed_is_never_seen(tmp_path):
+    async def test(lab: Lab) -> None:
+        old = datetime.now(UTC) - OLD
+        world = lab.sim.world
+        for name, state in [("primary", "CreatedOnPrimary"), ("copy", "Copying"),
+                            ("gone", "Destroyed"), ("failed", "Error")]:  # fmt: skip
+            world.add(Snapshot(name, lab.root, state=state, created=old))
+
+        report = await lab.reconcile(transitional_after=3600.0)
+
+        assert {(t.name, t.state) for t in report.transitional} == {
+            ("primary", "CreatedOnPrimary"),
+            ("copy", "Copying"),
+        }
+
+    in_lab(tmp_path, test)
