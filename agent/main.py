@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -62,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load(args.config)
     except ConfigError as e:
         print(f"hostsnap-agent: configuration error: {e}", file=sys.stderr)
-        return 2
+        # EX_CONFIG: the unit's RestartPreventExitStatus=, so systemd does not retry in a loop.
+        return os.EX_CONFIG
     if args.check_config:
         print(f"hostsnap-agent: {args.config or DEFAULT_PATH}: configuration is valid")
         return 0
