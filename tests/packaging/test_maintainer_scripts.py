@@ -75,3 +75,71 @@ def test_rpm_upgrade_restarts_a_running_controller_and_erase_stops_it(built: Bui
     assert upgrade.actions([CONTROLLER]) == [("try-restart", CONTROLLER)]
     assert erase.actions([CONTROLLER]) == [("disable", CONTROLLER)]
     assert ["systemctl", "--no-reload", "disable", "--now", CONTROLLER] in erase.calls()
+
+
+AGENT = "hostsnap-agent.service"
+DRAIN = ("hostsnap-agent", "--config", "/etc/hostsnap/agent.toml", "--drain")
+
+
+@pytest.fixture
+def agent_deb(built: Built, tmp_path: Path) -> dict[str, str]:
+    return deb_scripts(built.deb("hostsnap-agent"), tmp_path / "control")
+
+
+@pytest.mark.parametrize("drained", [0, 1, 78], ids=["drained", "timed out", "bad config"])
+def test_apt_upgrade_drains_the_agent_then_restarts_it(agent_deb, tmp_path, drained: int):
+    fake = host(tmp_path, enabled={AGENT}, active={AGENT})
+    fake.agent_exit = drained
+
+    fake.run(agent_deb["prerm"], "upgrade", NEW)
+    fake.run(agent_deb["postinst"], "configure", OLD)
+
+    # Drained or not, the upgrade goes on: the restart is what ends the drain.
+    assert fake.actions([AGENT]) == [DRAIN, ("restart", AGENT)]
+
+
+def test_apt_remove_drains_the_agent_then_stops_it(agent_deb, tmp_path):
+    fake = host(tmp_path, enabled={AGENT}, active={AGENT})
+
+    fake.run(agent_deb["prerm"], "remove")
+    fake.run(agent_deb["postrm"], "remove")
+
+    assert fake.actions([AGENT]) == [DRAIN, ("stop", AGENT)]
+
+
+def test_a_failed_upgrade_restarts_the_drained_agent(agent_deb, tmp_path):
+    fake = host(tmp_path, enabled={AGENT}, active={AGENT})
+
+    # dpkg's order when the new package fails to unpack: old-postinst abort-upgrade NEW.
+    fake.run(agent_deb["prerm"], "upgrade", NEW)
+    fake.run(agent_deb["postinst"], "abort-upgrade", NEW)
+
+    assert fake.actions([AGENT]) == [DRAIN, ("restart", AGENT)]
+
+
+def test_first_install_of_the_agent_deb_starts_it_without_a_drain(agent_deb, tmp_path):
+    fake = host(tmp_path, enabled={AGENT}, active=set())
+
+    fake.run(agent_deb["postinst"], "configure", "")
+
+    assert fake.actions([AGENT]) == [("start", AGENT)]
+
+
+def test_rpm_upgrade_drains_the_agent_before_it_restarts_it_and_erase_before_the_stop(
+    built: Built, tmp_path
+):
+    scripts = rpm_scriptlets(built.rpm("hostsnap-agent"))
+    upgrade = host(tmp_path / "upgrade", enabled={AGENT}, active={AGENT})
+
+    for tag in ("PREIN", "POSTIN", "PREUN", "POSTUN"):
+        upgrade.run(scripts[tag], "2" if tag in ("PREIN", "POSTIN") else "1")
+    erase = host(tmp_path / "erase", enabled={AGENT}, active={AGENT})
+    erase.run(scripts["PREUN"], "0")
+    erase.run(scripts["POSTUN"], "0")
+    install = host(tmp_path / "install", enabled=set(), active=set())
+    install.run(scripts["PREIN"], "1")
+    install.run(scripts["POSTIN"], "1")
+
+    assert upgrade.actions([AGENT]) == [DRAIN, ("try-restart", AGENT)]
+    assert erase.actions([AGENT]) == [DRAIN, ("disable", AGENT)]
+    assert install.actions([AGENT]) == [("preset", AGENT)]
