@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 
 import pytest
@@ -51,3 +52,21 @@ def test_lintian_reports_no_error_or_warning(built: Built):
         ["lintian", "--fail-on", "error,warning", *debs], capture_output=True, text=True
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("unit", ["hostsnap-agent.service", "hostsnap-controller.service"])
+def test_systemd_accepts_every_line_of_the_packaged_units(built: Built, unit: str, tmp_path):
+    root = tmp_path / "root"
+    for package in PACKAGES:
+        subprocess.run(["dpkg-deb", "-x", str(built.deb(package)), str(root)], check=True)
+    # The targets and units the packaged ones name, from this machine's systemd.
+    shutil.copytree("/lib/systemd/system", root / "lib/systemd/system", dirs_exist_ok=True,
+                    symlinks=True, ignore=shutil.ignore_patterns("hostsnap-*"))  # fmt: skip
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", f"--root={root}", f"/lib/systemd/system/{unit}"],
+        capture_output=True,
+        text=True,
+    )
+
+    # A value systemd cannot parse is only a warning: nothing may be said at all.
+    assert (done.returncode, done.stdout + done.stderr) == (0, "")
