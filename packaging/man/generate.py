@@ -52,8 +52,7 @@ def page(program: str, parser: argparse.ArgumentParser, name: str, version: str)
     # argparse-manpage 1.2 heads every page as section 1 of a manual called "Manual".
     _, body = generated.split("\n", 1)
     header = (
-        f'.TH {program.upper()} 8 "{release_date()}" "hostsnap {version}" '
-        '"System Administration"'
+        f'.TH {program.upper()} 8 "{release_date()}" "hostsnap {version}" "System Administration"'
     )
     return f"{header}\n{body}{(HERE / f'{program}.sections').read_text()}"
 
