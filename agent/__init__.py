@@ -1,3 +1,14 @@
 """hostsnap-agent: the snapshot service of one KVM host."""
 
-__version__ = "0.1.0"
+try:
+    # pyproject.toml's version, written by setup.py into what it builds: the DEBs and the RPM
+    # ship no distribution metadata for importlib.metadata to read.
+    from agent._version import VERSION  # type: ignore[import-not-found]
+except ImportError:  # a source checkout
+    import tomllib
+    from pathlib import Path
+
+    _PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    VERSION = str(tomllib.loads(_PYPROJECT.read_text())["project"]["version"])
+
+__version__: str = VERSION

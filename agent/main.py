@@ -6,11 +6,20 @@ import argparse
 import asyncio
 import json
 import logging
+import math
+import os
 import sys
 from pathlib import Path
 
 from agent import __version__
 from agent.settings import DEFAULT_PATH, ConfigError, load
+
+
+def seconds(text: str) -> float:
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number of seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,6 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--check-config", action="store_true", help="validate the configuration and exit"
+    )
+    parser.add_argument(
+        "--drain",
+        action="store_true",
+        help="ask the agent running here to start no new job, wait until its jobs have ended "
+        "(or --timeout), and exit: 0 drained or no agent running, 1 not drained; the packages "
+        "run it before they restart the agent",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=seconds,
+        metavar="SECONDS",
+        help="with --drain: how long to wait ([limits] drain_timeout, 1800 by default)",
     )
     parser.add_argument(
         "--log-format",
@@ -62,7 +84,16 @@ def main(argv: list[str] | None = None) -> int:
         settings = load(args.config)
     except ConfigError as e:
         print(f"hostsnap-agent: configuration error: {e}", file=sys.stderr)
-        return 2
+        # EX_CONFIG: the unit's RestartPreventExitStatus=, so systemd does not retry in a loop.
+        return os.EX_CONFIG
+    if args.drain:
+        from agent import drain
+
+        if not settings.listen.unix_socket:
+            print("hostsnap-agent: --drain needs [listen] unix_socket", file=sys.stderr)
+            return drain.NOT_DRAINED
+        timeout = settings.limits.drain_timeout if args.timeout is None else args.timeout
+        return drain.drain(drain.connect(settings.listen.unix_socket), timeout)
     if args.check_config:
         print(f"hostsnap-agent: {args.config or DEFAULT_PATH}: configuration is valid")
         return 0

@@ -55,6 +55,9 @@ class Limits:
     job_workers: int = 4
     # On SIGTERM, running jobs get this long to reach their end.
     shutdown_grace: float = 60.0
+    # Before an upgrade restarts the agent (hostsnap-agent --drain), running jobs get this
+    # long to end while no new one starts.
+    drain_timeout: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,8 @@ def validate(settings: Settings) -> None:
     for name, value in dataclasses.asdict(settings.limits).items():
         if value <= 0:
             raise ConfigError(f"[limits] {name} must be greater than 0")
+    if not math.isfinite(settings.limits.drain_timeout):
+        raise ConfigError("[limits] drain_timeout must be a finite number of seconds")
     a = settings.admission
     positive = [a.max_jobs, a.max_jobs_per_pool, a.wait_timeout, a.poll_interval]
     positive += list(a.iops_capacity.values())

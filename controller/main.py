@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -96,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return asyncio.run(_run(COMMANDS[args.command], args))
-    except (ConfigError, CommandError, CloudStackRoleError) as e:
+    except ConfigError as e:
+        print(f"hostsnap-controller: {e}", file=sys.stderr)
+        # EX_CONFIG: the unit's RestartPreventExitStatus=, so systemd does not retry in a loop.
+        return os.EX_CONFIG
+    except (CommandError, CloudStackRoleError) as e:
         print(f"hostsnap-controller: {e}", file=sys.stderr)
         return 2
     except (StoreError, CloudStackError, AgentError) as e:

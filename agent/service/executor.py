@@ -2,7 +2,8 @@
 
 A request the operation refuses before its job exists (bad input, a busy volume) is answered
 with that error at once; a job that started is answered with the job, and runs on. When every
-worker is busy a new job is refused at once (RESOURCE_EXHAUSTED), never queued behind them."""
+worker is busy a new job is refused at once (RESOURCE_EXHAUSTED), never queued behind them.
+Once drained (before a restart), every new job is refused (UNAVAILABLE, AGENT_DRAINING)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from agent.errors import Capacity
+from agent.errors import Capacity, Unavailable
 from agent.operations.services import AGENT_STOPPING, CALLER_GONE
 
 log = logging.getLogger(__name__)
@@ -28,9 +29,11 @@ class JobExecutor:
         self._cancel = cancel
         self._busy = 0
         self.running: set[str] = set()
+        self.draining = False
 
     async def start(self, operation: Operation) -> str:
         """Runs `operation(on_started)`; returns the job id once it has one."""
+        self.refuse_if_draining()
         if self._busy >= self._workers:
             raise Capacity(
                 f"all {self._workers} job workers are busy; retry later", reason="AGENT_BUSY"
@@ -63,6 +66,25 @@ class JobExecutor:
         error = outcome.exception()
         if error is not None and started.done():
             log.info("job ended with an error (recorded in its journal entry): %s", error)
+
+    def drain(self) -> None:
+        """No new job from now on; the running ones go on to their end."""
+        if not self.draining:
+            log.warning("draining for a restart: new jobs are refused, %d run on", self._busy)
+        self.draining = True
+
+    def refuse_if_draining(self) -> None:
+        if self.draining:
+            raise Unavailable(
+                "the agent is draining before a restart and starts no new job; retry once it "
+                "has restarted",
+                reason="AGENT_DRAINING",
+            )
+
+    @property
+    def starting(self) -> int:
+        """Operations that have not got a job id yet (they may still refuse the request)."""
+        return max(self._busy - len(self.running), 0)
 
     def cancel_running(self) -> None:
         for job_id in list(self.running):

@@ -25,6 +25,7 @@ from agent.errors import (
     TimedOut,
     Unavailable,
 )
+from agent.jobs import JobState
 from agent.model import ImageSnapshotRequest, SnapshotRequest
 from agent.operations import (
     chains,
@@ -433,6 +434,7 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     @rpc(Role.OPERATOR, audited=True)
     async def FreezeForGroup(self, request: pb.GroupFreezeRequest, context: Any) -> pb.GroupFreeze:
+        self.executor.refuse_if_draining()  # a hold is a job, though not one of the executor
         held = await self._blocking(
             group.freeze, self.svc, request.domain, request.group_id, request.hold_seconds
         )
@@ -442,3 +444,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     async def ThawGroup(self, request: pb.GroupThawRequest, context: Any) -> pb.FreezeStatus:
         frozen = await self._blocking(group.thaw, self.svc, request.domain, request.group_id)
         return pb.FreezeStatus(domain=request.domain, frozen=frozen)
+
+    # restarts
+
+    @rpc(Role.ADMIN, audited=True)
+    async def Drain(self, request: pb.DrainRequest, context: Any) -> pb.DrainResponse:
+        self.executor.drain()
+        # The journal's running jobs include the group holds, which the executor does not run.
+        held = await self._blocking(self.svc.journal.jobs, JobState.RUNNING)
+        running = self.executor.running | {job.id for job in held}
+        return pb.DrainResponse(running_job_ids=sorted(running), starting=self.executor.starting)

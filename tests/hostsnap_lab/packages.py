@@ -43,6 +43,8 @@ REQUIRED = (
     "python3-setuptools",
     "lintian",
     "rpm",
+    # The man pages are made from the programs' argparse parsers (packaging/man/generate.py).
+    "python3-argparse-manpage",
     # The controller's store: MariaDB for its multi-controller tests (a private mariadbd each
     # run, tests/mariadb/), and the libraries its DEB runs on, which the store's suite runs on
     # too under Debian's own Python (tests/unit/store/test_store_debian_sqlalchemy.py).

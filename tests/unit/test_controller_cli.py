@@ -5,6 +5,7 @@ cannot be done."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -150,7 +151,7 @@ def test_a_configuration_with_an_unknown_section_or_key_is_refused(tmp_path, cap
     with pytest.raises(ConfigError, match="unknown sections: cloudstak"):
         load(path)
     path.write_text("[dispatch]\nper_hots = 2\n")
-    assert main(["status", "--config", str(path)]) == 2
+    assert main(["status", "--config", str(path)]) == os.EX_CONFIG
     assert "unknown keys: per_hots" in capsys.readouterr().err
 
 
@@ -164,7 +165,7 @@ def test_options_given_before_a_nested_action_are_kept(config, capsys):
 def test_unreadable_agent_credentials_are_a_configuration_error(config, capsys):
     config.write_text(config.read_text().replace("insecure = true", 'ca = "/nonexistent/ca.crt"'))
 
-    assert main(["hosts", "--config", str(config)]) == 2
+    assert main(["hosts", "--config", str(config)]) == os.EX_CONFIG
     assert "[agents] ca: cannot read /nonexistent/ca.crt" in capsys.readouterr().err
 
 
@@ -232,7 +233,7 @@ def test_a_group_deadline_or_hold_that_is_not_a_positive_duration_is_refused(
     with pytest.raises(ConfigError, match=message):
         load(config)
     code, _, err = run(config, capsys, "groups")
-    assert code == 2 and message in err
+    assert code == os.EX_CONFIG and message in err
 
 
 def test_a_groups_max_hold_is_read_with_its_deadline(config):
@@ -251,7 +252,7 @@ def test_a_vm_named_twice_in_a_group_is_refused(config, capsys):
 
     code, _, err = run(config, capsys, "groups")
 
-    assert code == 2 and "[[groups]] g: vms names web-1 twice" in err
+    assert code == os.EX_CONFIG and "[[groups]] g: vms names web-1 twice" in err
 
 
 def test_a_vm_named_twice_by_id_and_by_name_is_refused_before_anything_is_frozen(

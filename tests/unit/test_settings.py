@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,8 @@ import pytest
 
 from agent.settings import ConfigError, load
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "packaging" / "config" / "agent.toml"
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "packaging" / "config" / "agent.toml"
 
 
 def test_the_documented_example_loads_with_its_defaults():
@@ -63,15 +65,21 @@ def test_a_bad_configuration_is_refused_with_the_key_named(tmp_path: Path, text:
         load(config, env={})
 
 
-def test_check_config_answers_without_starting(tmp_path: Path):
-    agent = str(Path(sys.executable).parent / "hostsnap-agent")
+def test_check_config_answers_without_starting_and_a_bad_one_exits_ex_config(tmp_path: Path):
+    # This tree's agent, not the console script of whichever checkout the venv installed.
+    agent = [sys.executable, "-m", "agent.main"]
     good = subprocess.run(
-        [agent, "--config", str(EXAMPLE), "--check-config"], capture_output=True, text=True
+        [*agent, "--config", str(EXAMPLE), "--check-config"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert good.returncode == 0 and "configuration is valid" in good.stdout
     bad_file = tmp_path / "agent.toml"
     bad_file.write_text('[listen]\ntcp = "0.0.0.0:7443"\n')
-    bad = subprocess.run(
-        [agent, "--config", str(bad_file), "--check-config"], capture_output=True, text=True
-    )
-    assert bad.returncode == 2 and "mutual TLS" in bad.stderr
+    for check in (["--check-config"], []):  # the unit's ExecStart= is without --check-config
+        bad = subprocess.run(
+            [*agent, "--config", str(bad_file), *check], capture_output=True, text=True, cwd=REPO
+        )
+        # 78, EX_CONFIG: what the systemd units' RestartPreventExitStatus= names.
+        assert bad.returncode == os.EX_CONFIG == 78 and "mutual TLS" in bad.stderr
