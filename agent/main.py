@@ -44,6 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
         "run it before they restart the agent",
     )
     parser.add_argument(
+        "--thaw-after-exit",
+        action="store_true",
+        help="thaw the guests the journal says the agent froze and did not thaw, and exit; "
+        "refused while an agent runs with this state directory. The unit's ExecStopPost= runs "
+        "it, so a guest is not left frozen after the agent died (SIGKILL included)",
+    )
+    parser.add_argument(
         "--timeout",
         type=seconds,
         metavar="SECONDS",
@@ -94,12 +101,21 @@ def main(argv: list[str] | None = None) -> int:
             return drain.NOT_DRAINED
         timeout = settings.limits.drain_timeout if args.timeout is None else args.timeout
         return drain.drain(drain.connect(settings.listen.unix_socket), timeout)
+    if args.thaw_after_exit:
+        from agent import thaw_after_exit
+
+        return thaw_after_exit.run(settings.agent)
     if args.check_config:
         print(f"hostsnap-agent: {args.config or DEFAULT_PATH}: configuration is valid")
         return 0
     from agent.service.app import serve  # imports libvirt, which --check-config does not need
+    from agent.thaw_after_exit import AgentRunning
 
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except AgentRunning as e:
+        print(f"hostsnap-agent: not starting: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -23,6 +23,10 @@ from agent.operations.services import Services
 log = logging.getLogger(__name__)
 
 
+# The "thawed" step of `hostsnap-agent --thaw-after-exit` (agent/thaw_after_exit.py).
+THAWED_AFTER_EXIT = "thaw-after-exit"
+
+
 class Window:
     """The consistency a snapshot got, and how long the guest was frozen."""
 
@@ -37,10 +41,17 @@ class Window:
         freeze was confirmed and no watchdog thawed the guest before the snapshot."""
         frozen = job.step("frozen")
         thawed = [s for s in job.steps if s.name == "thawed" and "frozen_seconds" in s.detail]
+        after_exit = [s for s in job.steps if s.detail.get("by") == THAWED_AFTER_EXIT]
         if frozen is not None and job.step("watchdog-fired") is None:
             if thawed:  # by the job itself, before the agent died
                 note = "completed by recovery"
                 return cls(Consistency.APPLICATION, note, thawed[0].detail["frozen_seconds"])
+            if after_exit and after_exit[0].detail.get("switch_seen") is False:
+                note = "completed by recovery; the guest was thawed before its disks switched"
+                return cls(Consistency.CRASH, note)
+            if after_exit:
+                note = "completed by recovery; the guest was thawed when the agent exited"
+                return cls(Consistency.APPLICATION, note, after_exit[0].at - frozen.at)
             note = "completed by recovery; the guest stayed frozen until the agent restarted"
             return cls(Consistency.APPLICATION, note, now - frozen.at)
         return cls(Consistency.CRASH, "completed by recovery; the guest was not frozen")

@@ -12,6 +12,7 @@ from typing import Any
 
 import grpc
 
+from agent import thaw_after_exit
 from agent.operations import group, recovery
 from agent.operations.services import Services
 from agent.service.executor import JobExecutor
@@ -85,6 +86,11 @@ def build_server(settings: Settings, servicer: AgentServicer) -> tuple[grpc.aio.
 
 
 async def serve(settings: Settings) -> None:
+    with thaw_after_exit.agent_lock(settings.agent):
+        await _serve(settings)
+
+
+async def _serve(settings: Settings) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from hostsnap_lab.paths import QCOW2_DOMAIN, RBD_DOMAIN
 from tests.cloudstack_sim import CloudStackSimulator
 from tests.cloudstack_sim.lab import point_at_lab
 
-from .agent_process import AgentProcess, start_agent
+from .agent_process import AGENT, AgentProcess, start_agent
 from .support import chain, disk_source, rbd_snapshots
 
 DOMAINS = (QCOW2_DOMAIN, RBD_DOMAIN)
@@ -264,6 +265,50 @@ def test_an_agent_killed_while_holding_a_guest_thaws_it_on_restart(
             first.process.wait(timeout=30)
         if guest_frozen(conn, RBD_DOMAIN):  # only ours could be: thaw it whatever failed
             conn.lookupByName(RBD_DOMAIN).fsThaw()
+        if second is not None:
+            assert second.stop() == 0, (second.directory / "agent.log").read_text()
+
+
+def test_a_guest_held_by_an_agent_killed_is_thawed_by_the_units_stop_post_command(
+    lab: Lab, conn: libvirt.virConnect, tmp_path: Path
+):
+    """What the unit's ExecStopPost= runs after a SIGKILL (systemd does not run here)."""
+    agent = start_agent(lab, directory(tmp_path, "agent"))
+    config = agent.directory / "agent.toml"
+    thaw = [AGENT, "--config", str(config), "--thaw-after-exit"]
+    request = pb.GroupFreezeRequest(
+        domain=QCOW2_DOMAIN, group_id=f"lab-exit-{uuid.uuid4().hex[:8]}", hold_seconds=25.0
+    )
+    second = None
+    try:
+        held = agent.stub("ctl-operator").FreezeForGroup(request, timeout=60)
+        assert held.frozen
+        refused = subprocess.run(thaw, capture_output=True, text=True, timeout=60)
+        assert refused.returncode == 1, refused.stderr
+        assert "an agent runs" in refused.stderr and guest_frozen(conn, QCOW2_DOMAIN)
+
+        agent.process.kill()
+        killed = time.monotonic()
+        agent.process.wait(timeout=30)
+        stop_post = subprocess.run(thaw, capture_output=True, text=True, timeout=60)
+        thawed_after = time.monotonic() - killed
+        assert stop_post.returncode == 0, stop_post.stderr
+        assert not guest_frozen(conn, QCOW2_DOMAIN)
+        print(f"frozen {thawed_after:.2f} s after the agent's SIGKILL")
+        journal = Journal(lab.agent_state / "journal.sqlite")
+        step = journal.get(held.job_id).step("thawed")
+        assert step is not None and step.detail["by"] == "thaw-after-exit"
+
+        second = start_agent(lab, directory(tmp_path, "second"))
+        job = second.stub("ctl-operator").GetJob(pb.GetJobRequest(job_id=held.job_id), timeout=30)
+        assert job.state == pb.JOB_STATE_FAILED and job.error.reason == "INTERRUPTED"
+        assert not guest_frozen(conn, QCOW2_DOMAIN)
+    finally:
+        if agent.process.poll() is None:
+            agent.process.kill()
+            agent.process.wait(timeout=30)
+        if guest_frozen(conn, QCOW2_DOMAIN):  # only ours could be: thaw it whatever failed
+            conn.lookupByName(QCOW2_DOMAIN).fsThaw()
         if second is not None:
             assert second.stop() == 0, (second.directory / "agent.log").read_text()
 

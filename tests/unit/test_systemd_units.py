@@ -47,3 +47,11 @@ def test_the_controller_service_exits_ex_config_on_a_bad_configuration(tmp_path:
 
     assert controller_main(["serve", "--config", str(config)]) == os.EX_CONFIG
     assert "unknown keys: per_hots" in capsys.readouterr().err
+
+
+def test_the_guests_the_agent_left_frozen_are_thawed_after_any_end_of_it():
+    found = directives("hostsnap-agent.service")
+
+    # ExecStopPost= runs after the main process ended however it ended, before a restart.
+    start, stop_post = found["ExecStart"], found["ExecStopPost"]
+    assert stop_post == [*start, "--thaw-after-exit"]
