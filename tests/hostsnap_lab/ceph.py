@@ -25,7 +25,10 @@ CONF = """[global]
 fsid = {fsid}
 mon host = v2:{mon_addr}
 mon initial members = a
+# Loopback only: without a cluster address the OSD's cluster and heartbeat messengers bind
+# every interface.
 public addr = 127.0.0.1
+cluster addr = 127.0.0.1
 ms bind ipv6 = false
 auth cluster required = none
 auth service required = none
@@ -70,13 +73,30 @@ def daemon_pid(paths: LabPaths, name: str) -> int | None:
 
 
 def is_healthy(paths: LabPaths) -> bool:
-    if not paths.ceph_conf.exists() or any(daemon_pid(paths, d) is None for d in DAEMONS):
+    if not has_current_conf(paths) or any(daemon_pid(paths, d) is None for d in DAEMONS):
         return False
     try:
         run(["rbd", "-c", str(paths.ceph_conf), "ls", RBD_POOL], timeout=15)
     except LabError:
         return False
     return True
+
+
+def has_current_conf(paths: LabPaths) -> bool:
+    """The cluster was made with this version of the lab's configuration (else it is rebuilt)."""
+    try:
+        written = paths.ceph_conf.read_text()
+    except OSError:
+        return False
+    fsid = next(
+        (
+            line.split("=", 1)[1].strip()
+            for line in written.splitlines()
+            if line.startswith("fsid =")
+        ),
+        "",
+    )
+    return written == render_conf(paths.ceph, fsid)
 
 
 def ensure_running(paths: LabPaths) -> bool:
