@@ -144,26 +144,13 @@ def _consolidate_volume(
         )
         faults.point("after-merge")
         svc.journal.record(job_id, "merged", target=volume.target, active=active)
-        finish_merge(svc, volume.domain, volume.target, run, active)
+        merge.forget_merged(
+            svc, volume.domain, volume.target, run.top, run.base, active, run.between
+        )
         removed += [run.top, *run.between]
     expected = [layer.path for layer in before.layers if layer.path not in removed]
     after = _verified_chain(svc, volume, expected)
     return DiskChainResult(volume.target, after[0], before.depth, len(after), tuple(removed))
-
-
-def finish_merge(
-    svc: Services, domain: str, target: str, run: chains.MergeRun, active: str
-) -> None:
-    """After a run's commit: its images go, `base` takes `top`'s snapshots."""
-    merge.remove_layer(svc, run.top, run.base)
-    for path in run.between:
-        if os.path.exists(path):
-            os.unlink(path)
-        svc.journal.forget_layer(path)
-    svc.journal.move_snapshot_content(run.top, run.base)
-    svc.journal.forget_layer(run.top)
-    svc.journal.set_active_layer(domain, target, active, [])
-    svc.publish_layers()
 
 
 def _flatten_removes(health: chains.ChainHealth) -> list[chains.ChainLayer]:

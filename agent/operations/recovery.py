@@ -29,6 +29,7 @@ from agent.operations import (
     image_snapshot,
     merge,
     pause,
+    quiesce,
     snapshot,
     volumes,
 )
@@ -83,11 +84,7 @@ def recover(svc: Services) -> list[Recovered]:
 def _thaw(svc: Services, domain: str) -> None:
     if not svc.host.exists(domain) or not volumes.is_live(svc.host.state(domain)[0]):
         return
-    guest = svc.guest_agent(domain)
-    guest.thaw()
-    status = guest.freeze_status()
-    if status != "thawed":
-        raise HostsnapError(f"domain {domain} still reports {status} after thaw")
+    quiesce.thaw_confirmed(svc.guest_agent(domain), domain, svc.monotonic)
     log.warning("domain %s: thawed by recovery", domain)
 
 
@@ -208,12 +205,9 @@ def _delete(svc: Services, job: Job) -> tuple[JobState, str]:
     top, base = step.detail["top"], step.detail["base"]
     if job.step("merged") is None:
         merge.resume(svc, job.id, job.domain, record.target, top, base, step.detail["live"])
-    merge.remove_layer(svc, top, base)
-    svc.journal.move_snapshot_content(top, base)
-    svc.journal.forget_layer(top)
-    svc.journal.mark_snapshot_deleted(sid)
     active = volumes.current_active(svc, job.domain, record.target) or base
-    svc.journal.set_active_layer(job.domain, record.target, active, [])
+    merge.forget_merged(svc, job.domain, record.target, top, base, active)
+    svc.journal.mark_snapshot_deleted(sid)
     result = DeleteResult(job.id, sid, job.domain, record.target, active, (top,))
     svc.journal.succeed(job.id, to_json(result))
     return JobState.SUCCEEDED, f"the merge of {top} was finished"
@@ -232,7 +226,7 @@ def _consolidate(svc: Services, job: Job) -> tuple[JobState, str]:
         bandwidth = job.request.get("bandwidth_mib", 0)
         merge.resume(svc, job.id, job.domain, target, run.top, run.base, live, bandwidth)
     active = volumes.current_active(svc, job.domain, target) or run.base
-    consolidate.finish_merge(svc, job.domain, target, run, active)
+    merge.forget_merged(svc, job.domain, target, run.top, run.base, active, run.between)
     return JobState.FAILED, f"the merge of {run.top} was finished; consolidate again for the rest"
 
 
