@@ -7,29 +7,24 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Any
 
-from agent.errors import HostsnapError, Precondition
-from agent.hypervisor import domain_xml, qemu_img
+from agent.errors import HostsnapError
+from agent.hypervisor import domain_xml
 from agent.jobs import Job, JobState
 from agent.model import (
-    DeleteResult,
-    DomainState,
     RbdSource,
-    RevertResult,
     SnapshotRequest,
     Volume,
-    VolumeKind,
 )
 from agent.operations import (
-    chains,
     consistency,
     consolidate,
+    delete,
     group,
     image_snapshot,
-    merge,
     pause,
     quiesce,
+    revert,
     snapshot,
     volumes,
 )
@@ -64,10 +59,10 @@ def recover(svc: Services) -> list[Recovered]:
                 pause.resume_after_crash(svc, job)
             handler = {
                 "snapshot": _snapshot,
-                "revert": _revert,
-                "delete": _delete,
-                "consolidate": _consolidate,
-                "flatten": _flatten,
+                revert.OPERATION: revert.recover,
+                delete.OPERATION: delete.recover,
+                consolidate.CONSOLIDATE: consolidate.recover_consolidate,
+                consolidate.FLATTEN: consolidate.recover_flatten,
                 group.OPERATION: _group_freeze,
             }[job.operation]
             state, detail = handler(svc, job)
@@ -141,112 +136,3 @@ def _group_freeze(svc: Services, job: Job) -> tuple[JobState, str]:
     if job.step("freeze") is None:
         return JobState.FAILED, "it stopped before freezing the guest"
     return JobState.FAILED, "the group hold ended with the agent; the guest was thawed on start"
-
-
-def _revert(svc: Services, job: Job) -> tuple[JobState, str]:
-    rollback = job.step("rollback")
-    if rollback is not None:
-        # An interrupted RBD rollback leaves the image half rolled back: run it to the end,
-        # but never under a running guest.
-        if svc.host.state(job.domain)[0] != DomainState.SHUTOFF:
-            raise Precondition(
-                f"domain {job.domain} runs on a half rolled-back RBD image; stop it and revert "
-                "again"
-            )
-        source = _rbd_source(svc, job.domain, rollback.detail["target"])
-        svc.rbd.rollback(source, rollback.detail["name"])
-        svc.journal.succeed(job.id, _revert_result(job, source.spec, rollback.detail["target"]))
-        return JobState.SUCCEEDED, "the RBD rollback was run again to completion"
-    plan = job.step("plan")
-    if plan is None:
-        return JobState.FAILED, "it stopped before changing anything"
-    target, overlay = plan.detail["target"], plan.detail["overlay"]
-    if volumes.current_active(svc, job.domain, target) == overlay:
-        svc.journal.set_active_layer(job.domain, target, overlay, [plan.detail["previous"]])
-        svc.journal.succeed(job.id, _revert_result(job, overlay, target))
-        return JobState.SUCCEEDED, "the domain already used the new overlay; completed"
-    merge.remove_unused_overlay(overlay)
-    return JobState.FAILED, f"the domain still used its old image; {overlay} was removed"
-
-
-def _revert_result(job: Job, active: str, target: str) -> dict[str, Any]:
-    result: dict[str, Any] = to_json(
-        RevertResult(job.id, job.request["snapshot_id"], job.domain, target, active)
-    )
-    return result
-
-
-def _delete(svc: Services, job: Job) -> tuple[JobState, str]:
-    sid = job.request["snapshot_id"]
-    record = svc.journal.snapshot(sid, deleted=True)
-    if record is None:
-        return JobState.FAILED, "its snapshot record is gone"
-    if record.kind == VolumeKind.RBD:
-        source = (
-            _rbd_source(svc, job.domain, record.target)
-            if record.domain
-            else image_snapshot.image_source(record.target)
-        )
-        svc.rbd.remove_snapshot(source, f"hostsnap-{sid}")
-        svc.journal.mark_snapshot_deleted(sid)
-        active = record.content.split("@")[0]
-        result = DeleteResult(job.id, sid, job.domain, record.target, active)
-        svc.journal.succeed(job.id, to_json(result))
-        return JobState.SUCCEEDED, "the RBD snapshot removal was run again"
-    if job.step("defer-merge") is not None:
-        svc.journal.mark_snapshot_deleted(sid)
-        active = volumes.current_active(svc, job.domain, record.target) or record.content
-        result = DeleteResult(job.id, sid, job.domain, record.target, active)
-        svc.journal.succeed(job.id, to_json(result))
-        return JobState.SUCCEEDED, "the snapshot was forgotten; its layer waits for consolidation"
-    step = job.step("merge")
-    if step is None:
-        return JobState.FAILED, "it stopped before changing anything"
-    top, base = step.detail["top"], step.detail["base"]
-    if job.step("merged") is None:
-        merge.resume(svc, job.id, job.domain, record.target, top, base, step.detail["live"])
-    active = volumes.current_active(svc, job.domain, record.target) or base
-    merge.forget_merged(svc, job.domain, record.target, top, base, active)
-    svc.journal.mark_snapshot_deleted(sid)
-    result = DeleteResult(job.id, sid, job.domain, record.target, active, (top,))
-    svc.journal.succeed(job.id, to_json(result))
-    return JobState.SUCCEEDED, f"the merge of {top} was finished"
-
-
-def _consolidate(svc: Services, job: Job) -> tuple[JobState, str]:
-    """The merge under way is finished (re-attaching to a live commit QEMU still runs, and
-    pivoting it when ready); the job then ends failed, the rest left for a new run."""
-    step = job.step("merge")
-    if step is None:
-        return JobState.FAILED, "it stopped before merging anything"
-    target, live = step.detail["target"], step.detail["live"]
-    run = chains.MergeRun(step.detail["top"], step.detail["base"], tuple(step.detail["between"]))
-    merged = job.step("merged")
-    if merged is None or merged.at < step.at:
-        bandwidth = job.request.get("bandwidth_mib", 0)
-        merge.resume(svc, job.id, job.domain, target, run.top, run.base, live, bandwidth)
-    active = volumes.current_active(svc, job.domain, target) or run.base
-    merge.forget_merged(svc, job.domain, target, run.top, run.base, active, run.between)
-    return JobState.FAILED, f"the merge of {run.top} was finished; consolidate again for the rest"
-
-
-def _flatten(svc: Services, job: Job) -> tuple[JobState, str]:
-    if job.step("rbd-flatten") is not None:
-        return JobState.FAILED, "an RBD flatten was interrupted; the clone reads as before"
-    step = job.step("flatten")
-    if step is None:
-        return JobState.FAILED, "it stopped before flattening anything"
-    target = step.detail["target"]
-    flattened = job.step("flattened")
-    if flattened is None or flattened.at < step.at:
-        if svc.host.exists(job.domain) and volumes.is_live(svc.host.state(job.domain)[0]):
-            consolidate.wait_pull(svc, job.domain, target, lambda fraction: None)
-        active = volumes.current_active(svc, job.domain, target)
-        if active is None or len(qemu_img.chain(active)) > 1:
-            return JobState.FAILED, f"the flatten of {target} did not finish; nothing was removed"
-        if volumes.is_live(svc.host.state(job.domain)[0]):
-            merge.make_durable(svc, job.id, job.domain, active)
-        else:
-            merge.redefine_offline(svc, job.domain, target, active)
-    consolidate.finish_flatten(svc, step.detail["remove"], step.detail["lost"])
-    return JobState.FAILED, f"the flatten of {target} was finished; other disks were not flattened"
