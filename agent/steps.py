@@ -51,6 +51,12 @@ def read_all(job: Job, step: StepName, kind: type[D]) -> list[D]:
     ]
 
 
+def when(job: Job, step: StepName) -> float | None:
+    """When the job's last step of that name was written (the journal's clock)."""
+    found = job.step(step.value)
+    return None if found is None else found.at
+
+
 def reached_after(job: Job, later: StepName, earlier: StepName) -> bool:
     """Whether `later` was written after the last `earlier` (both reached)."""
     names = [s.name for s in job.steps]

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent import steps
 from agent.config import AgentConfig
 from agent.errors import HostsnapError
 from agent.hypervisor import domain_xml
@@ -52,6 +53,7 @@ def thaw_left_frozen(
     host: LibvirtHost,
     guest_agent: Callable[[str], GuestAgent],
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
 ) -> list[str]:
     """Thaws the guests of the journal's jobs left frozen; returns the domains thawed."""
     thawed = []
@@ -64,10 +66,10 @@ def thaw_left_frozen(
         except HostsnapError as e:
             log.error("domain %s may still be frozen (job %s): %s", job.domain, job.id, e)
             continue
-        detail: dict[str, object] = {"by": consistency.THAWED_AFTER_EXIT}
-        if switched is not None:
-            detail["switch_seen"] = switched
-        journal.record(job.id, "thawed", **detail)
+        frozen_at = steps.when(job, quiesce.Step.FROZEN)
+        frozen_seconds = None if frozen_at is None else max(wall_clock() - frozen_at, 0.0)
+        done = quiesce.Thawed(frozen_seconds, consistency.THAWED_AFTER_EXIT, switched)
+        steps.write(journal, job.id, quiesce.Step.THAWED, done)
         log.warning("domain %s: thawed after the agent's exit (job %s)", job.domain, job.id)
         thawed.append(job.domain)
     return thawed

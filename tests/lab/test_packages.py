@@ -413,7 +413,8 @@ def test_installed_controller_answers_from_cloudstack_and_its_store(
         help_ = run("/usr/bin/hostsnap-controller", command, "--help")
         assert help_.returncode == 0 and "--config" in help_.stdout, (command, help_.stderr)
     assert run("/usr/bin/hostsnap-controller").returncode == 2  # no command
-    assert run("/usr/bin/hostsnap-controller", "status", "--config", "/nonexistent").returncode == 2
+    missing = run("/usr/bin/hostsnap-controller", "status", "--config", "/nonexistent")
+    assert missing.returncode == os.EX_CONFIG, missing.stderr
 
     # The installed configuration: a conffile readable by root and the service's group only.
     stat = CONTROLLER_CONFIG.stat()
