@@ -11,6 +11,7 @@ from pathlib import Path
 from agent.errors import HostsnapError, InvalidArgument
 from agent.hypervisor import domain_xml
 from agent.hypervisor.host_disks import host_disk_counters
+from agent.hypervisor.ports import Host
 from agent.hypervisor.sensors import Temperature, read_temperatures
 from agent.model import Volume
 from agent.operations.services import Services
@@ -78,30 +79,30 @@ class PoolLoad:
     MAX_AGE = 30.0  # an older sample says little about the load now
 
     def __init__(
-        self, svc: Services, seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep
+        self, host: Host, seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep
     ) -> None:
-        self._svc, self._seconds, self._sleep = svc, seconds, sleep
+        self._host, self._seconds, self._sleep = host, seconds, sleep
         self._last: Sample | None = None
         self._lock = threading.Lock()
 
     def __call__(self, pools: set[str]) -> dict[str, float]:
         with self._lock:
-            current = Sample(*self._svc.host.block_counters())
+            current = Sample(*self._host.block_counters())
             previous = self._last
             if previous is None or not (
                 self.MIN_SPAN <= current.taken_at - previous.taken_at <= self.MAX_AGE
             ):
                 self._sleep(self._seconds)
-                previous, current = current, Sample(*self._svc.host.block_counters())
+                previous, current = current, Sample(*self._host.block_counters())
             self._last = current
-        return _by_pool(self._svc, pools, previous, current)
+        return _by_pool(self._host, pools, previous, current)
 
 
-def _by_pool(svc: Services, pools: set[str], first: Sample, second: Sample) -> dict[str, float]:
+def _by_pool(host: Host, pools: set[str], first: Sample, second: Sample) -> dict[str, float]:
     where: dict[tuple[str, str], str] = {}
     for domain in second.counters:
         try:
-            for volume in domain_xml.volumes(domain, svc.host.xml(domain)):
+            for volume in domain_xml.volumes(domain, host.xml(domain)):
                 where[(domain, volume.target)] = pool_of(volume)
         except HostsnapError:
             continue  # the domain went away meanwhile
