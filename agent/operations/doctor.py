@@ -6,14 +6,13 @@ from __future__ import annotations
 import enum
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.errors import HostsnapError
-from agent.hypervisor import domain_xml, qemu_img
+from agent.hypervisor import domain_xml, qemu_img, time_sync
 from agent.hypervisor.ceph_rbd import CephRbd
 from agent.hypervisor.guest_agent import GuestAgent
 from agent.hypervisor.libvirt_host import LibvirtHost
@@ -142,31 +141,18 @@ def _rbd_overlays(config: AgentConfig) -> Check:
 
 
 def _time_sync() -> Check:
-    probes = (
-        ["chronyc", "-n", "tracking"],
-        ["timedatectl", "show", "-p", "NTPSynchronized"],
-        ["ntpq", "-p"],
-    )
-    for argv in probes:
-        if shutil.which(argv[0]) is None:
-            continue
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        except subprocess.TimeoutExpired:
-            continue
-        text = out.stdout
-        if out.returncode == 0 and (
-            "Leap status     : Normal" in text or "NTPSynchronized=yes" in text or "*" in text
-        ):
-            return Check("time", Verdict.OK, f"synchronised ({argv[0]})")
+    found = time_sync.probe()
+    if found is None:
         return Check(
-            "time", Verdict.WARNING, f"{argv[0]} reports no synchronisation; check chrony or ntp"
+            "time",
+            Verdict.WARNING,
+            "no chrony, systemd-timesyncd or ntp found; install chrony so that snapshot times "
+            "agree across hosts",
         )
+    if found.synchronised:
+        return Check("time", Verdict.OK, f"synchronised ({found.tool})")
     return Check(
-        "time",
-        Verdict.WARNING,
-        "no chrony, systemd-timesyncd or ntp found; install chrony so that snapshot times "
-        "agree across hosts",
+        "time", Verdict.WARNING, f"{found.tool} reports no synchronisation; check chrony or ntp"
     )
 
 
