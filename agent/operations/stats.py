@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agent.errors import HostsnapError, InvalidArgument
 from agent.hypervisor import domain_xml
-from agent.hypervisor.host_disks import host_disk_counters
+from agent.hypervisor.host_disks import HOST, host_disk_counters
 from agent.hypervisor.ports import Host
 from agent.hypervisor.sensors import Temperature, read_temperatures
 from agent.model import Volume
@@ -39,6 +39,29 @@ def interval(seconds: float) -> float:
 
 def sample(svc: Services) -> tuple[Sample, Sample]:
     return Sample(*svc.host.block_counters()), Sample(*host_disk_counters())
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The host's counters and sensors as they are now, cumulative (rates are the reader's):
+    {domain: {disk: counters}}, {device: counters}, named as libvirt's (rd/wr/fl.reqs, rd/wr.
+    bytes, rd/wr/fl.times in nanoseconds)."""
+
+    domain_disks: dict[str, dict[str, dict[str, int]]]
+    host_devices: dict[str, dict[str, int]]
+    temperatures: list[Temperature]
+    domains_unread: str | None = None  # why there are no domains' counters (libvirt's error)
+
+
+def reading(svc: Services) -> Reading:
+    """One reading for a scrape: without libvirt, the host's own devices and sensors still."""
+    unread = None
+    try:
+        _, domains = svc.host.block_counters()
+    except HostsnapError as e:
+        domains, unread = {}, str(e)
+    _, host = host_disk_counters()
+    return Reading(domains, host.get(HOST, {}), read_temperatures(svc.config.sysfs_root), unread)
 
 
 def measure(
