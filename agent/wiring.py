@@ -1,7 +1,10 @@
 """Builds the real adapters and the Services the operations work with: for the agent's
-service, `hostsnap --direct` and the lab tests. The one place that picks the adapters."""
+service, `hostsnap --direct`, `hostsnap doctor` and the lab tests. The one place that picks
+the adapters."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 from agent.admission import Admission, AdmissionConfig
 from agent.config import AgentConfig
@@ -10,7 +13,7 @@ from agent.hypervisor.guest_agent import GuestAgent
 from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.hypervisor.ports import GuestAgents
 from agent.jobs import Journal
-from agent.operations import stats
+from agent.operations import doctor, stats
 from agent.operations.services import Services
 
 
@@ -41,3 +44,18 @@ def open_services(config: AgentConfig, admission: AdmissionConfig | None = None)
             pool_iops=stats.PoolLoad(host),
         ),
     )
+
+
+def run_doctor(
+    config: AgentConfig,
+    agent_socket: str,
+    audit_log: str,
+    agent_answers: Callable[[], str | None],
+) -> list[doctor.Check]:
+    """`hostsnap doctor`'s checks over this host's libvirt and Ceph."""
+    host, rbd = LibvirtHost(config.libvirt_uri), CephRbd(config.ceph_conf)
+    adapters = doctor.Adapters(host, guest_agents(host, config.guest_agent_timeout), rbd)
+    try:
+        return doctor.run_checks(config, adapters, agent_socket, audit_log, agent_answers)
+    finally:
+        rbd.close()

@@ -106,5 +106,11 @@ class Rbd(Protocol):
     ) -> None: ...
 
 
+class CephCluster(Protocol):
+    """Whether a Ceph cluster answers (CephRbd), for `hostsnap doctor`."""
+
+    def connect(self, conf: str) -> None: ...
+
+
 # Seconds as a float: time.monotonic for deadlines, time.time for the wall clock.
 Clock = Callable[[], float]

@@ -13,9 +13,7 @@ from pathlib import Path
 from agent.config import AgentConfig
 from agent.errors import HostsnapError
 from agent.hypervisor import domain_xml, qemu_img, time_sync
-from agent.hypervisor.ceph_rbd import CephRbd
-from agent.hypervisor.guest_agent import GuestAgent
-from agent.hypervisor.libvirt_host import LibvirtHost
+from agent.hypervisor.ports import CephCluster, GuestAgents, Host
 from agent.model import VolumeKind
 from agent.operations import rbd_overlay, volumes
 
@@ -33,24 +31,31 @@ class Check:
     detail: str
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """What the checks look at (agent/wiring.py run_doctor gives the real ones)."""
+
+    host: Host
+    guest_agents: GuestAgents
+    ceph: CephCluster
+
+
 def run_checks(
     config: AgentConfig,
+    adapters: Adapters,
     agent_socket: str,
     audit_log: str,
     agent_answers: Callable[[], str | None],
 ) -> list[Check]:
     """Reads only: nothing of the agent's state is created or changed."""
-    host, rbd = LibvirtHost(config.libvirt_uri), CephRbd(config.ceph_conf)
-    try:
-        checks = [_libvirt(host, config)]
-        if checks[0].verdict == Verdict.OK:
-            checks += _guest_agents(host, config)
-            checks += _pools(host, config)
-        checks.append(_rbd_overlays(config))
-        checks.append(_time_sync())
-        checks.append(_ceph(rbd, config))
-    finally:
-        rbd.close()
+    host = adapters.host
+    checks = [_libvirt(host, config)]
+    if checks[0].verdict == Verdict.OK:
+        checks += _guest_agents(host, adapters.guest_agents)
+        checks += _pools(host, config)
+    checks.append(_rbd_overlays(config))
+    checks.append(_time_sync())
+    checks.append(_ceph(adapters.ceph, config))
     checks.append(_agent(agent_socket, agent_answers))
     checks.append(
         Check(
@@ -63,7 +68,7 @@ def run_checks(
     return checks
 
 
-def _libvirt(host: LibvirtHost, config: AgentConfig) -> Check:
+def _libvirt(host: Host, config: AgentConfig) -> Check:
     try:
         libvirt_version, qemu_version = host.versions()
     except HostsnapError as e:
@@ -75,13 +80,13 @@ def _libvirt(host: LibvirtHost, config: AgentConfig) -> Check:
     )
 
 
-def _guest_agents(host: LibvirtHost, config: AgentConfig) -> list[Check]:
+def _guest_agents(host: Host, guest_agents: GuestAgents) -> list[Check]:
     found = []
     for name, _, state in host.list_domains(include_inactive=False):
         if not volumes.is_live(state):
             continue
         try:
-            GuestAgent(host.domain_on_own_connection(name), config.guest_agent_timeout).ping()
+            guest_agents(name).ping()
             found.append(Check(f"guest agent {name}", Verdict.OK, "answers guest-ping"))
         except HostsnapError as e:
             found.append(
@@ -95,7 +100,7 @@ def _guest_agents(host: LibvirtHost, config: AgentConfig) -> list[Check]:
     return found
 
 
-def _pools(host: LibvirtHost, config: AgentConfig) -> list[Check]:
+def _pools(host: Host, config: AgentConfig) -> list[Check]:
     needed: dict[str, int] = {}
     for name, _, _ in host.list_domains(include_inactive=True):
         try:
@@ -156,12 +161,12 @@ def _time_sync() -> Check:
     )
 
 
-def _ceph(rbd: CephRbd, config: AgentConfig) -> Check:
+def _ceph(ceph: CephCluster, config: AgentConfig) -> Check:
     conf = config.ceph_conf
     if not os.path.exists(conf):
         return Check("ceph", Verdict.OK, f"no {conf}: this host serves file volumes only")
     try:
-        rbd.connect(conf)
+        ceph.connect(conf)
     except HostsnapError as e:
         return Check("ceph", Verdict.FAILURE, f"{e}; check the monitors and the keyring in {conf}")
     return Check("ceph", Verdict.OK, f"cluster of {conf} answers")

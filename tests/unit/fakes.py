@@ -1,8 +1,8 @@
 """Fakes of the ports (agent/hypervisor/ports.py) for unit tests, checked by mypy against the
 Protocols: a fake whose methods drift from its port is a type error here or where it is used.
 
-UnusedHost and UnusedRbd fail any call, as AssertionError naming it: a test subclasses them
-and overrides what the code under test may call."""
+UnusedHost, UnusedRbd and UnusedGuest fail any call, as AssertionError naming it: a test
+subclasses them and overrides what the code under test may call."""
 
 from __future__ import annotations
 
@@ -118,6 +118,20 @@ class UnusedRbd:
         raise _unexpected(f"rbd.rollback({source.spec}, {name})")
 
 
+class UnusedGuest:
+    def ping(self) -> None:
+        raise _unexpected("guest.ping")
+
+    def freeze_status(self) -> str:
+        raise _unexpected("guest.freeze_status")
+
+    def freeze(self) -> int:
+        raise _unexpected("guest.freeze")
+
+    def thaw(self) -> int:
+        raise _unexpected("guest.thaw")
+
+
 class FakeGuest:
     """A guest agent that freezes and thaws at once, or stays frozen (`stuck_frozen`)."""
 
@@ -149,3 +163,4 @@ class FakeGuest:
 _host: ports.Host = UnusedHost()
 _rbd: ports.Rbd = UnusedRbd()
 _guest: ports.Guest = FakeGuest()
+_unused_guest: ports.Guest = UnusedGuest()
