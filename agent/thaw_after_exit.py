@@ -20,7 +20,7 @@ from agent.hypervisor import domain_xml
 from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.hypervisor.ports import GuestAgents, Host
 from agent.jobs import Job, Journal
-from agent.operations import consistency, quiesce, volumes
+from agent.operations import consistency, quiesce, snapshot, volumes
 
 log = logging.getLogger(__name__)
 
@@ -78,18 +78,20 @@ def thaw_left_frozen(
 def _wait_for_switch(host: Host, job: Job, clock: Callable[[], float]) -> bool | None:
     """For a snapshot that died in its switch: whether the disks were seen on their new
     overlays (None when the job was not switching)."""
-    plan = job.step("plan")
-    if plan is None or not job.steps or job.steps[-1].name != "switch-active":
+    plan = steps.read(job, snapshot.Step.PLAN, snapshot.Plan)
+    if plan is None or not job.steps or job.steps[-1].name != snapshot.Step.SWITCH_ACTIVE:
         return None
-    wanted = {**plan.detail.get("overlays", {}), **plan.detail.get("rbd_overlays", {})}
+    wanted = {**plan.overlays, **plan.rbd_overlays}
     deadline = clock() + SWITCH_WAIT_SECONDS
-    while True:
-        xml = host.xml(job.domain)
+    while clock() <= deadline:
+        try:
+            xml = host.xml(job.domain)
+        except HostsnapError:
+            return False  # libvirt cannot say; the thaw must not wait on it
         if all(domain_xml.backing_chain(xml, t)[:1] == [o] for t, o in wanted.items()):
             return True
-        if clock() > deadline:
-            return False
         time.sleep(0.05)
+    return False
 
 
 def run(config: AgentConfig) -> int:

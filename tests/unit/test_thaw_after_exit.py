@@ -88,7 +88,12 @@ def test_the_guests_left_frozen_are_thawed_and_the_thaw_recorded(tmp_path: Path)
 
 def test_a_switch_not_seen_before_the_thaw_makes_the_snapshot_crash_consistent(tmp_path: Path):
     journal = Journal(tmp_path / "journal.sqlite")
-    plan = {"overlays": {"vda": "/pool/vm.new.qcow2"}, "rbd_overlays": {}}
+    plan = {
+        "live": True,
+        "snapshot_ids": {"vda": "s"},
+        "overlays": {"vda": "/pool/vm.new.qcow2"},
+        "rbd_overlays": {},
+    }
     seen = frozen_job(journal, "vm-a", ("plan", plan), ("switch-active", {}))
     thawed: list[str] = []
     clock = itertools.count(0.0, 1.0).__next__
