@@ -78,7 +78,6 @@ class World:
             block_job_timeout=30.0,
             rbd_overlay_min_free=0,
         )
-        self.now = 1_700_000_000.0
         self._opened: list[Services] = []
 
     # -- domains
@@ -122,9 +121,6 @@ class World:
 
     # -- agent processes
 
-    def clock(self) -> float:
-        return self.now
-
     def services(self) -> Services:
         svc = Services(
             config=self.config,
@@ -132,7 +128,6 @@ class World:
             rbd=self.rbd,
             journal=Journal(self.config.journal_path, clock=time.time),
             guest_agents=self.host.guest,
-            wall_clock=self.clock,
         )
         self._opened.append(svc)
         return svc
