@@ -183,7 +183,7 @@ def _consolidate_volume(
         active = merge.merge_into_backing(
             svc, volume.domain, volume.target, run.top, run.base, live, control, run.between
         )
-        faults.point("after-merge")
+        faults.point(faults.Step.AFTER_MERGE)
         steps.write(svc.journal, job_id, Step.MERGED, Merged(volume.target, active))
         merge.forget_merged(
             svc, volume.domain, volume.target, run.top, run.base, active, run.between
@@ -240,7 +240,7 @@ def _flatten_volume(
     else:
         qemu_img.flatten(before.active_image, progress)
         merge.redefine_offline(svc, volume.domain, volume.target, before.active_image)
-    faults.point("after-merge")
+    faults.point(faults.Step.AFTER_MERGE)
     steps.write(svc.journal, job_id, Step.FLATTENED, OnDisk(volume.target))
     after = _verified_chain(svc, volume, [before.active_image])
     _finish_flatten(svc, flatten)

@@ -174,7 +174,7 @@ def _snapshot(
             _ensure_unwatched(svc, volume)  # a VM started since the check: nothing of it
             steps.write(svc.journal, job_id, Step.RBD_SNAPSHOT, RbdSnapshot(volume.location, name))
             svc.rbd.create_snapshot(volume.rbd, name)
-            faults.point("during-rbd-snapshot")
+            faults.point(faults.Step.DURING_RBD_SNAPSHOT)
     except BaseException:
         steps.write(svc.journal, job_id, Step.UNDO)
         undo(svc, plan)

@@ -212,7 +212,7 @@ def wait_commit(
                 raise OperationFailed(f"the block commit of {top} on {domain}/{target} vanished")
         elif not info:
             return
-        faults.point("during-block-commit")
+        faults.point(faults.Step.DURING_BLOCK_COMMIT)
         if control.cancellable and svc.cancellations.requested(control.job_id):
             svc.host.block_job_abort(domain, target)
             raise Cancelled(

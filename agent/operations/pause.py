@@ -56,7 +56,7 @@ def paused(svc: Services, job_id: str, domain: str, why: str) -> Iterator[None]:
     start = svc.monotonic()
     try:
         svc.host.suspend(domain)
-        faults.point("while-paused")
+        faults.point(faults.Step.WHILE_PAUSED)
         yield
     finally:
         _resume(svc, domain)

@@ -101,9 +101,9 @@ def merge_back(
     elif volumes.current_active(svc, domain, target) == overlay:
         if live:
             svc.host.block_commit(domain, target, None, None, active=True)
-            faults.point("during-merge-back")
+            faults.point(faults.Step.DURING_MERGE_BACK)
             merge.wait_commit(svc, domain, target, overlay, True, merge.Control(job_id))
-            faults.point("after-merge-back-pivot")
+            faults.point(faults.Step.AFTER_MERGE_BACK_PIVOT)
             _wait_back_on_rbd(svc, domain, target)
         else:
             qemu_img.commit(overlay)

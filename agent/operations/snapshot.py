@@ -238,7 +238,7 @@ def _snapshot(
         for target, overlay in plan.rbd_overlays.items():
             rbd_overlay.create(svc, by_target[target], overlay)
         steps.write(svc.journal, job_id, Step.OVERLAYS_CREATED)
-        faults.point("after-overlay-created")
+        faults.point(faults.Step.AFTER_OVERLAY_CREATED)
         svc.publish_layers(plan.pending_layers(request.domain))
 
         window_of = (
@@ -251,12 +251,12 @@ def _snapshot(
             if plan.overlays or plan.rbd_overlays:
                 steps.write(svc.journal, job_id, Step.SWITCH_ACTIVE)
                 _switch_to_overlays(svc, request.domain, plan, live)
-                faults.point("after-libvirt-snapshot")
+                faults.point(faults.Step.AFTER_LIBVIRT_SNAPSHOT)
         thawed = quiesce.Thawed(window.frozen_seconds)
         steps.write(svc.journal, job_id, quiesce.Step.THAWED, thawed)
         # The RBD images receive no writes now: their snapshots are the disks at the freeze.
         _rbd_snapshots(svc, job_id, after_thaw, by_target)
-        faults.point("before-merge-back")
+        faults.point(faults.Step.BEFORE_MERGE_BACK)
         merge_back(svc, job_id, request.domain, plan)
     except BaseException:
         steps.write(svc.journal, job_id, Step.UNDO)
@@ -273,7 +273,7 @@ def _rbd_snapshots(
         assert source is not None
         steps.write(svc.journal, job_id, Step.RBD_SNAPSHOT, RbdSnapshot(target, snap))
         svc.rbd.create_snapshot(source, snap)
-        faults.point("during-rbd-snapshot")
+        faults.point(faults.Step.DURING_RBD_SNAPSHOT)
 
 
 def merge_back(svc: Services, job_id: str, domain: str, plan: Plan) -> None:
