@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,8 +13,7 @@ from controller import policies, store
 from controller.cli import CommandError, options
 from controller.cli.output import as_json, table, when
 from controller.parts import Parts
-from controller.runner import PolicyRunner, logic_policy, run_state_of
-from controller.runner.convert import logic_schedule
+from controller.runner import PolicyRunner, run_state_of
 from controller.runner.facts import read_caps, read_facts
 
 
@@ -25,13 +25,13 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("name")
     when_group = add.add_mutually_exclusive_group(required=True)
     when_group.add_argument(
-        "--interval", choices=[t.value for t in store.IntervalType], help="CloudStack's form"
+        "--interval", choices=[t.value for t in policies.IntervalType], help="CloudStack's form"
     )
     when_group.add_argument("--cron", help="five cron fields, e.g. '30 2 * * *'")
     add.add_argument("--schedule", help="with --interval: MM, MM:HH or MM:HH:DD")
     add.add_argument("--timezone", default="UTC", help="an IANA name (default UTC)")
     add.add_argument("--maxsnaps", type=int, required=True, help="snapshots kept per volume")
-    add.add_argument("--quiesce", choices=[q.value for q in store.Quiesce], default="preferred")
+    add.add_argument("--quiesce", choices=[q.value for q in policies.Quiesce], default="preferred")
     add.add_argument("--vm", action="append", default=[], help="a VM id, name or instance name")
     add.add_argument("--volume", action="append", default=[], help="a volume id")
     add.add_argument("--tag", action="append", default=[], help="key=value on a VM or volume")
@@ -49,7 +49,7 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
 def policies_command(parts: Parts, args: argparse.Namespace) -> int:
     db = parts.store
     if args.action == "add":
-        policy = db.policies.create(_spec(args))
+        policy = db.policies.create(_new_policy(args))
         print(as_json(policy) if args.json else f"policy {policy.name} added ({policy.id})")
         return 0
     if args.action == "delete":
@@ -60,16 +60,17 @@ def policies_command(parts: Parts, args: argparse.Namespace) -> int:
     if args.json:
         print(as_json(stored))
         return 0
-    rows = []
-    for p in stored:
-        try:
-            schedule = logic_policy(p).schedule.describe()
-        except policies.PolicyError as e:
-            schedule = f"unusable: {e}"
-        selects = " ".join(f"{s.kind}={s.key + '=' if s.key else ''}{s.value}" for s in p.selectors)
-        rows.append(
-            [p.name, schedule, p.max_snaps, p.quiesce, selects, "yes" if p.enabled else "no"]
-        )
+    rows = [
+        [
+            p.name,
+            p.schedule.describe(),
+            p.max_snaps,
+            p.quiesce,
+            p.selector.describe(),
+            "yes" if p.enabled else "no",
+        ]
+        for p in stored
+    ]
     print(table(["name", "schedule", "maxsnaps", "quiesce", "selects", "enabled"], rows))
     return 0
 
@@ -77,11 +78,10 @@ def policies_command(parts: Parts, args: argparse.Namespace) -> int:
 async def plan_command(parts: Parts, args: argparse.Namespace) -> int:
     runner = PolicyRunner(parts.store)
     inventory = await parts.inventory.refresh()
-    chosen, problems = runner.stored_policies()
-    facts = await read_facts(parts.cloudstack, chosen)
+    facts = await read_facts(parts.cloudstack, parts.store.policies.all())
     plan = runner.plan(inventory, datetime.now(UTC), facts, await read_caps(parts.cloudstack))
     if args.json:
-        print(as_json({"plan": plan, "unplannable": problems}))
+        print(as_json({"plan": plan}))
         return 0
     rows = [
         [
@@ -112,30 +112,24 @@ async def plan_command(parts: Parts, args: argparse.Namespace) -> int:
     for p in plan.policies:
         for excluded in p.excluded:
             print(f"{p.policy_name}: left out {excluded}")
-    for problem in problems:
-        print(problem)
     return 0
 
 
 async def run_command(parts: Parts, args: argparse.Namespace) -> int:
-    stored = _policy(parts.store, args.policy)
-    try:
-        policy = logic_policy(stored)
-    except policies.PolicyError as e:
-        raise CommandError(f"policy {stored.name} cannot run: {e}") from None
+    policy = _policy(parts.store, args.policy)
     inventory = await parts.inventory.refresh()
     now = datetime.now(UTC).replace(microsecond=0)
     facts = await read_facts(parts.cloudstack, [policy])
     caps = await read_caps(parts.cloudstack)
     (planned,) = policies.plan([policy], inventory, now, facts=facts, caps=caps).policies
     if planned.problems:
-        raise CommandError(f"policy {stored.name} cannot run: {'; '.join(planned.problems)}")
+        raise CommandError(f"policy {policy.name} cannot run: {'; '.join(planned.problems)}")
     if not planned.runs:
-        raise CommandError(f"policy {stored.name} selects no volume that can be snapshotted now")
+        raise CommandError(f"policy {policy.name} selects no volume that can be snapshotted now")
     started = PolicyRunner(parts.store).start(planned, now, inventory)
     leader = parts.store.leases.info(parts.lease_config().name)
     if not args.json:
-        print(f"run {started.run.id} of policy {stored.name}: {len(started.jobs)} jobs")
+        print(f"run {started.run.id} of policy {policy.name}: {len(started.jobs)} jobs")
         if leader is None or not leader.held:
             print(
                 "no controller leads now: the jobs wait until one does (hostsnap-controller serve)"
@@ -166,7 +160,7 @@ async def _wait(db: store.Store, run_id: str, timeout: float) -> list[store.Job]
         await asyncio.sleep(1.0)
 
 
-def _policy(db: store.Store, name: str) -> store.Policy:
+def _policy(db: store.Store, name: str) -> policies.Policy:
     found = db.policies.by_name(name)
     if found is None:
         try:
@@ -176,36 +170,34 @@ def _policy(db: store.Store, name: str) -> store.Policy:
     return found
 
 
-def _spec(args: argparse.Namespace) -> store.PolicySpec:
+def _new_policy(args: argparse.Namespace) -> policies.Policy:
     try:
-        schedule: store.Schedule
+        schedule: policies.Schedule
         if args.cron:
-            schedule = store.CronSchedule(args.cron, args.timezone)
+            schedule = policies.Schedule.cron(args.cron, args.timezone)
         else:
             if not args.schedule:
                 raise CommandError("--interval needs --schedule (MM, MM:HH or MM:HH:DD)")
-            interval = store.IntervalType(args.interval)
-            schedule = store.IntervalSchedule(interval, args.schedule, args.timezone)
-        selectors = [
-            *(store.Selector.vm(v) for v in args.vm),
-            *(store.Selector.volume(v) for v in args.volume),
-            *(store.Selector.tag(*_key_value(t)) for t in args.tag),
-            *(store.Selector.account(a) for a in args.account),
-        ]
-        if not selectors:
+            schedule = policies.Schedule.cloudstack(args.interval, args.schedule, args.timezone)
+        if not (args.vm or args.volume or args.tag or args.account):
             raise CommandError("a policy needs --vm, --volume, --tag or --account")
-        spec = store.PolicySpec(
+        selector = policies.Selector(
+            vms=tuple(args.vm),
+            volumes=tuple(args.volume),
+            tags=tuple(policies.TagMatch(*_key_value(t)) for t in args.tag),
+            accounts=tuple(args.account),
+        )
+        return policies.Policy(
+            id=str(uuid.uuid4()),
             name=args.name,
             schedule=schedule,
             max_snaps=args.maxsnaps,
-            quiesce=store.Quiesce(args.quiesce),
-            selectors=tuple(selectors),
+            selector=selector,
+            quiesce=policies.Quiesce(args.quiesce),
             enabled=not args.disabled,
         )
-        logic_schedule(schedule)  # a cron expression the planner cannot read is refused now
     except ValueError as e:
         raise CommandError(str(e)) from None
-    return spec
 
 
 def _key_value(text: str) -> tuple[str, str]:

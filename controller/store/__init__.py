@@ -1,9 +1,10 @@
 """The controller's state: policies, runs, jobs, intents and the leader lease, in SQLite (one
 controller) or MariaDB/MySQL (several, one leading), through SQLAlchemy Core.
 
-Records come out as frozen dataclasses (`records`, `policy`); no SQLAlchemy object leaves the
-package. Times are the database's (`clock`). Writes a leader makes present its `Lease` and are
-refused with LeaseLost once another epoch leads (`tx.fenced`, `jobs` for dispatch).
+Records come out as frozen dataclasses (`records`; policies as controller.policies.Policy); no
+SQLAlchemy object leaves the package. Times are the database's (`clock`). Writes a leader makes
+present its `Lease` and are refused with LeaseLost once another epoch leads (`tx.fenced`, `jobs`
+for dispatch).
 """
 
 from controller.store.election import LeaderElection, LeaseConfig, default_holder
@@ -16,17 +17,6 @@ from controller.store.errors import (
     StaleClaim,
     StoreError,
     StoreUnavailable,
-)
-from controller.store.policy import (
-    CronSchedule,
-    IntervalSchedule,
-    IntervalType,
-    Policy,
-    PolicySpec,
-    Quiesce,
-    Schedule,
-    Selector,
-    SelectorKind,
 )
 from controller.store.records import (
     Intent,
@@ -46,12 +36,9 @@ from controller.store.store import Store
 __all__ = [
     "DEFAULT_URL",
     "Conflict",
-    "CronSchedule",
     "Intent",
     "IntentSpec",
     "IntentState",
-    "IntervalSchedule",
-    "IntervalType",
     "Job",
     "JobKind",
     "JobSpec",
@@ -62,15 +49,9 @@ __all__ = [
     "LeaseInfo",
     "LeaseLost",
     "NotFound",
-    "Policy",
-    "PolicySpec",
-    "Quiesce",
     "Run",
     "RunState",
-    "Schedule",
     "SchemaMismatch",
-    "Selector",
-    "SelectorKind",
     "StaleClaim",
     "Store",
     "StoreError",

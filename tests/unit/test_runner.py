@@ -12,16 +12,9 @@ import pytest
 
 from controller.cloudstack import CloudStackClient, CloudStackConfig
 from controller.inventory import Inventory, InventorySnapshot
+from controller.policies import Policy, Schedule, Selector
 from controller.runner import PolicyRunner
-from controller.store import (
-    IntervalSchedule,
-    IntervalType,
-    JobState,
-    PolicySpec,
-    RunState,
-    Selector,
-    Store,
-)
+from controller.store import JobState, RunState, Store
 from tests.cloudstack_sim import CloudStackSimulator
 
 
@@ -42,15 +35,15 @@ def vm_id(inventory: InventorySnapshot, name: str) -> str:
     return next(vm.id for vm in inventory.vms.values() if vm.name == name)
 
 
-def daily(db: Store, *selectors: Selector, name: str = "nightly") -> str:
-    schedule = IntervalSchedule(IntervalType.DAILY, "30:02")
-    return db.policies.create(PolicySpec(name, schedule, 3, selectors=selectors)).id
+def daily(db: Store, *vms: str, name: str = "nightly") -> str:
+    schedule = Schedule.cloudstack("DAILY", "30:02")
+    return db.policies.create(Policy(f"p-{name}", name, schedule, 3, Selector(vms=vms))).id
 
 
 def test_a_due_policy_gets_one_job_per_selected_volume_with_intents_for_file_volumes(db, inventory):
     web, alice_db = vm_id(inventory, "web-1"), vm_id(inventory, "db-1")
-    policy_id = daily(db, Selector.vm(web), Selector.vm(alice_db))
-    created = db.policies.get(policy_id).created_at
+    policy_id = daily(db, web, alice_db)
+    created = db.policies.created_at(policy_id)
     runner = PolicyRunner(db)
 
     plan = runner.plan(inventory, created + timedelta(days=2))
@@ -76,8 +69,8 @@ def test_a_due_policy_gets_one_job_per_selected_volume_with_intents_for_file_vol
 
 
 def test_a_run_ends_once_its_jobs_have_and_then_counts_as_the_last_run(db, inventory):
-    policy_id = daily(db, Selector.vm(vm_id(inventory, "web-1")))
-    created = db.policies.get(policy_id).created_at
+    policy_id = daily(db, vm_id(inventory, "web-1"))
+    created = db.policies.created_at(policy_id)
     runner = PolicyRunner(db)
     (started,) = runner.start_due(runner.plan(inventory, created + timedelta(days=2)), inventory)
     lease = db.leases.acquire("controller", "test", duration=60)
@@ -97,9 +90,9 @@ def test_a_run_ends_once_its_jobs_have_and_then_counts_as_the_last_run(db, inven
 
 
 def test_a_manual_run_is_not_a_schedule_slot_and_does_not_count_as_the_last_run(db, inventory):
-    policy_id = daily(db, Selector.vm(vm_id(inventory, "web-1")))
+    policy_id = daily(db, vm_id(inventory, "web-1"))
     runner = PolicyRunner(db)
-    created = db.policies.get(policy_id).created_at
+    created = db.policies.created_at(policy_id)
     (planned,) = runner.plan(inventory, created).policies
     manual = runner.start(planned, created + timedelta(days=2, minutes=7), inventory)
     lease = db.leases.acquire("controller", "test", duration=60)
@@ -110,4 +103,4 @@ def test_a_manual_run_is_not_a_schedule_slot_and_does_not_count_as_the_last_run(
     (ended,) = runner.finish_ended(lease)
     assert ended.state is RunState.SUCCEEDED
 
-    assert runner.last_runs(runner.stored_policies()[0]) == {policy_id: created}
+    assert runner.last_runs(db.policies.all()) == {policy_id: created}
