@@ -13,13 +13,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from agent import steps
 from agent.config import AgentConfig
 from agent.errors import HostsnapError
 from agent.hypervisor import domain_xml
 from agent.hypervisor.guest_agent import GuestAgent
 from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.jobs import Job, Journal
-from agent.operations import consistency, quiesce, volumes
+from agent.operations import consistency, quiesce, snapshot, volumes
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ def thaw_left_frozen(
     host: LibvirtHost,
     guest_agent: Callable[[str], GuestAgent],
     clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
 ) -> list[str]:
     """Thaws the guests of the journal's jobs left frozen; returns the domains thawed."""
     thawed = []
@@ -64,10 +66,10 @@ def thaw_left_frozen(
         except HostsnapError as e:
             log.error("domain %s may still be frozen (job %s): %s", job.domain, job.id, e)
             continue
-        detail: dict[str, object] = {"by": consistency.THAWED_AFTER_EXIT}
-        if switched is not None:
-            detail["switch_seen"] = switched
-        journal.record(job.id, "thawed", **detail)
+        frozen_at = steps.when(job, quiesce.Step.FROZEN)
+        frozen_seconds = None if frozen_at is None else max(wall_clock() - frozen_at, 0.0)
+        done = quiesce.Thawed(frozen_seconds, consistency.THAWED_AFTER_EXIT, switched)
+        steps.write(journal, job.id, quiesce.Step.THAWED, done)
         log.warning("domain %s: thawed after the agent's exit (job %s)", job.domain, job.id)
         thawed.append(job.domain)
     return thawed
@@ -76,18 +78,20 @@ def thaw_left_frozen(
 def _wait_for_switch(host: LibvirtHost, job: Job, clock: Callable[[], float]) -> bool | None:
     """For a snapshot that died in its switch: whether the disks were seen on their new
     overlays (None when the job was not switching)."""
-    plan = job.step("plan")
-    if plan is None or not job.steps or job.steps[-1].name != "switch-active":
+    plan = steps.read(job, snapshot.Step.PLAN, snapshot.Plan)
+    if plan is None or not job.steps or job.steps[-1].name != snapshot.Step.SWITCH_ACTIVE:
         return None
-    wanted = {**plan.detail.get("overlays", {}), **plan.detail.get("rbd_overlays", {})}
+    wanted = {**plan.overlays, **plan.rbd_overlays}
     deadline = clock() + SWITCH_WAIT_SECONDS
-    while True:
-        xml = host.xml(job.domain)
+    while clock() <= deadline:
+        try:
+            xml = host.xml(job.domain)
+        except HostsnapError:
+            return False  # libvirt cannot say; the thaw must not wait on it
         if all(domain_xml.backing_chain(xml, t)[:1] == [o] for t, o in wanted.items()):
             return True
-        if clock() > deadline:
-            return False
         time.sleep(0.05)
+    return False
 
 
 def run(config: AgentConfig) -> int:

@@ -11,13 +11,21 @@ import contextlib
 import logging
 from collections.abc import Iterator
 
-from agent import faults
+from agent import faults, steps
 from agent.errors import HostsnapError, Precondition
 from agent.jobs import Job
 from agent.model import Consistency, DomainState, Quiesce, SnapshotRequest
 from agent.operations import pause
 from agent.operations.holds import GroupHold
-from agent.operations.quiesce import STILL_FROZEN, FreezeWindow
+from agent.operations.quiesce import (
+    STILL_FROZEN,
+    Freeze,
+    FreezeWindow,
+    Frozen,
+    Held,
+    Step,
+    Thawed,
+)
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -39,21 +47,20 @@ class Window:
     def for_recovered(cls, job: Job, now: float) -> Window:
         """A snapshot the agent took before it died: application-consistent only when the
         freeze was confirmed and no watchdog thawed the guest before the snapshot."""
-        frozen = job.step("frozen")
-        thawed = [s for s in job.steps if s.name == "thawed" and "frozen_seconds" in s.detail]
-        after_exit = [s for s in job.steps if s.detail.get("by") == THAWED_AFTER_EXIT]
-        if frozen is not None and job.step("watchdog-fired") is None:
-            if thawed:  # by the job itself, before the agent died
-                note = "completed by recovery"
-                return cls(Consistency.APPLICATION, note, thawed[0].detail["frozen_seconds"])
-            if after_exit and after_exit[0].detail.get("switch_seen") is False:
+        frozen_at = steps.when(job, Step.FROZEN)
+        if frozen_at is not None and not steps.reached(job, Step.WATCHDOG_FIRED):
+            thaws = steps.read_all(job, Step.THAWED, Thawed)
+            first = thaws[0] if thaws else Thawed()
+            if first.switch_seen is False:
                 note = "completed by recovery; the guest was thawed before its disks switched"
                 return cls(Consistency.CRASH, note)
-            if after_exit:
-                note = "completed by recovery; the guest was thawed when the agent exited"
-                return cls(Consistency.APPLICATION, note, after_exit[0].at - frozen.at)
+            if first.frozen_seconds is not None:  # by the job, or after the agent's exit
+                note = "completed by recovery"
+                if first.by == THAWED_AFTER_EXIT:
+                    note += "; the guest was thawed when the agent exited"
+                return cls(Consistency.APPLICATION, note, first.frozen_seconds)
             note = "completed by recovery; the guest stayed frozen until the agent restarted"
-            return cls(Consistency.APPLICATION, note, now - frozen.at)
+            return cls(Consistency.APPLICATION, note, now - frozen_at)
         return cls(Consistency.CRASH, "completed by recovery; the guest was not frozen")
 
 
@@ -102,14 +109,14 @@ def held(svc: Services, job_id: str, domain: str, hold: GroupHold) -> Iterator[W
     before any thaw of ours), and the guest agent must report the guest frozen then (nobody
     thawed it behind the agent's back: `virsh domfsthaw`, a guest reboot, a Windows VSS
     auto-thaw); otherwise the job fails and its parts are undone."""
-    svc.journal.record(job_id, "held", group_id=hold.group_id, hold_job_id=hold.job_id)
+    steps.write(svc.journal, job_id, Step.HELD, Held(hold.group_id, hold.job_id))
     hold.ensure_in_force()
     result = Window(Consistency.APPLICATION)
     yield result
     faults.point("group-snapshot", domain)
     result.frozen_seconds = svc.monotonic() - hold.frozen_at
     hold.confirm_frozen()
-    svc.journal.record(job_id, "frozen-confirmed")
+    steps.write(svc.journal, job_id, Step.FROZEN_CONFIRMED)
 
 
 def _freeze(svc: Services, job_id: str, request: SnapshotRequest) -> FreezeWindow | None:
@@ -132,16 +139,16 @@ def _freeze(svc: Services, job_id: str, request: SnapshotRequest) -> FreezeWindo
             svc.config.freeze_deadline,
             svc.monotonic,
             request.domain,
-            on_watchdog=lambda: svc.journal.record(job_id, "watchdog-fired"),
+            on_watchdog=lambda: steps.write(svc.journal, job_id, Step.WATCHDOG_FIRED),
         )
-        svc.journal.record(job_id, "freeze")
+        steps.write(svc.journal, job_id, Step.FREEZE, Freeze())
         freeze.start()
     except HostsnapError as e:
         if request.quiesce == Quiesce.REQUIRED or e.reason == STILL_FROZEN:
             raise
         log.warning("domain %s: freeze failed (%s); crash-consistent", request.domain, e)
         return None
-    svc.journal.record(job_id, "frozen")
+    steps.write(svc.journal, job_id, Step.FROZEN, Frozen())
     return freeze
 
 

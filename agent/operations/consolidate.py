@@ -15,12 +15,52 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from agent import faults, validate
+from agent import faults, steps, validate
 from agent.errors import Cancelled, InvalidArgument, OperationFailed, Precondition
 from agent.hypervisor import domain_xml, qemu_img
+from agent.jobs import Job, JobState
 from agent.model import ChainResult, DiskChainResult, DomainState, Volume, VolumeKind
 from agent.operations import chains, jobrun, merge, stats, volumes
 from agent.operations.services import Services
+
+CONSOLIDATE = "consolidate"
+FLATTEN = "flatten"
+
+
+class Step(steps.StepName):
+    MERGE = "merge"  # a stretch of layers is about to be committed into its base
+    MERGED = "merged"  # it was: the disk no longer uses them
+    FLATTEN = "flatten"  # the chain is about to be pulled into the active image
+    RBD_FLATTEN = "rbd-flatten"  # an RBD clone is about to be detached from its parent
+    FLATTENED = "flattened"  # the disk's active image holds all its data
+
+
+@dataclass(frozen=True)
+class Merge:
+    target: str
+    live: bool
+    top: str
+    base: str
+    between: list[str]  # the layers between top and base, merged with top
+
+
+@dataclass(frozen=True)
+class Merged:
+    target: str
+    active: str
+
+
+@dataclass(frozen=True)
+class Flatten:
+    target: str
+    live: bool
+    remove: list[str]  # the layers below that go once the active image holds their data
+    lost: list[str]  # the snapshots whose layers go with them (a forced flatten)
+
+
+@dataclass(frozen=True)
+class OnDisk:
+    target: str
 
 
 @dataclass(frozen=True)
@@ -35,13 +75,13 @@ class ChainRequest:
 def consolidate(
     svc: Services, request: ChainRequest, on_started: Callable[[str], None] | None = None
 ) -> ChainResult:
-    return _run(svc, "consolidate", request, _consolidate_volume, on_started)
+    return _run(svc, CONSOLIDATE, request, _consolidate_volume, on_started)
 
 
 def flatten(
     svc: Services, request: ChainRequest, on_started: Callable[[str], None] | None = None
 ) -> ChainResult:
-    return _run(svc, "flatten", request, _flatten_volume, on_started)
+    return _run(svc, FLATTEN, request, _flatten_volume, on_started)
 
 
 VolumeStep = Callable[
@@ -58,7 +98,7 @@ def _run(
 ) -> ChainResult:
     if request.bandwidth_mib < 0:
         raise InvalidArgument("bandwidth_mib must be 0 (unlimited) or more")
-    if request.force and operation != "flatten":
+    if request.force and operation != FLATTEN:
         raise InvalidArgument(f"force applies to flatten, not to {operation}")
     if len(set(request.disks)) != len(request.disks):
         raise InvalidArgument(f"a disk is named twice in {', '.join(request.disks)}")
@@ -103,7 +143,7 @@ def _check(svc: Services, operation: str, request: ChainRequest, chosen: list[Vo
         if volume.kind != VolumeKind.FILE:
             continue
         health = chains.health(svc, volume, live)  # the chain can be read (its images exist)
-        if operation == "flatten" and not request.force:
+        if operation == FLATTEN and not request.force:
             lost = [s for layer in _flatten_removes(health) for s in layer.snapshots]
             if lost:
                 raise Precondition(
@@ -131,7 +171,8 @@ def _consolidate_volume(
     removed: list[str] = []
     for n, run in enumerate(before.runs):
         jobrun.checkpoint(svc, job_id, f"merging {run.top}")
-        svc.journal.record(job_id, "merge", target=volume.target, live=live, **asdict(run))
+        started = Merge(volume.target, live, run.top, run.base, list(run.between))
+        steps.write(svc.journal, job_id, Step.MERGE, started)
         control = merge.Control(
             job_id,
             request.bandwidth_mib,
@@ -143,27 +184,14 @@ def _consolidate_volume(
             svc, volume.domain, volume.target, run.top, run.base, live, control, run.between
         )
         faults.point("after-merge")
-        svc.journal.record(job_id, "merged", target=volume.target, active=active)
-        finish_merge(svc, volume.domain, volume.target, run, active)
+        steps.write(svc.journal, job_id, Step.MERGED, Merged(volume.target, active))
+        merge.forget_merged(
+            svc, volume.domain, volume.target, run.top, run.base, active, run.between
+        )
         removed += [run.top, *run.between]
     expected = [layer.path for layer in before.layers if layer.path not in removed]
     after = _verified_chain(svc, volume, expected)
     return DiskChainResult(volume.target, after[0], before.depth, len(after), tuple(removed))
-
-
-def finish_merge(
-    svc: Services, domain: str, target: str, run: chains.MergeRun, active: str
-) -> None:
-    """After a run's commit: its images go, `base` takes `top`'s snapshots."""
-    merge.remove_layer(svc, run.top, run.base)
-    for path in run.between:
-        if os.path.exists(path):
-            os.unlink(path)
-        svc.journal.forget_layer(path)
-    svc.journal.move_snapshot_content(run.top, run.base)
-    svc.journal.forget_layer(run.top)
-    svc.journal.set_active_layer(domain, target, active, [])
-    svc.publish_layers()
 
 
 def _flatten_removes(health: chains.ChainHealth) -> list[chains.ChainLayer]:
@@ -191,9 +219,9 @@ def _flatten_volume(
         if not before.rbd_parents:
             note = "not a clone: nothing to flatten"
             return DiskChainResult(volume.target, volume.location, 1, 1, note=note)
-        svc.journal.record(job_id, "rbd-flatten", target=volume.target)
+        steps.write(svc.journal, job_id, Step.RBD_FLATTEN, OnDisk(volume.target))
         svc.rbd.flatten(volume.rbd, progress)
-        svc.journal.record(job_id, "flattened", target=volume.target)
+        steps.write(svc.journal, job_id, Step.FLATTENED, OnDisk(volume.target))
         depth_after = 1 + len(svc.rbd.parents(volume.rbd))
         return DiskChainResult(
             volume.target, volume.location, before.depth, depth_after, (before.rbd_parents[0],)
@@ -203,14 +231,8 @@ def _flatten_volume(
     removes = _flatten_removes(before)
     lost = tuple(s for layer in removes for s in layer.snapshots)
     jobrun.checkpoint(svc, job_id, "the flatten")
-    svc.journal.record(
-        job_id,
-        "flatten",
-        target=volume.target,
-        live=live,
-        remove=[layer.path for layer in removes],
-        lost=list(lost),
-    )
+    flatten = Flatten(volume.target, live, [layer.path for layer in removes], list(lost))
+    steps.write(svc.journal, job_id, Step.FLATTEN, flatten)
     if live:
         svc.host.block_pull(volume.domain, volume.target, bandwidth_mib=request.bandwidth_mib)
         wait_pull(svc, volume.domain, volume.target, progress, job_id)
@@ -219,9 +241,9 @@ def _flatten_volume(
         qemu_img.flatten(before.active_image, progress)
         merge.redefine_offline(svc, volume.domain, volume.target, before.active_image)
     faults.point("after-merge")
-    svc.journal.record(job_id, "flattened", target=volume.target)
+    steps.write(svc.journal, job_id, Step.FLATTENED, OnDisk(volume.target))
     after = _verified_chain(svc, volume, [before.active_image])
-    finish_flatten(svc, [layer.path for layer in removes], list(lost))
+    _finish_flatten(svc, flatten)
     kept = len(before.layers) - 1 - len(removes)
     note = f"{kept} layers below stay: other images still use them" if kept else ""
     return DiskChainResult(
@@ -235,10 +257,10 @@ def _flatten_volume(
     )
 
 
-def finish_flatten(svc: Services, remove: list[str], lost: list[str]) -> None:
-    for snapshot_id in lost:
+def _finish_flatten(svc: Services, flatten: Flatten) -> None:
+    for snapshot_id in flatten.lost:
         svc.journal.mark_snapshot_deleted(snapshot_id)
-    for path in remove:
+    for path in flatten.remove:
         if os.path.exists(path):
             os.unlink(path)
         svc.journal.forget_layer(path)
@@ -286,3 +308,39 @@ def _verified_chain(svc: Services, volume: Volume, expected: list[str]) -> list[
             f"{volume.key}: the chain is {' <- '.join(found)}, expected {' <- '.join(expected)}"
         )
     return found
+
+
+def recover_consolidate(svc: Services, job: Job) -> tuple[JobState, str]:
+    """The merge under way is finished (re-attaching to a live commit QEMU still runs, and
+    pivoting it when ready); the job then ends failed, the rest left for a new run."""
+    run = steps.read(job, Step.MERGE, Merge)
+    if run is None:
+        return JobState.FAILED, "it stopped before merging anything"
+    if not steps.reached_after(job, Step.MERGED, Step.MERGE):
+        bandwidth = job.request.get("bandwidth_mib", 0)
+        merge.resume(svc, job.id, job.domain, run.target, run.top, run.base, run.live, bandwidth)
+    active = volumes.current_active(svc, job.domain, run.target) or run.base
+    between = tuple(run.between)
+    merge.forget_merged(svc, job.domain, run.target, run.top, run.base, active, between)
+    return JobState.FAILED, f"the merge of {run.top} was finished; consolidate again for the rest"
+
+
+def recover_flatten(svc: Services, job: Job) -> tuple[JobState, str]:
+    if steps.reached(job, Step.RBD_FLATTEN):
+        return JobState.FAILED, "an RBD flatten was interrupted; the clone reads as before"
+    flatten = steps.read(job, Step.FLATTEN, Flatten)
+    if flatten is None:
+        return JobState.FAILED, "it stopped before flattening anything"
+    target = flatten.target
+    if not steps.reached_after(job, Step.FLATTENED, Step.FLATTEN):
+        if svc.host.exists(job.domain) and volumes.is_live(svc.host.state(job.domain)[0]):
+            wait_pull(svc, job.domain, target, lambda fraction: None)
+        active = volumes.current_active(svc, job.domain, target)
+        if active is None or len(qemu_img.chain(active)) > 1:
+            return JobState.FAILED, f"the flatten of {target} did not finish; nothing was removed"
+        if volumes.is_live(svc.host.state(job.domain)[0]):
+            merge.make_durable(svc, job.id, job.domain, active)
+        else:
+            merge.redefine_offline(svc, job.domain, target, active)
+    _finish_flatten(svc, flatten)
+    return JobState.FAILED, f"the flatten of {target} was finished; other disks were not flattened"

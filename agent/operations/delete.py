@@ -7,14 +7,52 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from agent import faults
+from agent import faults, steps
 from agent.errors import Precondition
-from agent.jobs import SnapshotRecord
+from agent.jobs import Job, JobState, SnapshotRecord
 from agent.model import DeleteResult, Volume, VolumeKind
-from agent.operations import jobrun, merge, volumes
+from agent.operations import image_snapshot, jobrun, merge, volumes
+from agent.operations.jobrun import to_json
 from agent.operations.revert import find
 from agent.operations.services import Services
 from agent.operations.snapshot import RBD_PREFIX
+
+OPERATION = "delete"
+
+
+class Step(steps.StepName):
+    DEFER_MERGE = "defer-merge"  # the snapshot is about to be forgotten, its layer kept
+    KEEP_SHARED_LAYER = "keep-shared-layer"  # the same, for a layer two images are backed by
+    REMOVE_RBD_SNAPSHOT = "remove-rbd-snapshot"  # the RBD snapshot is about to be removed
+    MERGE = "merge"  # the layer above is about to be merged into the snapshot's layer
+    MERGED = "merged"  # it was: the disk no longer uses the layer above
+
+
+@dataclass(frozen=True)
+class DeferMerge:
+    layer: str
+
+
+@dataclass(frozen=True)
+class KeepSharedLayer:
+    children: list[str]
+
+
+@dataclass(frozen=True)
+class RemoveRbdSnapshot:
+    name: str
+
+
+@dataclass(frozen=True)
+class Merge:
+    top: str
+    base: str
+    live: bool  # top is in the running chain: a live commit
+
+
+@dataclass(frozen=True)
+class Merged:
+    active: str
 
 
 @dataclass(frozen=True)
@@ -35,7 +73,7 @@ def delete(
         # done (the controller's, when its leader died) finds the snapshot gone, and must
         # learn that it was deleted, not that it is not found.
         answer = jobrun.earlier(
-            svc, "delete", request.domain, request.idempotency_key, _result, on_started
+            svc, OPERATION, request.domain, request.idempotency_key, _result, on_started
         )
         if answer is not None:
             return answer()
@@ -45,7 +83,7 @@ def delete(
     def body(job_id: str) -> DeleteResult:
         live = _check(svc, volume)  # again, under the job's locks
         if volume.kind == VolumeKind.FILE and request.defer_merge:
-            svc.journal.record(job_id, "defer-merge", layer=record.content)
+            steps.write(svc.journal, job_id, Step.DEFER_MERGE, DeferMerge(record.content))
             svc.journal.mark_snapshot_deleted(record.id)
             note = f"its layer {record.content} stays until the next consolidation"
             return DeleteResult(
@@ -54,12 +92,13 @@ def delete(
         if volume.kind == VolumeKind.FILE:
             return _delete_file(svc, job_id, record, volume, live)
         assert volume.rbd is not None
-        svc.journal.record(job_id, "remove-rbd-snapshot", name=f"{RBD_PREFIX}{record.id}")
-        svc.rbd.remove_snapshot(volume.rbd, f"{RBD_PREFIX}{record.id}")
+        name = f"{RBD_PREFIX}{record.id}"
+        steps.write(svc.journal, job_id, Step.REMOVE_RBD_SNAPSHOT, RemoveRbdSnapshot(name))
+        svc.rbd.remove_snapshot(volume.rbd, name)
         svc.journal.mark_snapshot_deleted(record.id)
         return DeleteResult(job_id, record.id, record.domain, record.target, volume.location)
 
-    spec = jobrun.JobSpec("delete", record.domain, [volume.key], {"snapshot_id": record.id})
+    spec = jobrun.JobSpec(OPERATION, record.domain, [volume.key], {"snapshot_id": record.id})
     return jobrun.run(svc, spec, request.idempotency_key, body, _result, on_started)
 
 
@@ -102,14 +141,14 @@ def _delete_file(
         # After a revert the layer backs the new active image and the branch the revert left.
         # Merging either into it would change what the other reads: the snapshot goes, its
         # layer stays as a plain backing layer (consolidation merges it away later).
-        svc.journal.record(job_id, "keep-shared-layer", children=above)
+        steps.write(svc.journal, job_id, Step.KEEP_SHARED_LAYER, KeepSharedLayer(above))
         svc.journal.mark_snapshot_deleted(record.id)
         note = f"its layer {record.content} stays: it is the backing file of {', '.join(above)}"
         active = volumes.current_active(svc, record.domain, record.target) or volume.location
         return DeleteResult(job_id, record.id, record.domain, record.target, active, (), note)
     top, in_running_chain = layer_above(svc, record, volume, live, above)
     jobrun.checkpoint(svc, job_id, "the merge")
-    svc.journal.record(job_id, "merge", top=top, base=record.content, live=in_running_chain)
+    steps.write(svc.journal, job_id, Step.MERGE, Merge(top, record.content, in_running_chain))
     active = merge.merge_into_backing(
         svc,
         record.domain,
@@ -120,11 +159,45 @@ def _delete_file(
         merge.Control(job_id),
     )
     faults.point("after-merge")
-    svc.journal.record(job_id, "merged", active=active)
-    merge.remove_layer(svc, top, record.content)
-    svc.journal.move_snapshot_content(top, record.content)
-    svc.journal.forget_layer(top)
+    steps.write(svc.journal, job_id, Step.MERGED, Merged(active))
+    merge.forget_merged(svc, record.domain, record.target, top, record.content, active)
     svc.journal.mark_snapshot_deleted(record.id)
-    svc.journal.set_active_layer(record.domain, record.target, active, [])
-    svc.publish_layers()
     return DeleteResult(job_id, record.id, record.domain, record.target, active, (top,))
+
+
+def recover(svc: Services, job: Job) -> tuple[JobState, str]:
+    """A delete the agent's death interrupted is run to its end: nothing it did can be taken
+    back (a merged layer's data is in its base)."""
+    sid = job.request["snapshot_id"]
+    record = svc.journal.snapshot(sid, deleted=True)
+    if record is None:
+        return JobState.FAILED, "its snapshot record is gone"
+    if record.kind == VolumeKind.RBD:
+        source = (
+            volumes.rbd_source(svc, job.domain, record.target)
+            if record.domain
+            else image_snapshot.image_source(record.target)
+        )
+        svc.rbd.remove_snapshot(source, f"{RBD_PREFIX}{sid}")
+        svc.journal.mark_snapshot_deleted(sid)
+        active = record.content.split("@")[0]
+        result = DeleteResult(job.id, sid, job.domain, record.target, active)
+        svc.journal.succeed(job.id, to_json(result))
+        return JobState.SUCCEEDED, "the RBD snapshot removal was run again"
+    if steps.reached(job, Step.DEFER_MERGE):
+        svc.journal.mark_snapshot_deleted(sid)
+        active = volumes.current_active(svc, job.domain, record.target) or record.content
+        result = DeleteResult(job.id, sid, job.domain, record.target, active)
+        svc.journal.succeed(job.id, to_json(result))
+        return JobState.SUCCEEDED, "the snapshot was forgotten; its layer waits for consolidation"
+    step = steps.read(job, Step.MERGE, Merge)
+    if step is None:
+        return JobState.FAILED, "it stopped before changing anything"
+    if not steps.reached(job, Step.MERGED):
+        merge.resume(svc, job.id, job.domain, record.target, step.top, step.base, step.live)
+    active = volumes.current_active(svc, job.domain, record.target) or step.base
+    merge.forget_merged(svc, job.domain, record.target, step.top, step.base, active)
+    svc.journal.mark_snapshot_deleted(sid)
+    result = DeleteResult(job.id, sid, job.domain, record.target, active, (step.top,))
+    svc.journal.succeed(job.id, to_json(result))
+    return JobState.SUCCEEDED, f"the merge of {step.top} was finished"

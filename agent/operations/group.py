@@ -17,7 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 
-from agent import validate
+from agent import steps, validate
 from agent.errors import (
     Conflict,
     HostsnapError,
@@ -27,9 +27,11 @@ from agent.errors import (
     Unavailable,
 )
 from agent.hypervisor.guest_agent import GuestAgent
+from agent.jobs import Job, JobState
 from agent.model import GroupHoldStatus
 from agent.operations import holds, rescue, volumes
 from agent.operations.holds import WATCHDOG, GroupHold
+from agent.operations.quiesce import Freeze, Frozen, Step, Thawed
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -64,9 +66,9 @@ def freeze(svc: Services, domain: str, group_id: str, hold_seconds: float) -> Gr
         _check(svc, domain, hold.guest)
         svc.journal.start(hold.job_id, OPERATION, domain, _request(hold), None)
         journalled = True
-        svc.journal.record(hold.job_id, "freeze", hold_seconds=hold_seconds)
+        steps.write(svc.journal, hold.job_id, Step.FREEZE, Freeze(hold_seconds))
         hold.freeze()
-        svc.journal.record(hold.job_id, "frozen", filesystems=hold.filesystems)
+        steps.write(svc.journal, hold.job_id, Step.FROZEN, Frozen(hold.filesystems))
     except BaseException as e:
         _abandon(svc, hold, e, journalled)
         raise
@@ -127,7 +129,7 @@ def release(svc: Services, hold: GroupHold, by: str) -> None:
     fails, the agent thaws again in the background until the guest is thawed or gone."""
     first = hold.mark_released(by)
     if first and by == WATCHDOG:
-        svc.journal.record(hold.job_id, "watchdog-fired")
+        steps.write(svc.journal, hold.job_id, Step.WATCHDOG_FIRED)
     try:
         seconds = hold.thaw()
     except HostsnapError as e:
@@ -138,7 +140,7 @@ def release(svc: Services, hold: GroupHold, by: str) -> None:
     finally:
         hold.unlock_if_unused()
     if seconds is not None:
-        svc.journal.record(hold.job_id, "thawed", by=by, frozen_seconds=seconds)
+        steps.write(svc.journal, hold.job_id, Step.THAWED, Thawed(seconds, by))
         svc.observe_freeze(seconds)
     if not hold.claim_outcome():
         return
@@ -289,7 +291,8 @@ def _abandon(svc: Services, hold: GroupHold, error: BaseException, journalled: b
         seconds = hold.thaw()
         thawed = True
         if journalled and seconds is not None:
-            svc.journal.record(hold.job_id, "thawed", by=FAILED_FREEZE, frozen_seconds=seconds)
+            done = Thawed(seconds, FAILED_FREEZE)
+            steps.write(svc.journal, hold.job_id, Step.THAWED, done)
     except HostsnapError as thaw_error:
         reason, message = thaw_error.reason, f"{error}; then {thaw_error}"
     finally:
@@ -348,3 +351,9 @@ def _status(svc: Services, hold: GroupHold) -> GroupHoldStatus:
         remaining_seconds=remaining,
         filesystems=hold.filesystems,
     )
+
+
+def recover(svc: Services, job: Job) -> tuple[JobState, str]:
+    if not steps.reached(job, Step.FREEZE):
+        return JobState.FAILED, "it stopped before freezing the guest"
+    return JobState.FAILED, "the group hold ended with the agent; the guest was thawed on start"

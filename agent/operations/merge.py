@@ -97,6 +97,28 @@ def remove_layer(svc: Services, top: str, base: str) -> None:
         os.unlink(top)
 
 
+def forget_merged(
+    svc: Services,
+    domain: str,
+    target: str,
+    top: str,
+    base: str,
+    active: str,
+    between: tuple[str, ...] = (),
+) -> None:
+    """After a merge of `top` (and the images `between` it and `base`) into `base`: those
+    images go, `base` holds their snapshots, `active` is the disk's active image."""
+    remove_layer(svc, top, base)
+    for path in between:
+        if os.path.exists(path):
+            os.unlink(path)
+        svc.journal.forget_layer(path)
+    svc.journal.move_snapshot_content(top, base)
+    svc.journal.forget_layer(top)
+    svc.journal.set_active_layer(domain, target, active, [])
+    svc.publish_layers()
+
+
 def remove_unused_overlay(path: str) -> None:
     """Deletes an overlay the agent made that never became active, unless it holds data (then
     something wrote to it, and it is kept for the operator)."""

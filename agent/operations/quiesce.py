@@ -10,7 +10,9 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
+from agent import steps
 from agent.errors import HostsnapError, OperationFailed
 from agent.hypervisor.guest_agent import GuestAgent
 
@@ -18,6 +20,41 @@ log = logging.getLogger(__name__)
 
 THAW_ATTEMPTS = 3
 STILL_FROZEN = "GUEST_STILL_FROZEN"
+
+
+class Step(steps.StepName):
+    """The freeze's steps, in every job that freezes a guest; a job with a `freeze` and no
+    `thawed` may have left its guest frozen (jobs.LEFT_FROZEN)."""
+
+    FREEZE = "freeze"  # the guest is about to be frozen
+    FROZEN = "frozen"  # it is
+    WATCHDOG_FIRED = "watchdog-fired"  # its deadline passed: the watchdog thaws it
+    THAWED = "thawed"  # it was thawed, and reports thawed
+    HELD = "held"  # a group member's snapshot works under the group's hold
+    FROZEN_CONFIRMED = "frozen-confirmed"  # the hold was still in force after its switch
+
+
+@dataclass(frozen=True)
+class Freeze:
+    hold_seconds: float | None = None  # a group's hold
+
+
+@dataclass(frozen=True)
+class Frozen:
+    filesystems: int | None = None
+
+
+@dataclass(frozen=True)
+class Thawed:
+    frozen_seconds: float | None = None  # None: thawed by one that did not see the freeze
+    by: str = ""  # who thawed, when not the job itself
+    switch_seen: bool | None = None  # after the agent's exit: its disks had switched
+
+
+@dataclass(frozen=True)
+class Held:
+    group_id: str
+    hold_job_id: str
 
 
 class FreezeWindow:

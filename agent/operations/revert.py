@@ -9,18 +9,47 @@ import os
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-from agent import faults, validate
+from agent import faults, steps, validate
 from agent.errors import InvalidArgument, NotFound, Precondition
 from agent.hypervisor import domain_xml, qemu_img
-from agent.jobs import SnapshotRecord
+from agent.jobs import Job, JobState, SnapshotRecord
 from agent.model import DomainState, RevertResult, Volume, VolumeKind
-from agent.operations import jobrun, volumes
+from agent.operations import jobrun, merge, volumes
 from agent.operations.image_snapshot import image_volume
+from agent.operations.jobrun import to_json
 from agent.operations.services import Services
 from agent.operations.snapshot import RBD_PREFIX
 
 log = logging.getLogger(__name__)
+
+OPERATION = "revert"
+
+
+class Step(steps.StepName):
+    STOP_DOMAIN = "stop-domain"  # the domain is about to be shut down
+    DOMAIN_STOPPED = "domain-stopped"  # it was
+    PLAN = "plan"  # a new overlay is about to be made and defined as the active image
+    ROLLBACK = "rollback"  # the RBD image is about to be rolled back
+
+
+@dataclass(frozen=True)
+class DomainStopped:
+    clean: bool
+
+
+@dataclass(frozen=True)
+class Plan:
+    target: str
+    overlay: str
+    previous: str  # the active image before
+
+
+@dataclass(frozen=True)
+class Rollback:
+    target: str
+    name: str
 
 
 @dataclass(frozen=True)
@@ -74,9 +103,9 @@ def revert(
 
     def body(job_id: str) -> RevertResult:
         if request.stop_domain and svc.host.state(record.domain)[0] != DomainState.SHUTOFF:
-            svc.journal.record(job_id, "stop-domain")
+            steps.write(svc.journal, job_id, Step.STOP_DOMAIN)
             clean = svc.host.stop(record.domain, svc.config.stop_timeout)
-            svc.journal.record(job_id, "domain-stopped", clean=clean)
+            steps.write(svc.journal, job_id, Step.DOMAIN_STOPPED, DomainStopped(clean))
         jobrun.checkpoint(svc, job_id, "the revert")
         ensure_stopped(svc, record.domain)  # again, under the job's locks
         if volume.kind == VolumeKind.FILE:
@@ -92,7 +121,7 @@ def revert(
             active = _revert_rbd(svc, job_id, record, volume)
         return RevertResult(job_id, record.id, record.domain, record.target, active)
 
-    spec = jobrun.JobSpec("revert", record.domain, [volume.key], {"snapshot_id": record.id})
+    spec = jobrun.JobSpec(OPERATION, record.domain, [volume.key], {"snapshot_id": record.id})
     return jobrun.run(
         svc, spec, request.idempotency_key, body, lambda d: RevertResult(**d), on_started
     )
@@ -110,7 +139,7 @@ def ensure_stopped(svc: Services, domain: str) -> None:
 def _revert_file(svc: Services, job_id: str, record: SnapshotRecord, volume: Volume) -> str:
     assert volume.path is not None
     overlay = volumes.overlay_path(volume.path, uuid.uuid4().hex)
-    svc.journal.record(job_id, "plan", target=volume.target, overlay=overlay, previous=volume.path)
+    steps.write(svc.journal, job_id, Step.PLAN, Plan(volume.target, overlay, volume.path))
     try:
         qemu_img.create_overlay(overlay, record.content)
         faults.point("during-revert")
@@ -129,9 +158,41 @@ def _revert_file(svc: Services, job_id: str, record: SnapshotRecord, volume: Vol
 def _revert_rbd(svc: Services, job_id: str, record: SnapshotRecord, volume: Volume) -> str:
     assert volume.rbd is not None
     name = f"{RBD_PREFIX}{record.id}"
-    svc.journal.record(job_id, "rollback", target=volume.target, name=name)
+    steps.write(svc.journal, job_id, Step.ROLLBACK, Rollback(volume.target, name))
     faults.point("during-revert")
     svc.rbd.rollback(
         volume.rbd, name, lambda done: log.info("job %s: rollback %.0f%%", job_id, done * 100)
     )
     return volume.location
+
+
+def recover(svc: Services, job: Job) -> tuple[JobState, str]:
+    rollback = steps.read(job, Step.ROLLBACK, Rollback)
+    if rollback is not None:
+        # An interrupted RBD rollback leaves the image half rolled back: run it to the end,
+        # but never under a running guest.
+        if svc.host.state(job.domain)[0] != DomainState.SHUTOFF:
+            raise Precondition(
+                f"domain {job.domain} runs on a half rolled-back RBD image; stop it and revert "
+                "again"
+            )
+        source = volumes.rbd_source(svc, job.domain, rollback.target)
+        svc.rbd.rollback(source, rollback.name)
+        svc.journal.succeed(job.id, _result(job, source.spec, rollback.target))
+        return JobState.SUCCEEDED, "the RBD rollback was run again to completion"
+    plan = steps.read(job, Step.PLAN, Plan)
+    if plan is None:
+        return JobState.FAILED, "it stopped before changing anything"
+    if volumes.current_active(svc, job.domain, plan.target) == plan.overlay:
+        svc.journal.set_active_layer(job.domain, plan.target, plan.overlay, [plan.previous])
+        svc.journal.succeed(job.id, _result(job, plan.overlay, plan.target))
+        return JobState.SUCCEEDED, "the domain already used the new overlay; completed"
+    merge.remove_unused_overlay(plan.overlay)
+    return JobState.FAILED, f"the domain still used its old image; {plan.overlay} was removed"
+
+
+def _result(job: Job, active: str, target: str) -> dict[str, Any]:
+    result: dict[str, Any] = to_json(
+        RevertResult(job.id, job.request["snapshot_id"], job.domain, target, active)
+    )
+    return result

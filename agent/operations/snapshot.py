@@ -10,10 +10,10 @@ import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
-from agent import faults, validate
+from agent import faults, steps, validate
 from agent.errors import HostsnapError, InvalidArgument, Precondition
 from agent.hypervisor import domain_xml, qemu_img
-from agent.jobs import SnapshotRecord
+from agent.jobs import Job, JobState, SnapshotRecord
 from agent.model import (
     DiskSnapshot,
     DomainState,
@@ -23,7 +23,16 @@ from agent.model import (
     Volume,
     VolumeKind,
 )
-from agent.operations import consistency, group, jobrun, merge, rbd_overlay, stats, volumes
+from agent.operations import (
+    consistency,
+    group,
+    jobrun,
+    merge,
+    quiesce,
+    rbd_overlay,
+    stats,
+    volumes,
+)
 from agent.operations.holds import GroupHold
 from agent.operations.services import Services
 
@@ -31,6 +40,34 @@ log = logging.getLogger(__name__)
 
 OPERATION = "snapshot"
 RBD_PREFIX = "hostsnap-"
+
+
+class Step(steps.StepName):
+    RBD_DIRECT = "rbd-direct"  # RBD disks are snapshotted frozen, without the short freeze
+    PLAN = "plan"  # what the job will make (a Plan), before any of it exists
+    OVERLAYS_CREATED = "overlays-created"  # the new overlay files exist, unused
+    RBD_SNAPSHOT = "rbd-snapshot"  # an RBD snapshot is about to be created
+    SWITCH_ACTIVE = "switch-active"  # the disks are about to switch to their overlays
+    MERGE_BACK = "merge-back"  # an RBD disk is about to go back from its temporary overlay
+    MERGED_BACK = "merged-back"  # every RBD disk is back on its image
+    UNDO = "undo"  # the job failed: what it made is about to be taken back
+
+
+@dataclass(frozen=True)
+class RbdDirect:
+    reason: str
+
+
+@dataclass(frozen=True)
+class RbdSnapshot:
+    target: str
+    name: str
+
+
+@dataclass(frozen=True)
+class MergeBack:
+    target: str
+    overlay: str
 
 
 @dataclass
@@ -163,7 +200,7 @@ def _plan(
     if unusable and any(v.kind == VolumeKind.RBD for v in chosen) and live:
         level = logging.INFO if grouped else logging.WARNING
         log.log(level, "domain %s: RBD snapshot without the short freeze: %s", domain, unusable)
-        svc.journal.record(job_id, "rbd-direct", reason=unusable)
+        steps.write(svc.journal, job_id, Step.RBD_DIRECT, RbdDirect(unusable))
     xml = svc.host.xml(domain)
     for volume in chosen:
         sid = plan.snapshot_ids[volume.target]
@@ -192,7 +229,7 @@ def _snapshot(
     by_target = {v.target: v for v in chosen}
     jobrun.checkpoint(svc, job_id, "planning")
     plan = _plan(svc, job_id, request.domain, chosen, live, hold is not None)
-    svc.journal.record(job_id, "plan", **asdict(plan))
+    steps.write(svc.journal, job_id, Step.PLAN, plan)
     frozen_across = {t: s for t, s in plan.rbd_snaps.items() if t not in plan.rbd_overlays}
     after_thaw = {t: s for t, s in plan.rbd_snaps.items() if t in plan.rbd_overlays}
     try:
@@ -200,7 +237,7 @@ def _snapshot(
             qemu_img.create_overlay(overlay, plan.actives[target])
         for target, overlay in plan.rbd_overlays.items():
             rbd_overlay.create(svc, by_target[target], overlay)
-        svc.journal.record(job_id, "overlays-created")
+        steps.write(svc.journal, job_id, Step.OVERLAYS_CREATED)
         faults.point("after-overlay-created")
         svc.publish_layers(plan.pending_layers(request.domain))
 
@@ -212,16 +249,17 @@ def _snapshot(
         with window_of as window:
             _rbd_snapshots(svc, job_id, frozen_across, by_target)
             if plan.overlays or plan.rbd_overlays:
-                svc.journal.record(job_id, "switch-active")
+                steps.write(svc.journal, job_id, Step.SWITCH_ACTIVE)
                 _switch_to_overlays(svc, request.domain, plan, live)
                 faults.point("after-libvirt-snapshot")
-        svc.journal.record(job_id, "thawed", frozen_seconds=window.frozen_seconds)
+        thawed = quiesce.Thawed(window.frozen_seconds)
+        steps.write(svc.journal, job_id, quiesce.Step.THAWED, thawed)
         # The RBD images receive no writes now: their snapshots are the disks at the freeze.
         _rbd_snapshots(svc, job_id, after_thaw, by_target)
         faults.point("before-merge-back")
         merge_back(svc, job_id, request.domain, plan)
     except BaseException:
-        svc.journal.record(job_id, "undo")
+        steps.write(svc.journal, job_id, Step.UNDO)
         undo(svc, job_id, request.domain, plan, by_target)
         raise
     return commit_result(svc, job_id, request, by_target, plan, window)
@@ -233,7 +271,7 @@ def _rbd_snapshots(
     for target, snap in snaps.items():
         source = by_target[target].rbd
         assert source is not None
-        svc.journal.record(job_id, "rbd-snapshot", target=target, name=snap)
+        steps.write(svc.journal, job_id, Step.RBD_SNAPSHOT, RbdSnapshot(target, snap))
         svc.rbd.create_snapshot(source, snap)
         faults.point("during-rbd-snapshot")
 
@@ -243,15 +281,15 @@ def merge_back(svc: Services, job_id: str, domain: str, plan: Plan) -> None:
     died while at it)."""
     for target, overlay in plan.rbd_overlays.items():
         begun = _merge_back_begun(svc, job_id, target)
-        svc.journal.record(job_id, "merge-back", target=target, overlay=overlay)
+        steps.write(svc.journal, job_id, Step.MERGE_BACK, MergeBack(target, overlay))
         rbd_overlay.merge_back(svc, job_id, domain, target, overlay, plan.rbd_disks[target], begun)
     if plan.rbd_overlays:
-        svc.journal.record(job_id, "merged-back")
+        steps.write(svc.journal, job_id, Step.MERGED_BACK)
 
 
 def _merge_back_begun(svc: Services, job_id: str, target: str) -> bool:
-    steps = svc.journal.get(job_id).steps
-    return any(s.name == "merge-back" and s.detail["target"] == target for s in steps)
+    started = steps.read_all(svc.journal.get(job_id), Step.MERGE_BACK, MergeBack)
+    return any(m.target == target for m in started)
 
 
 def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> None:
@@ -350,3 +388,40 @@ def commit_result(
         disks=tuple(disks),
         quiesce_note=window.note,
     )
+
+
+def recover(svc: Services, job: Job) -> tuple[JobState, str]:
+    """Ends a snapshot the agent's death interrupted: completed when all of it was made (and
+    not a group member's), else taken back."""
+    plan = steps.read(job, Step.PLAN, Plan)
+    if plan is None:
+        return JobState.FAILED, "it stopped before changing anything"
+    # First the RBD disks of a short freeze go back on their images (the guest's newest
+    # data is in the overlays until then); then the disks are as the job found them.
+    merge_back(svc, job.id, job.domain, plan)
+    by_target = {t: volumes.of_target(svc, job.domain, t) for t in plan.snapshot_ids}
+    switched = all(
+        volumes.current_active(svc, job.domain, t) == overlay
+        for t, overlay in plan.overlays.items()
+    )
+    rbd_made = all(
+        name in {s.name for s in svc.rbd.snapshots(volumes.rbd_source(svc, job.domain, t))}
+        for t, name in plan.rbd_snaps.items()
+    )
+    taken = rbd_made and switched and (not plan.overlays or steps.reached(job, Step.SWITCH_ACTIVE))
+    if job.request.get("group_id"):
+        # A consistency group is all or nothing, and whether its hold was still in force at
+        # the switch died with the agent: a member's parts are taken back.
+        undo(svc, job.id, job.domain, plan, by_target)
+        return (
+            JobState.FAILED,
+            "a group member's snapshot was interrupted; its parts were taken back",
+        )
+    if taken and not steps.reached(job, Step.UNDO):
+        request = SnapshotRequest(**{**job.request, "disks": tuple(job.request["disks"])})
+        window = consistency.Window.for_recovered(job, svc.wall_clock())
+        result = commit_result(svc, job.id, request, by_target, plan, window)
+        svc.journal.succeed(job.id, jobrun.to_json(result))
+        return JobState.SUCCEEDED, f"the snapshot had been taken; completed ({window.consistency})"
+    undo(svc, job.id, job.domain, plan, by_target)
+    return JobState.FAILED, "the snapshot had not been completed; its parts were taken back"

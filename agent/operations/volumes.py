@@ -10,7 +10,7 @@ from pathlib import Path
 from agent import validate
 from agent.errors import Capacity, Conflict, InvalidArgument, NotFound, Precondition
 from agent.hypervisor import domain_xml, qemu_img
-from agent.model import DomainState, Layer, Volume, VolumeKind
+from agent.model import DomainState, Layer, RbdSource, Volume, VolumeKind
 from agent.operations.services import Services
 
 LIVE_STATES = (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED)
@@ -22,6 +22,18 @@ def domain_volumes(svc: Services, domain: str) -> list[Volume]:
     if not svc.host.exists(domain):
         raise NotFound(f"no domain named {domain!r} on this host", reason="DOMAIN_NOT_FOUND")
     return domain_xml.volumes(domain, svc.host.xml(domain))
+
+
+def of_target(svc: Services, domain: str, target: str) -> Volume:
+    """One disk of a domain as libvirt has it now."""
+    return select(domain_xml.volumes(domain, svc.host.xml(domain)), (target,))[0]
+
+
+def rbd_source(svc: Services, domain: str, target: str) -> RbdSource:
+    source = of_target(svc, domain, target).rbd
+    if source is None:
+        raise Precondition(f"disk {target} of {domain} is not on RBD now", reason="NOT_RBD")
+    return source
 
 
 def select(volumes: list[Volume], disks: tuple[str, ...]) -> list[Volume]:

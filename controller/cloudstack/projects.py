@@ -22,7 +22,7 @@ from controller.cloudstack.responses import JsonObject
 RecordKey = Callable[[JsonObject], Hashable]
 
 
-class Lister(Protocol):
+class ListSource(Protocol):
     async def list_all(
         self,
         command: str,
@@ -43,7 +43,7 @@ def tag_key(record: JsonObject) -> Hashable:
 
 
 async def list_everyone(
-    source: Lister,
+    source: ListSource,
     command: str,
     params: Mapping[str, str] | None = None,
     *,

@@ -1,5 +1,6 @@
 """CloudStack's view of the zone: records (`model`) and the refreshing `Inventory`."""
 
+from controller.cloudstack.projects import ListSource
 from controller.inventory.model import (
     BUSY_VOLUME_STATES,
     FILE_POOL_TYPES,
@@ -11,7 +12,7 @@ from controller.inventory.model import (
     Volume,
     Zone,
 )
-from controller.inventory.refresh import Inventory, InventoryUnavailable, ListSource
+from controller.inventory.refresh import Inventory, InventoryUnavailable
 
 __all__ = [
     "BUSY_VOLUME_STATES",

@@ -7,12 +7,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Protocol
 
 from controller.cloudstack import CloudStackError, JsonObject
-from controller.cloudstack.projects import list_everyone
+from controller.cloudstack.projects import ListSource, list_everyone
 from controller.inventory.model import (
     Host,
     InventorySnapshot,
@@ -29,17 +28,6 @@ log = logging.getLogger(__name__)
 
 class InventoryUnavailable(CloudStackError):
     """No refresh has succeeded yet, so there is no inventory to give."""
-
-
-class ListSource(Protocol):
-    async def list_all(
-        self,
-        command: str,
-        params: Mapping[str, str] | None = None,
-        *,
-        page_size: int | None = None,
-        timeout: float | None = None,
-    ) -> list[JsonObject]: ...
 
 
 class Inventory:

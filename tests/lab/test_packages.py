@@ -413,7 +413,8 @@ def test_installed_controller_answers_from_cloudstack_and_its_store(
         help_ = run("/usr/bin/hostsnap-controller", command, "--help")
         assert help_.returncode == 0 and "--config" in help_.stdout, (command, help_.stderr)
     assert run("/usr/bin/hostsnap-controller").returncode == 2  # no command
-    assert run("/usr/bin/hostsnap-controller", "status", "--config", "/nonexistent").returncode == 2
+    missing = run("/usr/bin/hostsnap-controller", "status", "--config", "/nonexistent")
+    assert missing.returncode == os.EX_CONFIG, missing.stderr
 
     # The installed configuration: a conffile readable by root and the service's group only.
     stat = CONTROLLER_CONFIG.stat()
@@ -427,7 +428,7 @@ def test_installed_controller_answers_from_cloudstack_and_its_store(
     assert run(*nobody, "test", "-r", str(CONTROLLER_CONFIG)).returncode != 0
     # It parses (no unknown key) and asks for the secret key it names.
     unconfigured = run("/usr/bin/hostsnap-controller", "status")
-    assert unconfigured.returncode == 2 and "secret_key_file" in unconfigured.stderr
+    assert unconfigured.returncode == os.EX_CONFIG and "secret_key_file" in unconfigured.stderr
     assert Path("/var/lib/hostsnap-controller").is_dir()  # the default store's directory
 
     # The unit: the package's user, a store directory of its own; installed, not enabled.

@@ -70,7 +70,8 @@ def test_the_guests_left_frozen_are_thawed_and_the_thaw_recorded(tmp_path: Path)
 
     assert thawed == ["vm-a"]
     step = journal.get(left).step("thawed")
-    assert step is not None and step.detail == {"by": consistency.THAWED_AFTER_EXIT}
+    assert step is not None and step.detail["by"] == consistency.THAWED_AFTER_EXIT
+    assert step.detail["switch_seen"] is None  # it was not switching
     assert [j.id for j in journal.jobs_left_frozen()] == ["job-vm-gone", "job-vm-off"]
     assert journal.get(done).step("thawed").detail == {"frozen_seconds": 0.1}
     window = consistency.Window.for_recovered(journal.get(left), now=10**10)
@@ -80,7 +81,12 @@ def test_the_guests_left_frozen_are_thawed_and_the_thaw_recorded(tmp_path: Path)
 
 def test_a_switch_not_seen_before_the_thaw_makes_the_snapshot_crash_consistent(tmp_path: Path):
     journal = Journal(tmp_path / "journal.sqlite")
-    plan = {"overlays": {"vda": "/pool/vm.new.qcow2"}, "rbd_overlays": {}}
+    plan = {
+        "live": True,
+        "snapshot_ids": {"vda": "s"},
+        "overlays": {"vda": "/pool/vm.new.qcow2"},
+        "rbd_overlays": {},
+    }
     seen = frozen_job(journal, "vm-a", ("plan", plan), ("switch-active", {}))
     thawed: list[str] = []
     clock = itertools.count(0.0, 1.0).__next__
