@@ -80,7 +80,9 @@ class Service:
     async def policy_pass(self, lease: Lease) -> None:
         """Starts the runs that are due and ends those whose jobs have ended."""
         inventory = await self.parts.inventory.refresh()
-        chosen = await asyncio.to_thread(self.parts.store.policies.all)
+        chosen, problems = await asyncio.to_thread(self.runner.stored_policies)
+        for problem in problems:
+            log.warning("%s", problem)
         facts = await read_facts(self.parts.cloudstack, chosen)
         caps = await read_caps(self.parts.cloudstack)  # unreadable: no run starts or ends now
         plan = await asyncio.to_thread(self.runner.plan, inventory, datetime.now(UTC), facts, caps)

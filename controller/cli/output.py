@@ -19,13 +19,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def plain(value: Any) -> Any:
-    """`value` as JSON-ready data: dataclasses as objects (the fields they are made from, not
-    those derived from them), enums by value, times in ISO 8601."""
+    """`value` as JSON-ready data: dataclasses as objects, enums by value, times in ISO 8601."""
     if hasattr(value, "to_dict"):
         return plain(value.to_dict())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        fields = (f for f in dataclasses.fields(value) if f.init)
-        return {f.name: plain(getattr(value, f.name)) for f in fields}
+        return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, enum.Enum):
         return value.value
     if isinstance(value, datetime):

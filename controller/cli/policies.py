@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 from controller import policies, store
 from controller.cli import CommandError, options
 from controller.cli.output import as_json, table, when
+from controller.cli.policy_args import new_policy
 from controller.parts import Parts
 from controller.runner import PolicyRunner, run_state_of
 from controller.runner.facts import read_caps, read_facts
@@ -49,8 +49,10 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
 def policies_command(parts: Parts, args: argparse.Namespace) -> int:
     db = parts.store
     if args.action == "add":
-        policy = db.policies.create(_new_policy(args))
-        print(as_json(policy) if args.json else f"policy {policy.name} added ({policy.id})")
+        policy = db.policies.create(new_policy(args))
+        print(
+            as_json(_listed(policy)) if args.json else f"policy {policy.name} added ({policy.id})"
+        )
         return 0
     if args.action == "delete":
         db.policies.delete(_policy(db, args.name).id)
@@ -58,19 +60,15 @@ def policies_command(parts: Parts, args: argparse.Namespace) -> int:
         return 0
     stored = db.policies.all()
     if args.json:
-        print(as_json(stored))
+        print(as_json([_listed(p) for p in stored]))
         return 0
-    rows = [
-        [
-            p.name,
-            p.schedule.describe(),
-            p.max_snaps,
-            p.quiesce,
-            p.selector.describe(),
-            "yes" if p.enabled else "no",
-        ]
-        for p in stored
-    ]
+    rows = []
+    for p in stored:
+        schedule = p.policy.schedule.describe() if p.policy else f"unusable: {p.problem}"
+        selects = " ".join(f"{s.kind}={s.key + '=' if s.key else ''}{s.value}" for s in p.selectors)
+        rows.append(
+            [p.name, schedule, p.max_snaps, p.quiesce, selects, "yes" if p.enabled else "no"]
+        )
     print(table(["name", "schedule", "maxsnaps", "quiesce", "selects", "enabled"], rows))
     return 0
 
@@ -78,10 +76,11 @@ def policies_command(parts: Parts, args: argparse.Namespace) -> int:
 async def plan_command(parts: Parts, args: argparse.Namespace) -> int:
     runner = PolicyRunner(parts.store)
     inventory = await parts.inventory.refresh()
-    facts = await read_facts(parts.cloudstack, parts.store.policies.all())
+    chosen, problems = runner.stored_policies()
+    facts = await read_facts(parts.cloudstack, chosen)
     plan = runner.plan(inventory, datetime.now(UTC), facts, await read_caps(parts.cloudstack))
     if args.json:
-        print(as_json({"plan": plan}))
+        print(as_json({"plan": plan, "unplannable": problems}))
         return 0
     rows = [
         [
@@ -112,24 +111,30 @@ async def plan_command(parts: Parts, args: argparse.Namespace) -> int:
     for p in plan.policies:
         for excluded in p.excluded:
             print(f"{p.policy_name}: left out {excluded}")
+    for problem in problems:
+        print(problem)
     return 0
 
 
 async def run_command(parts: Parts, args: argparse.Namespace) -> int:
-    policy = _policy(parts.store, args.policy)
+    stored = _policy(parts.store, args.policy)
+    try:
+        policy = stored.usable()
+    except policies.PolicyError as e:
+        raise CommandError(f"policy {stored.name} cannot run: {e}") from None
     inventory = await parts.inventory.refresh()
     now = datetime.now(UTC).replace(microsecond=0)
     facts = await read_facts(parts.cloudstack, [policy])
     caps = await read_caps(parts.cloudstack)
     (planned,) = policies.plan([policy], inventory, now, facts=facts, caps=caps).policies
     if planned.problems:
-        raise CommandError(f"policy {policy.name} cannot run: {'; '.join(planned.problems)}")
+        raise CommandError(f"policy {stored.name} cannot run: {'; '.join(planned.problems)}")
     if not planned.runs:
-        raise CommandError(f"policy {policy.name} selects no volume that can be snapshotted now")
+        raise CommandError(f"policy {stored.name} selects no volume that can be snapshotted now")
     started = PolicyRunner(parts.store).start(planned, now, inventory)
     leader = parts.store.leases.info(parts.lease_config().name)
     if not args.json:
-        print(f"run {started.run.id} of policy {policy.name}: {len(started.jobs)} jobs")
+        print(f"run {started.run.id} of policy {stored.name}: {len(started.jobs)} jobs")
         if leader is None or not leader.held:
             print(
                 "no controller leads now: the jobs wait until one does (hostsnap-controller serve)"
@@ -160,7 +165,7 @@ async def _wait(db: store.Store, run_id: str, timeout: float) -> list[store.Job]
         await asyncio.sleep(1.0)
 
 
-def _policy(db: store.Store, name: str) -> policies.Policy:
+def _policy(db: store.Store, name: str) -> store.StoredPolicy:
     found = db.policies.by_name(name)
     if found is None:
         try:
@@ -170,38 +175,21 @@ def _policy(db: store.Store, name: str) -> policies.Policy:
     return found
 
 
-def _new_policy(args: argparse.Namespace) -> policies.Policy:
-    try:
-        schedule: policies.Schedule
-        if args.cron:
-            schedule = policies.Schedule.cron(args.cron, args.timezone)
-        else:
-            if not args.schedule:
-                raise CommandError("--interval needs --schedule (MM, MM:HH or MM:HH:DD)")
-            schedule = policies.Schedule.cloudstack(args.interval, args.schedule, args.timezone)
-        if not (args.vm or args.volume or args.tag or args.account):
-            raise CommandError("a policy needs --vm, --volume, --tag or --account")
-        selector = policies.Selector(
-            vms=tuple(args.vm),
-            volumes=tuple(args.volume),
-            tags=tuple(policies.TagMatch(*_key_value(t)) for t in args.tag),
-            accounts=tuple(args.account),
-        )
-        return policies.Policy(
-            id=str(uuid.uuid4()),
-            name=args.name,
-            schedule=schedule,
-            max_snaps=args.maxsnaps,
-            selector=selector,
-            quiesce=policies.Quiesce(args.quiesce),
-            enabled=not args.disabled,
-        )
-    except ValueError as e:
-        raise CommandError(str(e)) from None
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, equals, value = text.partition("=")
-    if not equals or not key.strip() or not value.strip():
-        raise CommandError(f"--tag {text!r}: write key=value")
-    return key.strip(), value.strip()
+def _listed(p: store.StoredPolicy) -> dict[str, Any]:
+    """A policy as `policies --json` prints it: as stored, whether or not it can be planned."""
+    schedule: dict[str, Any] = {"timezone": p.timezone}
+    if p.schedule_kind == "cron":
+        schedule["expression"] = p.schedule
+    else:
+        schedule |= {"interval_type": p.interval_type, "schedule": p.schedule}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "schedule": schedule,
+        "max_snaps": p.max_snaps,
+        "quiesce": p.quiesce,
+        "selectors": [{"kind": s.kind, "value": s.value, "key": s.key} for s in p.selectors],
+        "enabled": p.enabled,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+    }

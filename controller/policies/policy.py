@@ -42,7 +42,7 @@ class Policy:
     def __post_init__(self) -> None:
         if not self.id.strip():
             raise PolicyError("a policy needs an id")
-        if not self.name.strip() or len(self.name) > MAX_NAME:
+        if not self.name or len(self.name) > MAX_NAME:
             raise PolicyError(f"a policy needs a name of at most {MAX_NAME} characters")
         if self.max_snaps < 1:
             # createSnapshotPolicy: "maxSnaps [..] for volume .. should be greater than 0."

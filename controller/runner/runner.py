@@ -52,6 +52,16 @@ class PolicyRunner:
         self._store = db
         self._job_timeout = job_timeout
 
+    def stored_policies(self) -> tuple[list[policies.Policy], list[str]]:
+        """The stored policies as the planner takes them, and why any cannot be planned."""
+        planned, problems = [], []
+        for stored in self._store.policies.all():
+            try:
+                planned.append(stored.usable())
+            except policies.PolicyError as e:
+                problems.append(f"policy {stored.name}: {e}")
+        return planned, problems
+
     def last_runs(self, chosen: Sequence[policies.Policy]) -> dict[str, datetime]:
         """Per policy: its latest finished scheduled run, else its creation time (so times
         passed since then count). Manual runs (`run POLICY`) are not schedule slots and do
@@ -59,7 +69,7 @@ class PolicyRunner:
         was interrupted."""
         last = {}
         for policy in chosen:
-            last[policy.id] = self._store.policies.created_at(policy.id)
+            last[policy.id] = self._store.policies.get(policy.id).created_at
             for run in self._store.runs.of_policy(policy.id, limit=RECENT_RUNS):
                 if run.state is not store.RunState.RUNNING and _is_slot(policy, run.scheduled_for):
                     last[policy.id] = run.scheduled_for
@@ -73,7 +83,7 @@ class PolicyRunner:
         facts: policies.ResourceFacts | None = None,
         caps: policies.RetentionCaps | None = None,
     ) -> policies.Plan:
-        chosen = self._store.policies.all()
+        chosen, _ = self.stored_policies()
         last_runs = self.last_runs(chosen)
         return policies.plan(chosen, inventory, now, facts=facts, last_runs=last_runs, caps=caps)
 

@@ -1,10 +1,10 @@
 """The controller's state: policies, runs, jobs, intents and the leader lease, in SQLite (one
 controller) or MariaDB/MySQL (several, one leading), through SQLAlchemy Core.
 
-Records come out as frozen dataclasses (`records`; policies as controller.policies.Policy); no
-SQLAlchemy object leaves the package. Times are the database's (`clock`). Writes a leader makes
-present its `Lease` and are refused with LeaseLost once another epoch leads (`tx.fenced`, `jobs`
-for dispatch).
+Records come out as frozen dataclasses (`records`; a policy as its rows with the
+controller.policies.Policy they make, `policies.StoredPolicy`); no SQLAlchemy object leaves
+the package. Times are the database's (`clock`). Writes a leader makes present its `Lease`
+and are refused with LeaseLost once another epoch leads (`tx.fenced`, `jobs` for dispatch).
 """
 
 from controller.store.election import LeaderElection, LeaseConfig, default_holder
@@ -18,6 +18,7 @@ from controller.store.errors import (
     StoreError,
     StoreUnavailable,
 )
+from controller.store.policies import SelectorRow, StoredPolicy
 from controller.store.records import (
     Intent,
     IntentSpec,
@@ -52,10 +53,12 @@ __all__ = [
     "Run",
     "RunState",
     "SchemaMismatch",
+    "SelectorRow",
     "StaleClaim",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoredPolicy",
     "default_holder",
     "make_engine",
 ]

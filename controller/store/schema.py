@@ -68,7 +68,7 @@ policy_selectors = sa.Table(
         sa.ForeignKey("policies.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    sa.Column("kind", sa.String(STATE), nullable=False),  # vm | volume | tag | account | domain
+    sa.Column("kind", sa.String(STATE), nullable=False),  # vm | volume | tag | account
     sa.Column("tag_key", sa.String(NAME), nullable=False),  # "" unless kind is tag
     sa.Column("value", sa.String(NAME), nullable=False),
     sa.UniqueConstraint("policy_id", "kind", "tag_key", "value"),

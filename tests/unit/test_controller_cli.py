@@ -74,20 +74,9 @@ def test_a_policy_added_is_listed_planned_and_run_as_jobs_waiting_for_a_leader(c
     add_nightly(config, capsys)
 
     (listed,) = as_json(config, capsys, "policies")
-    assert (listed["name"], listed["max_snaps"], listed["selector"]["vms"]) == (
-        "nightly",
-        3,
-        ["web-1"],
-    )
-    assert listed["schedule"] == {
-        "kind": "cloudstack",
-        "interval_type": "DAILY",
-        "expression": "30:02",
-        "timezone": "UTC",
-    }
+    assert (listed["name"], listed["max_snaps"]) == ("nightly", 3)
     code, table, _ = run(config, capsys, "policies")
     assert code == 0 and "NAME" in table and "daily at 02:30 UTC" in table
-    assert "vms=web-1" in table
     (planned,) = as_json(config, capsys, "plan")["plan"]["policies"]
     assert [r["vm_name"] for r in planned["runs"]] == ["web-1"]
     assert any("Snapshotting" in str(e) for e in planned["excluded"])  # web-1's data disk

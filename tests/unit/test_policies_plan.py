@@ -280,7 +280,7 @@ def test_quiesce_and_ids_are_checked_when_a_policy_is_made():
         daily(id=" ")
 
 
-@pytest.mark.parametrize("name", ["", " ", "n" * 256])
+@pytest.mark.parametrize("name", ["", "n" * 256])
 def test_a_policy_needs_a_name_the_store_can_keep(name):
     assert daily(name="n" * 255).name == "n" * 255
     with pytest.raises(PolicyError, match="a name of at most 255 characters"):

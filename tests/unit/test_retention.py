@@ -47,7 +47,7 @@ def test_the_oldest_beyond_maxsnaps_are_deleted_once_and_only_this_policys(tmp_p
                     2,
                     policies.Selector(vms=("web-1",)),
                 )
-            )
+            ).usable()
             ours = [f"{i:032x}" for i in range(1, 4)]  # oldest first
             zone.agents["kvm-1"].snapshots["i-web-1"] = [
                 pb.VolumeSnapshots(
