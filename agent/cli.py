@@ -304,8 +304,9 @@ def agent_problem(socket: str) -> str | None:
 
 
 def doctor(args: argparse.Namespace) -> int:
-    from agent.operations.doctor import Verdict, run_checks
+    from agent.operations.doctor import Verdict
     from agent.settings import ConfigError, load
+    from agent.wiring import run_doctor
 
     try:
         settings = load(args.config)
@@ -313,7 +314,7 @@ def doctor(args: argparse.Namespace) -> int:
         print(f"hostsnap: configuration error: {e}", file=sys.stderr)
         return 2
     socket = args.socket or settings.listen.unix_socket
-    checks = run_checks(settings.agent, socket, settings.audit_log, lambda: agent_problem(socket))
+    checks = run_doctor(settings.agent, socket, settings.audit_log, lambda: agent_problem(socket))
     if args.json:
         print(json.dumps([vars(c) for c in checks], indent=2))
     else:

@@ -11,11 +11,11 @@ from typing import TypeVar
 from agent import validate
 from agent.errors import HostsnapError, InvalidArgument
 from agent.operations import chains, listing, rescue, revert
-from agent.operations.services import Services
 from agent.service import convert
 from agent.service.security import AuditLog
 from agent.service.status import code_of
 from agent.settings import load
+from agent.wiring import open_services
 from hostsnap.agent.v1 import agent_pb2 as pb
 
 T = TypeVar("T")
@@ -28,7 +28,7 @@ class DirectStub:
 
     def __init__(self, config: Path | None) -> None:
         settings = load(config)
-        self._svc = Services.open(settings.agent)
+        self._svc = open_services(settings.agent)
         self._audit = AuditLog(Path(settings.audit_log))
         self._identity = f"direct:{getpass.getuser()}"
 

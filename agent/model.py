@@ -48,6 +48,16 @@ class RbdSource:
 
 
 @dataclass(frozen=True)
+class RbdSnap:
+    """A snapshot of an RBD image."""
+
+    name: str
+    snap_id: int
+    created: float
+    protected: bool
+
+
+@dataclass(frozen=True)
 class Volume:
     """One disk of a domain. Its identity is domain + target and the file path or pool/image."""
 

@@ -13,12 +13,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from agent import steps
+from agent import steps, wiring
 from agent.config import AgentConfig
 from agent.errors import HostsnapError
 from agent.hypervisor import domain_xml
-from agent.hypervisor.guest_agent import GuestAgent
 from agent.hypervisor.libvirt_host import LibvirtHost
+from agent.hypervisor.ports import GuestAgents, Host
 from agent.jobs import Job, Journal
 from agent.operations import consistency, quiesce, snapshot, volumes
 
@@ -50,8 +50,8 @@ def agent_lock(config: AgentConfig) -> Iterator[None]:
 
 def thaw_left_frozen(
     journal: Journal,
-    host: LibvirtHost,
-    guest_agent: Callable[[str], GuestAgent],
+    host: Host,
+    guest_agent: GuestAgents,
     clock: Callable[[], float] = time.monotonic,
     wall_clock: Callable[[], float] = time.time,
 ) -> list[str]:
@@ -75,7 +75,7 @@ def thaw_left_frozen(
     return thawed
 
 
-def _wait_for_switch(host: LibvirtHost, job: Job, clock: Callable[[], float]) -> bool | None:
+def _wait_for_switch(host: Host, job: Job, clock: Callable[[], float]) -> bool | None:
     """For a snapshot that died in its switch: whether the disks were seen on their new
     overlays (None when the job was not switching)."""
     plan = steps.read(job, snapshot.Step.PLAN, snapshot.Plan)
@@ -103,11 +103,7 @@ def run(config: AgentConfig) -> int:
             host = LibvirtHost(config.libvirt_uri)
             journal = Journal(config.journal_path)
             try:
-
-                def guest_agent(domain: str) -> GuestAgent:
-                    dom = host.domain_on_own_connection(domain)
-                    return GuestAgent(dom, config.guest_agent_timeout)
-
+                guest_agent = wiring.guest_agents(host, config.guest_agent_timeout)
                 thawed = thaw_left_frozen(journal, host, guest_agent)
             finally:
                 journal.close()

@@ -9,7 +9,6 @@ import subprocess
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC
 
 try:
@@ -19,19 +18,11 @@ except ImportError:  # python3-rados and python3-rbd are optional: without them,
     rados = rbd = None
 
 from agent.errors import NotFound, OperationFailed, Precondition, Unavailable
-from agent.model import RbdSource
+from agent.model import RbdSnap, RbdSource
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10
-
-
-@dataclass(frozen=True)
-class RbdSnap:
-    name: str
-    snap_id: int
-    created: float
-    protected: bool
 
 
 def client_version() -> str:

@@ -6,17 +6,14 @@ from __future__ import annotations
 import enum
 import os
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.errors import HostsnapError
-from agent.hypervisor import domain_xml, qemu_img
-from agent.hypervisor.ceph_rbd import CephRbd
-from agent.hypervisor.guest_agent import GuestAgent
-from agent.hypervisor.libvirt_host import LibvirtHost
+from agent.hypervisor import domain_xml, qemu_img, time_sync
+from agent.hypervisor.ports import CephCluster, GuestAgents, Host
 from agent.model import VolumeKind
 from agent.operations import rbd_overlay, volumes
 
@@ -34,24 +31,31 @@ class Check:
     detail: str
 
 
+@dataclass(frozen=True)
+class Adapters:
+    """What the checks look at (agent/wiring.py run_doctor gives the real ones)."""
+
+    host: Host
+    guest_agents: GuestAgents
+    ceph: CephCluster
+
+
 def run_checks(
     config: AgentConfig,
+    adapters: Adapters,
     agent_socket: str,
     audit_log: str,
     agent_answers: Callable[[], str | None],
 ) -> list[Check]:
     """Reads only: nothing of the agent's state is created or changed."""
-    host, rbd = LibvirtHost(config.libvirt_uri), CephRbd(config.ceph_conf)
-    try:
-        checks = [_libvirt(host, config)]
-        if checks[0].verdict == Verdict.OK:
-            checks += _guest_agents(host, config)
-            checks += _pools(host, config)
-        checks.append(_rbd_overlays(config))
-        checks.append(_time_sync())
-        checks.append(_ceph(rbd, config))
-    finally:
-        rbd.close()
+    host = adapters.host
+    checks = [_libvirt(host, config)]
+    if checks[0].verdict == Verdict.OK:
+        checks += _guest_agents(host, adapters.guest_agents)
+        checks += _pools(host, config)
+    checks.append(_rbd_overlays(config))
+    checks.append(_time_sync())
+    checks.append(_ceph(adapters.ceph, config))
     checks.append(_agent(agent_socket, agent_answers))
     checks.append(
         Check(
@@ -64,7 +68,7 @@ def run_checks(
     return checks
 
 
-def _libvirt(host: LibvirtHost, config: AgentConfig) -> Check:
+def _libvirt(host: Host, config: AgentConfig) -> Check:
     try:
         libvirt_version, qemu_version = host.versions()
     except HostsnapError as e:
@@ -76,13 +80,13 @@ def _libvirt(host: LibvirtHost, config: AgentConfig) -> Check:
     )
 
 
-def _guest_agents(host: LibvirtHost, config: AgentConfig) -> list[Check]:
+def _guest_agents(host: Host, guest_agents: GuestAgents) -> list[Check]:
     found = []
     for name, _, state in host.list_domains(include_inactive=False):
         if not volumes.is_live(state):
             continue
         try:
-            GuestAgent(host.domain_on_own_connection(name), config.guest_agent_timeout).ping()
+            guest_agents(name).ping()
             found.append(Check(f"guest agent {name}", Verdict.OK, "answers guest-ping"))
         except HostsnapError as e:
             found.append(
@@ -96,7 +100,7 @@ def _guest_agents(host: LibvirtHost, config: AgentConfig) -> list[Check]:
     return found
 
 
-def _pools(host: LibvirtHost, config: AgentConfig) -> list[Check]:
+def _pools(host: Host, config: AgentConfig) -> list[Check]:
     needed: dict[str, int] = {}
     for name, _, _ in host.list_domains(include_inactive=True):
         try:
@@ -142,40 +146,27 @@ def _rbd_overlays(config: AgentConfig) -> Check:
 
 
 def _time_sync() -> Check:
-    probes = (
-        ["chronyc", "-n", "tracking"],
-        ["timedatectl", "show", "-p", "NTPSynchronized"],
-        ["ntpq", "-p"],
-    )
-    for argv in probes:
-        if shutil.which(argv[0]) is None:
-            continue
-        try:
-            out = subprocess.run(argv, capture_output=True, text=True, timeout=10)
-        except subprocess.TimeoutExpired:
-            continue
-        text = out.stdout
-        if out.returncode == 0 and (
-            "Leap status     : Normal" in text or "NTPSynchronized=yes" in text or "*" in text
-        ):
-            return Check("time", Verdict.OK, f"synchronised ({argv[0]})")
+    found = time_sync.probe()
+    if found is None:
         return Check(
-            "time", Verdict.WARNING, f"{argv[0]} reports no synchronisation; check chrony or ntp"
+            "time",
+            Verdict.WARNING,
+            "no chrony, systemd-timesyncd or ntp found; install chrony so that snapshot times "
+            "agree across hosts",
         )
+    if found.synchronised:
+        return Check("time", Verdict.OK, f"synchronised ({found.tool})")
     return Check(
-        "time",
-        Verdict.WARNING,
-        "no chrony, systemd-timesyncd or ntp found; install chrony so that snapshot times "
-        "agree across hosts",
+        "time", Verdict.WARNING, f"{found.tool} reports no synchronisation; check chrony or ntp"
     )
 
 
-def _ceph(rbd: CephRbd, config: AgentConfig) -> Check:
+def _ceph(ceph: CephCluster, config: AgentConfig) -> Check:
     conf = config.ceph_conf
     if not os.path.exists(conf):
         return Check("ceph", Verdict.OK, f"no {conf}: this host serves file volumes only")
     try:
-        rbd.connect(conf)
+        ceph.connect(conf)
     except HostsnapError as e:
         return Check("ceph", Verdict.FAILURE, f"{e}; check the monitors and the keyring in {conf}")
     return Check("ceph", Verdict.OK, f"cluster of {conf} answers")

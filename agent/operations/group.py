@@ -26,7 +26,7 @@ from agent.errors import (
     Precondition,
     Unavailable,
 )
-from agent.hypervisor.guest_agent import GuestAgent
+from agent.hypervisor.ports import Guest
 from agent.jobs import Job, JobState
 from agent.model import GroupHoldStatus
 from agent.operations import holds, rescue, volumes
@@ -251,7 +251,7 @@ def _in_force(svc: Services, domain: str, group_id: str) -> GroupHold | None:
     return None
 
 
-def _check(svc: Services, domain: str, guest: GuestAgent) -> None:
+def _check(svc: Services, domain: str, guest: Guest) -> None:
     state, _ = svc.host.state(domain)
     if not volumes.is_live(state):
         raise Precondition(f"domain {domain} is {state}; only a running guest can be held frozen")

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 
 from agent.errors import HostsnapError, OperationFailed, Precondition
-from agent.hypervisor.guest_agent import GuestAgent
+from agent.hypervisor.ports import Guest
 from agent.operations.quiesce import thaw_confirmed
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class GroupHold:
         group_id: str,
         job_id: str,
         seconds: float,
-        guest: GuestAgent,
+        guest: Guest,
         clock: Callable[[], float],
         on_deadline: Callable[[GroupHold], None],
         gone: Callable[[], bool] = lambda: False,
@@ -74,7 +74,7 @@ class GroupHold:
         return self._frozen
 
     @property
-    def guest(self) -> GuestAgent:
+    def guest(self) -> Guest:
         return self._guest
 
     @property

@@ -10,8 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from agent import faults
@@ -19,25 +17,15 @@ from agent.errors import Cancelled, OperationFailed, Precondition
 from agent.hypervisor import domain_xml, qemu_img, qemu_process
 from agent.model import DomainState
 from agent.operations import pause, volumes
+
+# Control lives with Speed (which steers by it); merge.Control stays its name for callers.
+from agent.operations.merge_speed import Control as Control
 from agent.operations.merge_speed import Speed
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
 
 POLL_SECONDS = 0.05
-
-
-@dataclass(frozen=True)
-class Control:
-    """The job a merge belongs to, and how it may be steered: its speed, its progress, and
-    whether a cancel of the job aborts it (only when an aborted merge harms nothing: the base
-    holds no kept snapshot)."""
-
-    job_id: str
-    bandwidth_mib: int = 0
-    progress: Callable[[float], None] = lambda fraction: None
-    cancellable: bool = False
-    pools: frozenset[str] = frozenset()  # where the merge reads and writes (for throttling)
 
 
 def children(path: str) -> list[str]:

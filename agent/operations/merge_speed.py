@@ -4,15 +4,26 @@ admission judges), back to the requested speed after."""
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 from agent.errors import HostsnapError
 from agent.operations.services import Services
 
-if TYPE_CHECKING:
-    from agent.operations.merge import Control
-
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Control:
+    """The job a merge belongs to, and how it may be steered: its speed, its progress, and
+    whether a cancel of the job aborts it (only when an aborted merge harms nothing: the base
+    holds no kept snapshot)."""
+
+    job_id: str
+    bandwidth_mib: int = 0
+    progress: Callable[[float], None] = lambda fraction: None
+    cancellable: bool = False
+    pools: frozenset[str] = frozenset()  # where the merge reads and writes (for throttling)
 
 
 class Speed:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from agent import steps
 from agent.errors import HostsnapError, OperationFailed
-from agent.hypervisor.guest_agent import GuestAgent
+from agent.hypervisor.ports import Guest
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class FreezeWindow:
 
     def __init__(
         self,
-        guest: GuestAgent,
+        guest: Guest,
         deadline: float,
         clock: Callable[[], float],
         domain: str,
@@ -121,7 +121,7 @@ class FreezeWindow:
         log.info("domain %s: thawed after %.3f s", self._domain, self.frozen_seconds)
 
 
-def thaw_confirmed(guest: GuestAgent, domain: str, clock: Callable[[], float]) -> float:
+def thaw_confirmed(guest: Guest, domain: str, clock: Callable[[], float]) -> float:
     """Thaws until the guest agent reports `thawed`; returns when the thaw call returned."""
     last_error: HostsnapError | None = None
     for _ in range(THAW_ATTEMPTS):

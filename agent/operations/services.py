@@ -1,4 +1,5 @@
-"""What every operation works with: configuration, adapters, journal, locks, clock."""
+"""What every operation works with: configuration, the adapters (as the Protocols of
+agent/hypervisor/ports.py), journal, locks, clock. agent/wiring.py builds the real ones."""
 
 from __future__ import annotations
 
@@ -12,9 +13,7 @@ from dataclasses import dataclass, field
 
 from agent.admission import Admission, AdmissionConfig
 from agent.config import AgentConfig
-from agent.hypervisor.ceph_rbd import CephRbd
-from agent.hypervisor.guest_agent import GuestAgent
-from agent.hypervisor.libvirt_host import LibvirtHost
+from agent.hypervisor.ports import Clock, Guest, GuestAgents, Host, Rbd
 from agent.jobs import Journal
 from agent.locks import VolumeLocks
 from agent.operations.holds import Holds
@@ -53,17 +52,22 @@ class Cancellations:
             self._wanted.pop(job_id, None)
 
 
+def _no_guest_agents(domain: str) -> Guest:
+    raise AssertionError(f"no guest agents were given to these Services (domain {domain})")
+
+
 @dataclass
 class Services:
     config: AgentConfig
-    host: LibvirtHost
-    rbd: CephRbd
+    host: Host
+    rbd: Rbd
     journal: Journal
+    guest_agents: GuestAgents = _no_guest_agents
     locks: VolumeLocks = field(default_factory=VolumeLocks)
     cancellations: Cancellations = field(default_factory=Cancellations)
     holds: Holds = field(default_factory=Holds)  # guests held frozen for consistency groups
-    monotonic: Callable[[], float] = time.monotonic
-    wall_clock: Callable[[], float] = time.time
+    monotonic: Clock = time.monotonic
+    wall_clock: Clock = time.time
     # Told each freeze's duration and each job's (operation, result, seconds): the metrics.
     observe_freeze: Callable[[float], None] = lambda seconds: None
     observe_job: Callable[[str, str, float], None] = lambda operation, result, seconds: None
@@ -72,33 +76,13 @@ class Services:
         default_factory=lambda: Admission(AdmissionConfig(), lambda: None, lambda pools: {})
     )
 
-    @classmethod
-    def open(cls, config: AgentConfig, admission: AdmissionConfig | None = None) -> Services:
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        svc = cls(
-            config=config,
-            host=LibvirtHost(config.libvirt_uri),
-            rbd=CephRbd(config.ceph_conf),
-            journal=Journal(config.journal_path),
-        )
-        from agent.operations import stats  # stats works with a Services: imported late
-
-        svc.admission = Admission(
-            admission or AdmissionConfig(),
-            hottest=lambda: stats.hottest(config.sysfs_root),
-            pool_iops=stats.PoolLoad(svc),
-        )
-        return svc
-
     def close(self) -> None:
         self.journal.close()
         self.rbd.close()
 
-    def guest_agent(self, domain: str) -> GuestAgent:
+    def guest_agent(self, domain: str) -> Guest:
         """The guest agent of a domain (NotFound for an unknown domain)."""
-        return GuestAgent(
-            self.host.domain_on_own_connection(domain), self.config.guest_agent_timeout
-        )
+        return self.guest_agents(domain)
 
     def publish_layers(self, pending: dict[str, dict[str, str]] | None = None) -> None:
         """Writes the stale-layer map the libvirt hook reads: the journal's, plus `pending`

@@ -10,7 +10,8 @@ from pathlib import Path
 
 from agent.errors import HostsnapError, InvalidArgument
 from agent.hypervisor import domain_xml
-from agent.hypervisor.host_disks import host_disk_counters
+from agent.hypervisor.host_disks import HOST, host_disk_counters
+from agent.hypervisor.ports import Host
 from agent.hypervisor.sensors import Temperature, read_temperatures
 from agent.model import Volume
 from agent.operations.services import Services
@@ -38,6 +39,29 @@ def interval(seconds: float) -> float:
 
 def sample(svc: Services) -> tuple[Sample, Sample]:
     return Sample(*svc.host.block_counters()), Sample(*host_disk_counters())
+
+
+@dataclass(frozen=True)
+class Reading:
+    """The host's counters and sensors as they are now, cumulative (rates are the reader's):
+    {domain: {disk: counters}}, {device: counters}, named as libvirt's (rd/wr/fl.reqs, rd/wr.
+    bytes, rd/wr/fl.times in nanoseconds)."""
+
+    domain_disks: dict[str, dict[str, dict[str, int]]]
+    host_devices: dict[str, dict[str, int]]
+    temperatures: list[Temperature]
+    domains_unread: str | None = None  # why there are no domains' counters (libvirt's error)
+
+
+def reading(svc: Services) -> Reading:
+    """One reading for a scrape: without libvirt, the host's own devices and sensors still."""
+    unread = None
+    try:
+        _, domains = svc.host.block_counters()
+    except HostsnapError as e:
+        domains, unread = {}, str(e)
+    _, host = host_disk_counters()
+    return Reading(domains, host.get(HOST, {}), read_temperatures(svc.config.sysfs_root), unread)
 
 
 def measure(
@@ -78,30 +102,30 @@ class PoolLoad:
     MAX_AGE = 30.0  # an older sample says little about the load now
 
     def __init__(
-        self, svc: Services, seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep
+        self, host: Host, seconds: float = 1.0, sleep: Callable[[float], None] = time.sleep
     ) -> None:
-        self._svc, self._seconds, self._sleep = svc, seconds, sleep
+        self._host, self._seconds, self._sleep = host, seconds, sleep
         self._last: Sample | None = None
         self._lock = threading.Lock()
 
     def __call__(self, pools: set[str]) -> dict[str, float]:
         with self._lock:
-            current = Sample(*self._svc.host.block_counters())
+            current = Sample(*self._host.block_counters())
             previous = self._last
             if previous is None or not (
                 self.MIN_SPAN <= current.taken_at - previous.taken_at <= self.MAX_AGE
             ):
                 self._sleep(self._seconds)
-                previous, current = current, Sample(*self._svc.host.block_counters())
+                previous, current = current, Sample(*self._host.block_counters())
             self._last = current
-        return _by_pool(self._svc, pools, previous, current)
+        return _by_pool(self._host, pools, previous, current)
 
 
-def _by_pool(svc: Services, pools: set[str], first: Sample, second: Sample) -> dict[str, float]:
+def _by_pool(host: Host, pools: set[str], first: Sample, second: Sample) -> dict[str, float]:
     where: dict[tuple[str, str], str] = {}
     for domain in second.counters:
         try:
-            for volume in domain_xml.volumes(domain, svc.host.xml(domain)):
+            for volume in domain_xml.volumes(domain, host.xml(domain)):
                 where[(domain, volume.target)] = pool_of(volume)
         except HostsnapError:
             continue  # the domain went away meanwhile

@@ -14,11 +14,11 @@ import grpc
 
 from agent import thaw_after_exit
 from agent.operations import group, recovery
-from agent.operations.services import Services
 from agent.service.executor import JobExecutor
 from agent.service.introspection import add_health_and_reflection, set_health
 from agent.service.servicer import AgentServicer
 from agent.settings import Settings
+from agent.wiring import open_services
 from hostsnap.agent.v1 import agent_pb2, agent_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -95,7 +95,7 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    svc = Services.open(settings.agent, settings.admission)
+    svc = open_services(settings.agent, settings.admission)
     for outcome in await asyncio.to_thread(recovery.recover, svc):
         log.warning("recovered job %s (%s): %s", outcome.job_id, outcome.state, outcome.detail)
     executor = JobExecutor(settings.limits.job_workers, svc.cancellations.request)

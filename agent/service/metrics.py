@@ -12,9 +12,7 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.errors import HostsnapError
-from agent.hypervisor.host_disks import HOST, host_disk_counters
-from agent.hypervisor.sensors import read_temperatures
+from agent.operations import stats
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -31,27 +29,28 @@ class HostCollector(Collector):  # an ABC in Debian's 0.16, a Protocol in newer 
         self._svc = svc
 
     def collect(self) -> Iterator[Any]:
-        try:
-            _, domains = self._svc.host.block_counters()
-        except HostsnapError as e:
-            log.warning("metrics: no domain statistics: %s", e)
-            domains = {}
+        now = stats.reading(self._svc)
+        if now.domains_unread is not None:
+            log.warning("metrics: no domain statistics: %s", now.domains_unread)
         yield from _disk_families(
             "hostsnap_disk",
             "a domain's disk",
             ["domain", "disk"],
-            (([domain, disk], c) for domain, disks in domains.items() for disk, c in disks.items()),
+            (
+                ([domain, disk], c)
+                for domain, disks in now.domain_disks.items()
+                for disk, c in disks.items()
+            ),
         )
         # A family of their own: as domain="host" they would be one with a domain so named.
-        _, host = host_disk_counters()
         yield from _disk_families(
             "hostsnap_host_disk",
             "a host block device",
             ["device"],
-            (([device], c) for device, c in host.get(HOST, {}).items()),
+            (([device], c) for device, c in now.host_devices.items()),
         )
 
-        temperatures = read_temperatures(self._svc.config.sysfs_root)
+        temperatures = now.temperatures
         celsius = GaugeMetricFamily(
             "hostsnap_host_temperature_celsius",
             "A host temperature sensor",

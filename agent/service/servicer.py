@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +31,7 @@ from agent.operations import (
     consolidate,
     delete,
     group,
+    host_info,
     image_snapshot,
     listing,
     rescue,
@@ -204,13 +204,13 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
 
     @rpc(Role.VIEWER)
     async def GetHostInfo(self, request: pb.GetHostInfoRequest, context: Any) -> pb.HostInfo:
-        libvirt_version, qemu_version = await self._blocking(self.svc.host.versions)
+        found = await self._blocking(host_info.host_info, self.svc)
         return pb.HostInfo(
-            hostname=socket.gethostname(),
+            hostname=found.hostname,
             agent_version=__version__,
-            libvirt_version=libvirt_version,
-            qemu_version=qemu_version,
-            ceph_client_version=await self._blocking(self.svc.rbd.client_version),
+            libvirt_version=found.libvirt_version,
+            qemu_version=found.qemu_version,
+            ceph_client_version=found.ceph_client_version,
             started_at=convert.timestamp(self.started_at),
         )
 
@@ -218,11 +218,11 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     async def ListDomains(
         self, request: pb.ListDomainsRequest, context: Any
     ) -> pb.ListDomainsResponse:
-        found = await self._blocking(self.svc.host.list_domains, request.include_inactive)
+        found = await self._blocking(host_info.list_domains, self.svc, request.include_inactive)
         return pb.ListDomainsResponse(
             domains=[
-                pb.Domain(name=name, uuid=uuid, state=convert.DOMAIN_STATE[state])
-                for name, uuid, state in found
+                pb.Domain(name=d.name, uuid=d.uuid, state=convert.DOMAIN_STATE[d.state])
+                for d in found
             ]
         )
 

@@ -10,6 +10,7 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.operations.services import Services
+from agent.wiring import open_services
 from hostsnap_lab import lab as lab_stack
 from hostsnap_lab.libvirtd import URI
 
@@ -36,6 +37,6 @@ def agent_config(lab: lab_stack.Lab) -> AgentConfig:
 
 @pytest.fixture
 def svc(agent_config: AgentConfig) -> Iterator[Services]:
-    services = Services.open(agent_config)
+    services = open_services(agent_config)
     yield services
     services.close()

@@ -109,8 +109,8 @@ def run_agent_process(
     script = (
         "from pathlib import Path\n"
         "from agent.config import AgentConfig\n"
-        "from agent.operations.services import Services\n"
-        f"svc = Services.open(AgentConfig(state_dir=Path({str(config.state_dir)!r}), "
+        "from agent.wiring import open_services\n"
+        f"svc = open_services(AgentConfig(state_dir=Path({str(config.state_dir)!r}), "
         f"ceph_conf={config.ceph_conf!r}))\n" + code
     )
     return subprocess.run(

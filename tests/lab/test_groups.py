@@ -260,13 +260,7 @@ def test_an_agent_killed_while_holding_a_guest_thaws_it_on_restart(
         assert job.state == pb.JOB_STATE_FAILED and job.error.reason == "INTERRUPTED"
         assert "thawed" in job.steps
     finally:
-        if first.process.poll() is None:
-            first.process.kill()
-            first.process.wait(timeout=30)
-        if guest_frozen(conn, RBD_DOMAIN):  # only ours could be: thaw it whatever failed
-            conn.lookupByName(RBD_DOMAIN).fsThaw()
-        if second is not None:
-            assert second.stop() == 0, (second.directory / "agent.log").read_text()
+        end_killed_agent(conn, RBD_DOMAIN, first, second)
 
 
 def test_a_guest_held_by_an_agent_killed_is_thawed_by_the_units_stop_post_command(
@@ -304,13 +298,21 @@ def test_a_guest_held_by_an_agent_killed_is_thawed_by_the_units_stop_post_comman
         assert job.state == pb.JOB_STATE_FAILED and job.error.reason == "INTERRUPTED"
         assert not guest_frozen(conn, QCOW2_DOMAIN)
     finally:
-        if agent.process.poll() is None:
-            agent.process.kill()
-            agent.process.wait(timeout=30)
-        if guest_frozen(conn, QCOW2_DOMAIN):  # only ours could be: thaw it whatever failed
-            conn.lookupByName(QCOW2_DOMAIN).fsThaw()
-        if second is not None:
-            assert second.stop() == 0, (second.directory / "agent.log").read_text()
+        end_killed_agent(conn, QCOW2_DOMAIN, agent, second)
+
+
+def end_killed_agent(
+    conn: libvirt.virConnect, domain: str, killed: AgentProcess, second: AgentProcess | None
+) -> None:
+    """After a test that kills an agent, whatever failed: no agent left running, the guest
+    thawed (only ours could have frozen it), the restarted agent stopped cleanly."""
+    if killed.process.poll() is None:
+        killed.process.kill()
+        killed.process.wait(timeout=30)
+    if guest_frozen(conn, domain):
+        conn.lookupByName(domain).fsThaw()
+    if second is not None:
+        assert second.stop() == 0, (second.directory / "agent.log").read_text()
 
 
 def snapshot_ids(stub, domain: str) -> set[str]:  # type: ignore[no-untyped-def]

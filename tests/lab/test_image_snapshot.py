@@ -17,7 +17,7 @@ import rbd
 from agent.config import AgentConfig
 from agent.jobs import JobState
 from agent.operations import recovery
-from agent.operations.services import Services
+from agent.wiring import open_services
 from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap_lab.ceph import MON_ADDR
 from hostsnap_lab.lab import Lab
@@ -250,7 +250,7 @@ def test_a_failed_or_interrupted_image_snapshot_leaves_no_snapshot(
         assert "injected failure" in ran.stderr
     else:
         assert rbd_snapshots_of(ioctx, images[0]) != []  # killed with the first one made
-        svc = Services.open(agent_config)
+        svc = open_services(agent_config)
         try:
             (job,) = [
                 o for o in recovery.recover(svc) if svc.journal.get(o.job_id).idempotency_key == key

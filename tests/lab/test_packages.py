@@ -325,52 +325,26 @@ def test_installed_programs_run_on_debians_own_python_libraries(
     assert usage.returncode == 0 and "snapshot" in usage.stdout and "Exit codes" in usage.stdout
     assert run("/usr/bin/hostsnap-agent", "--check-config").returncode == 0
     # Where each import comes from, as the installed agent sees it (its launcher's sys.path).
-    probe = (
-        f"import sys\nsys.path.insert(0, {PRIVATE!r})\n"
-        "import json, agent, grpc, google.protobuf, libvirt, psutil, prometheus_client, rados,"
-        " rbd, hostsnap.agent.v1.agent_pb2 as pb\n"
-        "ours = (agent, pb)\n"
-        "theirs = (grpc, google.protobuf, libvirt, psutil, prometheus_client, rados, rbd)\n"
-        "print(json.dumps({'ours': [m.__file__ for m in ours],"
-        " 'theirs': [m.__file__ for m in theirs], 'grpc': grpc.__version__,"
-        " 'protobuf': google.protobuf.__version__}))"
+    found = imported_from(
+        tmp_path,
+        "agent, grpc, google.protobuf, libvirt, psutil, prometheus_client, rados, rbd,"
+        " hostsnap.agent.v1.agent_pb2 as pb",
+        ours="agent, pb",
+        theirs="grpc, google.protobuf, libvirt, psutil, prometheus_client, rados, rbd",
+        extra="'grpc': grpc.__version__, 'protobuf': google.protobuf.__version__",
     )
-    seen = subprocess.run(
-        [SYSTEM_PYTHON, "-I", "-c", probe],
-        cwd=tmp_path,
-        env=DISTRO_ENV,
-        capture_output=True,
-        text=True,
-    )
-    assert seen.returncode == 0, seen.stderr
-    found = json.loads(seen.stdout)
-    assert all(f.startswith(f"{PRIVATE}/") for f in found["ours"]), found
-    assert all(f.startswith("/usr/lib/python3/dist-packages/") for f in found["theirs"]), found
     assert found["grpc"].startswith("1.51.") and found["protobuf"].startswith(("3.21.", "4.21."))
     assert run("systemd-analyze", "verify", "--man=no", str(AGENT_UNIT)).returncode == 0
     # The controller's imports, as its launcher sees them: its code and the stubs (from
     # hostsnap-common) private, the libraries Debian's.
-    probe = (
-        f"import sys\nsys.path.insert(0, {PRIVATE!r})\n"
-        "import json, controller.main, controller.agents, grpc, google.protobuf, sqlalchemy,"
-        " alembic, hostsnap.agent.v1.agent_pb2_grpc as stubs\n"
-        "ours = (controller.main, stubs)\n"
-        "theirs = (grpc, google.protobuf, sqlalchemy, alembic)\n"
-        "print(json.dumps({'ours': [m.__file__ for m in ours],"
-        " 'theirs': [m.__file__ for m in theirs], 'sqlalchemy': sqlalchemy.__version__,"
-        " 'libvirt': 'libvirt' in sys.modules}))"
+    found = imported_from(
+        tmp_path,
+        "controller.main, controller.agents, grpc, google.protobuf, sqlalchemy, alembic,"
+        " hostsnap.agent.v1.agent_pb2_grpc as stubs",
+        ours="controller.main, stubs",
+        theirs="grpc, google.protobuf, sqlalchemy, alembic",
+        extra="'sqlalchemy': sqlalchemy.__version__, 'libvirt': 'libvirt' in sys.modules",
     )
-    seen = subprocess.run(
-        [SYSTEM_PYTHON, "-I", "-c", probe],
-        cwd=tmp_path,
-        env=DISTRO_ENV,
-        capture_output=True,
-        text=True,
-    )
-    assert seen.returncode == 0, seen.stderr
-    found = json.loads(seen.stdout)
-    assert all(f.startswith(f"{PRIVATE}/") for f in found["ours"]), found
-    assert all(f.startswith("/usr/lib/python3/dist-packages/") for f in found["theirs"]), found
     assert found["sqlalchemy"].startswith("1.4.") and not found["libvirt"], found
     # A configuration the hook cannot read must not stop the host's domains from starting.
     original = AGENT_CONFIG.read_text()
@@ -736,3 +710,23 @@ def test_purge_removes_every_file_the_packages_installed(installed: list[str]):
     ):
         assert not os.path.lexists(directory), directory
     assert Path("/etc/libvirt/hooks/qemu").exists()  # the lab's hook stays
+
+
+def imported_from(cwd: Path, imports: str, *, ours: str, theirs: str, extra: str) -> dict:
+    """Imports `imports` as the installed launchers do (the private directory first, then
+    Debian's); checks `ours` come from the private directory and `theirs` from Debian's
+    dist-packages, and returns the probe's findings with the `extra` entries."""
+    probe = (
+        f"import sys\nsys.path.insert(0, {PRIVATE!r})\nimport json, {imports}\n"
+        f"ours = ({ours},)\ntheirs = ({theirs},)\n"
+        "print(json.dumps({'ours': [m.__file__ for m in ours],"
+        f" 'theirs': [m.__file__ for m in theirs], {extra}}}))"
+    )
+    seen = subprocess.run(
+        [SYSTEM_PYTHON, "-I", "-c", probe], cwd=cwd, env=DISTRO_ENV, capture_output=True, text=True
+    )
+    assert seen.returncode == 0, seen.stderr
+    found = json.loads(seen.stdout)
+    assert all(f.startswith(f"{PRIVATE}/") for f in found["ours"]), found
+    assert all(f.startswith("/usr/lib/python3/dist-packages/") for f in found["theirs"]), found
+    return found

@@ -5,21 +5,18 @@ kept printable and never empty, Destroyed snapshots never listed, a volume on no
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import pytest
 
 from controller.cloudstack import (
-    NO_RETRY,
     CloudStackClient,
-    CloudStackConfig,
     CloudStackInvalidRequest,
 )
 from controller.cloudstack.signing import signed_params
@@ -27,8 +24,8 @@ from controller.inventory import Inventory
 from controller.reconcile.tags import CONSISTENCY, snapshot_tags
 from tests.cloudstack_sim import CloudStackSimulator, Volume
 from tests.cloudstack_sim.world import Snapshot
-
-T = TypeVar("T")
+from tests.unit import cloudstack_support
+from tests.unit.cloudstack_support import run
 
 
 @pytest.fixture
@@ -39,15 +36,7 @@ def sim() -> Iterator[CloudStackSimulator]:
 
 
 def client_for(sim: CloudStackSimulator) -> CloudStackClient:
-    config = CloudStackConfig(sim.url, sim.api_key, sim.secret_key, job_poll_interval=0.01)
-    return CloudStackClient(config, retry=NO_RETRY)
-
-
-def run(make: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await make()
-
-    return asyncio.run(main())
+    return cloudstack_support.client_for(sim, job_poll_interval=0.01)
 
 
 def raw_get(sim: CloudStackSimulator, params: dict[str, str]) -> tuple[int, dict[str, Any]]:

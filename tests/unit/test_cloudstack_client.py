@@ -3,11 +3,10 @@ retries and deadlines. Waits go through a fake clock, so nothing here really sle
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
@@ -24,8 +23,7 @@ from controller.cloudstack import (
 )
 from controller.cloudstack.signing import java_url_encode, signature, string_to_sign
 from tests.cloudstack_sim import VERIFY_FAILED, CloudStackSimulator, Volume, java_url_encoder
-
-T = TypeVar("T")
+from tests.unit.cloudstack_support import run
 
 
 class FakeTime:
@@ -72,13 +70,6 @@ def client_for(
     # Deterministic backoff: always the top of the jittered range.
     policy = retry or RetryPolicy(uniform=lambda low, high: high)
     return CloudStackClient(settings, retry=policy, **kwargs)
-
-
-def run(make: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await make()
-
-    return asyncio.run(main())
 
 
 def add_volumes(sim: CloudStackSimulator, count: int) -> None:

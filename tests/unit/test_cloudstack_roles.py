@@ -3,12 +3,10 @@ response views, and the controller's refusal to run with a key that is not a roo
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
@@ -24,8 +22,8 @@ from controller.main import main
 from controller.reconcile.update import UpdateFailed, update_path
 from tests.cloudstack_sim import CloudStackSimulator, Volume
 from tests.cloudstack_sim.auth import ApiUser
+from tests.unit.cloudstack_support import run
 
-T = TypeVar("T")
 USER, ROOT_ADMIN, DOMAIN_ADMIN = 0, 1, 2
 
 
@@ -40,13 +38,6 @@ def client_as(sim: CloudStackSimulator, user: ApiUser | None = None) -> CloudSta
     api_key, secret = (user.api_key, user.secret_key) if user else (sim.api_key, sim.secret_key)
     config = CloudStackConfig(sim.url, api_key, secret, job_poll_interval=0.01)
     return CloudStackClient(config, retry=NO_RETRY)
-
-
-def run(make: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await make()
-
-    return asyncio.run(main())
 
 
 @pytest.mark.parametrize("account_type", [USER, DOMAIN_ADMIN], ids=["user", "domain admin"])

@@ -4,23 +4,20 @@ release-dependent forms, and replacing a volume's hostsnap tags on either releas
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TypeVar
+from collections.abc import Iterator
 
 import pytest
 
 from controller.cloudstack import (
-    NO_RETRY,
     CloudStackClient,
-    CloudStackConfig,
     CloudStackInvalidRequest,
     CloudStackJobFailed,
 )
 from controller.reconcile.tags import replace_tags
 from tests.cloudstack_sim import CloudStackSimulator, Volume
+from tests.unit import cloudstack_support
+from tests.unit.cloudstack_support import run
 
-T = TypeVar("T")
 RELEASES = pytest.mark.parametrize("none_found", [530, 431], ids=["4.19+", "older"])
 
 
@@ -32,17 +29,7 @@ def sim() -> Iterator[CloudStackSimulator]:
 
 
 def client_for(sim: CloudStackSimulator) -> CloudStackClient:
-    config = CloudStackConfig(
-        sim.url, sim.api_key, sim.secret_key, job_poll_interval=0.01, job_poll_max_interval=0.02
-    )
-    return CloudStackClient(config, retry=NO_RETRY)
-
-
-def run(make: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await make()
-
-    return asyncio.run(main())
+    return cloudstack_support.client_for(sim, job_poll_interval=0.01, job_poll_max_interval=0.02)
 
 
 def spare(sim: CloudStackSimulator) -> Volume:

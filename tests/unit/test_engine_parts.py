@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import io
 import json
-import time
-from types import SimpleNamespace
+from collections.abc import Callable
 
 import pytest
 
 from agent import libvirt_hook, validate
+from agent.config import AgentConfig
 from agent.errors import Cancelled, Conflict, InvalidArgument
 from agent.jobs import JobState, Journal
 from agent.locks import VolumeLocks
 from agent.operations import jobrun
-from agent.operations.services import CALLER_GONE, Cancellations
+from agent.operations.services import CALLER_GONE, Services
 from agent.operations.volumes import overlay_path
+from tests.unit.fakes import UnusedHost, UnusedRbd
 
 ID_A, ID_B = "a" * 32, "b" * 32
 
@@ -60,7 +61,8 @@ def test_journal_keeps_steps_in_order_and_answers_an_idempotency_key(tmp_path):
     reopened = Journal(tmp_path / "journal.sqlite")
     done = reopened.get("j1")
     assert [s.name for s in done.steps] == ["plan", "freeze"]
-    assert done.step("plan").detail == {"overlays": {"vda": "/x"}}  # type: ignore[union-attr]
+    plan = done.step("plan")
+    assert plan is not None and plan.detail == {"overlays": {"vda": "/x"}}
     assert done.state == JobState.SUCCEEDED and done.result == {"ok": True}
 
 
@@ -109,16 +111,10 @@ def test_a_job_refused_admission_does_not_use_up_its_idempotency_key(tmp_path):
 
 def test_a_job_cancelled_because_its_caller_went_away_leaves_its_key_free(tmp_path):
     journal = Journal(tmp_path / "j.sqlite")
-    svc = SimpleNamespace(
-        journal=journal,
-        locks=VolumeLocks(),
-        cancellations=Cancellations(),
-        monotonic=time.monotonic,
-        observe_job=lambda *args: None,
-    )
+    svc = Services(AgentConfig(state_dir=tmp_path), UnusedHost(), UnusedRbd(), journal)
     spec = jobrun.JobSpec("snapshot", "vm", ["vm/vda"], {})
 
-    def cancelled_at_first_step(why: str | None):  # type: ignore[no-untyped-def]
+    def cancelled_at_first_step(why: str | None) -> Callable[[str], None]:
         def body(job_id: str) -> None:
             if why is None:
                 svc.cancellations.request(job_id)  # CancelJob
@@ -129,10 +125,10 @@ def test_a_job_cancelled_because_its_caller_went_away_leaves_its_key_free(tmp_pa
         return body
 
     with pytest.raises(Cancelled):
-        jobrun.run(svc, spec, "key", cancelled_at_first_step(CALLER_GONE), dict)  # type: ignore[arg-type]
+        jobrun.run(svc, spec, "key", cancelled_at_first_step(CALLER_GONE), dict)
     assert journal.by_key("key", "snapshot", "vm") is None  # the resend starts the job anew
 
     with pytest.raises(Cancelled):
-        jobrun.run(svc, spec, "key", cancelled_at_first_step(None), dict)  # type: ignore[arg-type]
+        jobrun.run(svc, spec, "key", cancelled_at_first_step(None), dict)
     asked = journal.by_key("key", "snapshot", "vm")
     assert asked is not None and asked.state == JobState.CANCELLED  # asked for: the key is used

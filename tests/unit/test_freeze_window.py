@@ -2,40 +2,18 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import pytest
 
 from agent.errors import OperationFailed
 from agent.operations.quiesce import FreezeWindow
-
-
-class FakeGuest:
-    def __init__(self, stuck_frozen: bool = False) -> None:
-        self.frozen = False
-        self.stuck_frozen = stuck_frozen
-        self.thaws = 0
-        self.thawed = threading.Event()
-
-    def freeze(self) -> int:
-        self.frozen = True
-        return 1
-
-    def thaw(self) -> int:
-        self.thaws += 1
-        if not self.stuck_frozen:
-            self.frozen = False
-            self.thawed.set()
-        return 1
-
-    def freeze_status(self) -> str:
-        return "frozen" if self.frozen else "thawed"
+from tests.unit.fakes import FakeGuest
 
 
 def test_close_thaws_and_measures_the_window():
     guest = FakeGuest()
-    window = FreezeWindow(guest, deadline=5, clock=time.monotonic, domain="vm")  # type: ignore[arg-type]
+    window = FreezeWindow(guest, deadline=5, clock=time.monotonic, domain="vm")
     window.start()
     assert guest.frozen
     window.close()
@@ -45,7 +23,7 @@ def test_close_thaws_and_measures_the_window():
 
 def test_watchdog_thaws_at_the_deadline_while_the_snapshot_call_hangs():
     guest = FakeGuest()
-    window = FreezeWindow(guest, deadline=0.2, clock=time.monotonic, domain="vm")  # type: ignore[arg-type]
+    window = FreezeWindow(guest, deadline=0.2, clock=time.monotonic, domain="vm")
     window.start()
     assert guest.thawed.wait(timeout=5), "the watchdog did not thaw"
     assert window.watchdog_fired
@@ -55,7 +33,7 @@ def test_watchdog_thaws_at_the_deadline_while_the_snapshot_call_hangs():
 
 def test_a_guest_that_stays_frozen_is_an_error_that_says_how_to_recover():
     guest = FakeGuest(stuck_frozen=True)
-    window = FreezeWindow(guest, deadline=5, clock=time.monotonic, domain="vm")  # type: ignore[arg-type]
+    window = FreezeWindow(guest, deadline=5, clock=time.monotonic, domain="vm")
     window.start()
     with pytest.raises(OperationFailed, match="virsh domfsthaw vm"):
         window.close()

@@ -15,7 +15,7 @@ import pytest
 from agent.admission import Admission, AdmissionConfig
 from agent.config import AgentConfig
 from agent.errors import NotAdmitted, OperationFailed, Precondition, Unavailable
-from agent.hypervisor.guest_agent import GuestAgent
+from agent.hypervisor.ports import Guest as GuestPort
 from agent.jobs import JobState, Journal
 from agent.model import (
     Consistency,
@@ -28,7 +28,7 @@ from agent.operations import group, holds, snapshot
 from agent.operations.holds import WATCHDOG, GroupHold, Holds, keep_thawing
 from agent.operations.jobrun import to_json
 from agent.operations.services import Services
-from tests.unit.test_freeze_window import FakeGuest
+from tests.unit.fakes import FakeGuest, UnusedHost, UnusedRbd
 
 
 class SlowFreezeGuest(FakeGuest):
@@ -43,12 +43,14 @@ class SlowFreezeGuest(FakeGuest):
         return super().freeze()
 
 
-def hold_of(guest: FakeGuest, seconds: float = 5.0, **options: object) -> GroupHold:
+def hold_of(
+    guest: FakeGuest, seconds: float = 5.0, gone: Callable[[], bool] = lambda: False
+) -> GroupHold:
     def on_deadline(hold: GroupHold) -> None:
         hold.mark_released(WATCHDOG)
         hold.thaw()
 
-    return GroupHold("vm", "g", "job", seconds, guest, time.monotonic, on_deadline, **options)  # type: ignore[arg-type]
+    return GroupHold("vm", "g", "job", seconds, guest, time.monotonic, on_deadline, gone)
 
 
 def test_the_watchdog_thaws_at_the_deadline_and_the_hold_is_no_longer_in_force():
@@ -140,7 +142,7 @@ class Guest(FakeGuest):
         return super().thaw()
 
 
-class FakeHost:
+class FakeHost(UnusedHost):
     def __init__(self, holds: Holds) -> None:
         self.uuid = "uuid-1"
         self.holds = holds  # libvirt is never called under the holds' lock
@@ -163,9 +165,14 @@ class FakeHost:
 class FakeServices(Services):
     guest: Guest
 
-    def guest_agent(self, domain: str) -> GuestAgent:
-        self.host._not_under_the_holds_lock()  # type: ignore[attr-defined]
-        return self.guest  # type: ignore[return-value]
+    @property
+    def fake_host(self) -> FakeHost:
+        assert isinstance(self.host, FakeHost)
+        return self.host
+
+    def guest_agent(self, domain: str) -> GuestPort:
+        self.fake_host._not_under_the_holds_lock()
+        return self.guest
 
 
 class Clock:
@@ -181,8 +188,8 @@ def svc(tmp_path: Path) -> Iterator[FakeServices]:
     holds = Holds()
     services = FakeServices(
         config=AgentConfig(state_dir=tmp_path, guest_agent_timeout=1),
-        host=FakeHost(holds),  # type: ignore[arg-type]
-        rbd=None,  # type: ignore[arg-type]
+        host=FakeHost(holds),
+        rbd=UnusedRbd(),
         journal=Journal(tmp_path / "journal.db"),
         holds=holds,
     )
@@ -239,7 +246,7 @@ def test_the_thaw_retries_end_when_the_domain_was_replaced(
     assert hold is not None
     time.sleep(0.3)
     assert hold.may_be_frozen  # still tried: the same domain may still be frozen
-    svc.host.uuid = "uuid-2"  # type: ignore[attr-defined]  # restarted: another domain now
+    svc.fake_host.uuid = "uuid-2"  # restarted: another domain now
     wait_until(lambda: not hold.may_be_frozen)
     thaws = svc.guest.thaws
     time.sleep(0.1)
@@ -261,7 +268,9 @@ def test_release_all_at_shutdown_thaws_a_released_hold_whose_thaw_failed(
     assert job.state == JobState.SUCCEEDED and job.step("thawed") is not None
 
 
-def test_the_reported_deadline_counts_from_when_the_watchdog_is_armed(svc: FakeServices):
+def test_the_reported_deadline_counts_from_when_the_watchdog_is_armed(
+    svc: FakeServices, monkeypatch: pytest.MonkeyPatch
+):
     clock = Clock()
     svc.monotonic = clock
     svc.wall_clock = lambda: clock.now + 5000.0
@@ -277,7 +286,7 @@ def test_the_reported_deadline_counts_from_when_the_watchdog_is_armed(svc: FakeS
         armed_at.append(clock.now)
         return freeze()
 
-    svc.guest.freeze = freeze_noting_the_clock  # type: ignore[method-assign]
+    monkeypatch.setattr(svc.guest, "freeze", freeze_noting_the_clock)
     held = group.freeze(svc, "vm", "g", 20.0)
     hold = svc.holds.get("vm")
     assert hold is not None and hold._timer.is_alive()
@@ -395,7 +404,7 @@ def test_a_known_idempotency_key_returns_its_job_before_any_check(svc: FakeServi
     result = SnapshotResult("job-1", "vm", Consistency.APPLICATION, 0.01, ())
     svc.journal.start("job-1", "snapshot", "vm", {}, "key-1")
     svc.journal.succeed("job-1", to_json(result))
-    svc.host = None  # type: ignore[assignment]  # any check would fail: none is made
+    svc.host = UnusedHost()  # any check would fail: none is made
     started: list[str] = []
     request = SnapshotRequest(domain="vm", idempotency_key="key-1", group_id="ended-group")
     assert snapshot.create(svc, request, started.append) == result

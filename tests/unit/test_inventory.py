@@ -5,37 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-from controller.cloudstack import NO_RETRY, CloudStackApiError, CloudStackClient, CloudStackConfig
+from controller.cloudstack import CloudStackApiError
 from controller.inventory import Inventory, InventorySnapshot, InventoryUnavailable
 from hostsnap_lab.paths import RBD_POOL, LabPaths
 from tests.cloudstack_sim import CloudStackSimulator, Host, Zone
 from tests.cloudstack_sim.lab import point_at_lab
-
-T = TypeVar("T")
+from tests.unit.cloudstack_support import client_for, run
 
 
 @pytest.fixture
 def sim() -> Iterator[CloudStackSimulator]:
     with CloudStackSimulator() as simulator:
         yield simulator
-
-
-def client_for(sim: CloudStackSimulator) -> CloudStackClient:
-    # No retries: a fault arranged in the simulator reaches the inventory as it is.
-    return CloudStackClient(CloudStackConfig(sim.url, sim.api_key, sim.secret_key), retry=NO_RETRY)
-
-
-def run(make: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await make()
-
-    return asyncio.run(main())
 
 
 def refreshed(sim: CloudStackSimulator, **options: object) -> InventorySnapshot:

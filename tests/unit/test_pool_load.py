@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import cast
-
-from agent.operations.services import Services
 from agent.operations.stats import PoolLoad
+from tests.unit.fakes import UnusedHost
 
 DISK_XML = (
     "<domain><name>d</name><devices><disk type='file' device='disk'>"
@@ -14,7 +12,7 @@ DISK_XML = (
 )
 
 
-class FakeHost:
+class FakeHost(UnusedHost):
     """One domain whose disk makes 100 write requests per second of its clock."""
 
     def __init__(self) -> None:
@@ -26,7 +24,7 @@ class FakeHost:
         counters |= {"rd.times": 0, "wr.times": 0, "fl.reqs": 0, "fl.times": 0}
         return self.now, {"d": {"vda": counters}}
 
-    def xml(self, name: str) -> str:
+    def xml(self, name: str, *, inactive: bool = False) -> str:
         return DISK_XML
 
 
@@ -38,8 +36,7 @@ def test_the_first_measure_waits_and_the_next_ones_use_the_previous_sample():
         slept.append(seconds)
         host.now += seconds
 
-    svc = cast(Services, type("Svc", (), {"host": host})())
-    load = PoolLoad(svc, seconds=1.0, sleep=sleep)
+    load = PoolLoad(host, seconds=1.0, sleep=sleep)
     assert load({"/pool"}) == {"/pool": 100.0}
     assert slept == [1.0]
     host.now += 2.0

@@ -5,15 +5,12 @@ reads both and sees every VM and volume once, on either kind of release, end to 
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-from controller.cloudstack import NO_RETRY, CloudStackClient, CloudStackConfig
 from controller.cloudstack.projects import list_everyone, tag_key
 from controller.inventory import Inventory
 from controller.policies import Policy, Schedule, Selector, TagMatch
@@ -21,9 +18,9 @@ from controller.reconcile import CONSISTENCY, ApplyOutcome, VolumeStatus
 from controller.runner.facts import read_facts
 from tests.cloudstack_sim import CloudStackSimulator, Disk, Project, VirtualMachine, add_vm
 from tests.cloudstack_sim.world import Snapshot
+from tests.unit.cloudstack_support import client_for, run
 from tests.unit.test_reconcile import OLD, Lab, both_disks, in_lab, overlay_name
 
-T = TypeVar("T")
 RELEASES = pytest.mark.parametrize(
     "with_listall", [True, False], ids=["projectid=-1 lists all", "projects only"]
 )
@@ -33,17 +30,6 @@ RELEASES = pytest.mark.parametrize(
 def sim() -> Iterator[CloudStackSimulator]:
     with CloudStackSimulator() as simulator:
         yield simulator
-
-
-def client_for(sim: CloudStackSimulator) -> CloudStackClient:
-    return CloudStackClient(CloudStackConfig(sim.url, sim.api_key, sim.secret_key), retry=NO_RETRY)
-
-
-def run(make: Callable[[], Awaitable[T]]) -> T:
-    async def main() -> T:
-        return await make()
-
-    return asyncio.run(main())
 
 
 def project_vm(sim: CloudStackSimulator) -> VirtualMachine:

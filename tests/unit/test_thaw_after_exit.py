@@ -12,13 +12,14 @@ from agent.jobs import Journal
 from agent.model import Consistency, DomainState
 from agent.operations import consistency
 from agent.thaw_after_exit import AGENT_RUNS, agent_lock, run, thaw_left_frozen
+from tests.unit.fakes import UnusedGuest, UnusedHost
 
 DISK_ON_OVERLAY = """<domain><devices><disk type='file' device='disk'>
 <source file='/pool/vm.new.qcow2'/><target dev='vda'/></disk></devices></domain>"""
 DISK_BEFORE = DISK_ON_OVERLAY.replace("vm.new.qcow2", "vm.qcow2")
 
 
-class Host:
+class Host(UnusedHost):
     def __init__(self, states: dict[str, DomainState], xml: str = DISK_ON_OVERLAY) -> None:
         self.states = states
         self.live_xml = xml
@@ -29,11 +30,11 @@ class Host:
     def state(self, name: str) -> tuple[DomainState, int]:
         return self.states[name], 0
 
-    def xml(self, name: str, inactive: bool = False) -> str:
+    def xml(self, name: str, *, inactive: bool = False) -> str:
         return self.live_xml
 
 
-class Guest:
+class Guest(UnusedGuest):
     def __init__(self, log: list[str], name: str) -> None:
         self.log, self.name = log, name
 
@@ -55,6 +56,12 @@ def frozen_job(journal: Journal, domain: str, *steps: tuple[str, dict[str, Any]]
     return job_id
 
 
+def thawed_detail(journal: Journal, job_id: str) -> dict[str, Any]:
+    step = journal.get(job_id).step("thawed")
+    assert step is not None, f"{job_id} has no thawed step"
+    return step.detail
+
+
 def test_the_guests_left_frozen_are_thawed_and_the_thaw_recorded(tmp_path: Path):
     journal = Journal(tmp_path / "journal.sqlite")
     left = frozen_job(journal, "vm-a")
@@ -73,7 +80,7 @@ def test_the_guests_left_frozen_are_thawed_and_the_thaw_recorded(tmp_path: Path)
     assert step is not None and step.detail["by"] == consistency.THAWED_AFTER_EXIT
     assert step.detail["switch_seen"] is None  # it was not switching
     assert [j.id for j in journal.jobs_left_frozen()] == ["job-vm-gone", "job-vm-off"]
-    assert journal.get(done).step("thawed").detail == {"frozen_seconds": 0.1}
+    assert thawed_detail(journal, done) == {"frozen_seconds": 0.1}
     window = consistency.Window.for_recovered(journal.get(left), now=10**10)
     assert window.consistency == Consistency.APPLICATION
     assert window.frozen_seconds < 60  # until the thaw after the exit, not until recovery
@@ -94,7 +101,7 @@ def test_a_switch_not_seen_before_the_thaw_makes_the_snapshot_crash_consistent(t
     thaw_left_frozen(
         journal, Host({"vm-a": DomainState.RUNNING}), lambda d: Guest(thawed, d), clock
     )
-    assert journal.get(seen).step("thawed").detail["switch_seen"] is True
+    assert thawed_detail(journal, seen)["switch_seen"] is True
 
     other = Journal(tmp_path / "other.sqlite")
     unseen = frozen_job(other, "vm-a", ("plan", plan), ("switch-active", {}))
@@ -102,9 +109,10 @@ def test_a_switch_not_seen_before_the_thaw_makes_the_snapshot_crash_consistent(t
     thaw_left_frozen(other, host, lambda d: Guest(thawed, d), clock)
 
     assert thawed == ["vm-a", "vm-a"]  # thawed all the same, after the wait
-    job = other.get(unseen)
-    assert job.step("thawed").detail["switch_seen"] is False
-    assert consistency.Window.for_recovered(job, now=0).consistency == Consistency.CRASH
+    assert thawed_detail(other, unseen)["switch_seen"] is False
+    assert (
+        consistency.Window.for_recovered(other.get(unseen), now=0).consistency == Consistency.CRASH
+    )
 
 
 def test_nothing_is_thawed_while_an_agent_holds_the_state_directory(tmp_path: Path):

@@ -1,0 +1,116 @@
+"""What the operations need of the outside world, as Protocols: the host's libvirt, a guest's
+agent, Ceph RBD. The adapters of this package satisfy them (LibvirtHost, GuestAgent, CephRbd);
+unit tests satisfy them with fakes. Only plain types cross: no libvirt or rbd object."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from agent.model import DomainState, RbdSnap, RbdSource
+
+# (monotonic time taken before the call, {domain: {disk: counters}})
+BlockCounters = tuple[float, dict[str, dict[str, dict[str, int]]]]
+
+
+class Host(Protocol):
+    """The libvirt calls the operations make (LibvirtHost)."""
+
+    def versions(self) -> tuple[str, str]: ...
+
+    def list_domains(self, include_inactive: bool) -> list[tuple[str, str, DomainState]]: ...
+
+    def block_counters(self) -> BlockCounters: ...
+
+    def exists(self, name: str) -> bool: ...
+
+    def state(self, name: str) -> tuple[DomainState, int]: ...
+
+    def shut_off_cleanly(self, name: str) -> bool: ...
+
+    def xml(self, name: str, *, inactive: bool = False) -> str: ...
+
+    def define(self, xml: str) -> None: ...
+
+    def stop(self, name: str, timeout: float) -> bool: ...
+
+    def suspend(self, name: str) -> None: ...
+
+    def resume(self, name: str) -> None: ...
+
+    def snapshot_external(
+        self, name: str, overlays: dict[str, str], targets: list[str]
+    ) -> None: ...
+
+    def block_job(self, name: str, target: str) -> dict[str, int] | None: ...
+
+    def block_commit(
+        self,
+        name: str,
+        target: str,
+        top: str | None,
+        base: str | None,
+        *,
+        active: bool,
+        bandwidth_mib: int = 0,
+    ) -> None: ...
+
+    def block_pull(self, name: str, target: str, *, bandwidth_mib: int = 0) -> None: ...
+
+    def block_job_set_speed(self, name: str, target: str, bandwidth_mib: int) -> None: ...
+
+    def block_job_pivot(self, name: str, target: str) -> None: ...
+
+    def block_job_abort(self, name: str, target: str) -> None: ...
+
+
+class Guest(Protocol):
+    """A domain's qemu-guest-agent (GuestAgent)."""
+
+    def ping(self) -> None: ...
+
+    def freeze_status(self) -> str: ...
+
+    def freeze(self) -> int: ...
+
+    def thaw(self) -> int: ...
+
+
+# A domain's guest agent by the domain's name (NotFound for an unknown domain).
+GuestAgents = Callable[[str], Guest]
+
+
+class Rbd(Protocol):
+    """The Ceph RBD calls the operations make (CephRbd)."""
+
+    def client_version(self) -> str: ...
+
+    def close(self) -> None: ...
+
+    def snapshots(self, source: RbdSource) -> list[RbdSnap]: ...
+
+    def parents(self, source: RbdSource) -> list[str]: ...
+
+    def flatten(self, source: RbdSource, progress: Callable[[float], None]) -> None: ...
+
+    def watchers(self, source: RbdSource) -> list[str]: ...
+
+    def size(self, source: RbdSource) -> int: ...
+
+    def create_snapshot(self, source: RbdSource, name: str) -> None: ...
+
+    def remove_snapshot(self, source: RbdSource, name: str) -> None: ...
+
+    def rollback(
+        self, source: RbdSource, name: str, progress: Callable[[float], None] | None = None
+    ) -> None: ...
+
+
+class CephCluster(Protocol):
+    """Whether a Ceph cluster answers (CephRbd), for `hostsnap doctor`."""
+
+    def connect(self, conf: str) -> None: ...
+
+
+# Seconds as a float: time.monotonic for deadlines, time.time for the wall clock.
+Clock = Callable[[], float]
