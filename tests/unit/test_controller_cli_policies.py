@@ -1,8 +1,10 @@
 """`hostsnap-controller policies`, `plan` and `run` print what they printed before the store
 kept one policy model (controller.policies.Policy): the JSON and tables below were taken from
-the release before (main at d2bdb94), and a stored policy that no longer reads (a time zone
-the system no longer knows, a cron expression the planner refuses) is listed, left out of the
-plan with why, refused by `run` and can be deleted."""
+the release before (main at d2bdb94, checked again at a5c6849). A stored policy that no longer
+reads is listed, left out of the plan with why, refused by `run` and can be deleted: as before
+for a cron expression the planner refuses; a time zone the system no longer knows made the
+release before fail every listing, and is such a policy now. Blank selector values it stored
+as a policy unusable at once are refused now, as empty ones were."""
 
 from __future__ import annotations
 
@@ -166,6 +168,10 @@ def test_a_stored_policy_that_no_longer_reads_is_listed_unplanned_and_refused_by
         (["--cron", "0 0 * * *", "--vm", "x"], "a selector is given twice"),
         (["--cron", "0 0 * * *", "--vm", ""], "a vm selector needs a value"),
         (["--cron", "0 0 * * *", "--account", ""], "a account selector needs a value"),
+        # Blank values the release before stored, as a policy listed "unusable" at once.
+        (["--cron", "0 0 * * *", "--vm", " "], "a vm selector needs a value"),
+        (["--cron", "0 0 * * *", "--volume", " "], "a volume selector needs a value"),
+        (["--cron", "0 0 * * *", "--account", "\t"], "a account selector needs a value"),
         (["--cron", "0 0 * * *", "--tag", "k"], "--tag 'k': write key=value"),
     ],
 )  # fmt: skip
