@@ -150,6 +150,16 @@ class MixedHost(UnusedHost):
             )
         return f"<domain><name>{name}</name><devices>{disks}</devices></domain>"
 
+    def shut_off_cleanly(self, name: str) -> bool:
+        return True
+
+    def define(self, xml: str) -> None:
+        self.calls.append("define")
+        for volume in domain_xml.volumes("vm", xml):
+            chain = self.chains[volume.target]
+            if volume.path is not None and chain[:1] != [volume.path]:
+                chain.insert(0, volume.path)
+
     def snapshot_external(self, name: str, overlays: dict[str, str], targets: list[str]) -> None:
         assert sorted(targets) == ["vda", "vdb"]
         self.calls.append(f"switch {' '.join(sorted(overlays))}")
@@ -368,3 +378,19 @@ def test_each_disk_gets_its_strategy_when_planned(tmp_path: Path, base: Path):
     assert isinstance(short, RbdShortFreeze)
     assert short.disk_xml == ET.tostring(ET.fromstring(RBD_DISK), encoding="unicode")
     assert Plan(True, (short,)).pending_layers("vm") == {}
+
+
+def test_a_shut_off_domain_gets_its_overlay_in_the_definition_and_its_rbd_snapshot(
+    tmp_path: Path, base: Path
+):
+    host, rbd = MixedHost(str(base), DomainState.SHUTOFF), FakeRbd()
+    svc = services(tmp_path, host, rbd, FakeGuest())
+
+    result = snapshot.create(svc, SnapshotRequest("vm", quiesce=Quiesce.REQUIRED))
+
+    vda, vdb = sorted(result.disks, key=lambda d: d.target)
+    assert (vda.method, vdb.method) == ("qcow2-overlay", "rbd-frozen-across")
+    assert host.calls == ["define"] and host.chains["vda"] == [vda.active_image, str(base)]
+    assert rbd.snaps == [f"hostsnap-{vdb.snapshot_id}"]
+    plan = snapshot.read_plan(svc.journal.get(result.job_id))
+    assert plan is not None and [type(d) for d in plan.disks] == [Offline, RbdFrozenAcross]
