@@ -131,9 +131,10 @@ def resume(
 ) -> None:
     """Finishes a merge an earlier agent process started (journalled with `live` as it was).
 
-    A live commit that QEMU finished leaves `top` full of data and out of the chain: it must
-    not be committed again (that would write old data over newer). An offline commit can be
-    repeated: `qemu-img commit` of the same data is harmless."""
+    A commit that finished leaves `top` full of data and out of the chain: it must not be
+    committed again, live or offline (the domain may have run on `base` since, and the old
+    data would overwrite newer). An offline commit that did not finish can be repeated:
+    `qemu-img commit` of the same data is harmless."""
     control = Control(job_id, bandwidth_mib)
     state = svc.host.state(domain)[0]
     running = volumes.is_live(state)
@@ -148,8 +149,8 @@ def resume(
         return
     active = volumes.now(svc, domain, state).active(target)
     chain = [layer.path for layer in qemu_img.chain(active)] if active else []
-    if top not in chain and live:
-        if running and active != base:  # the live commit had finished
+    if top not in chain and (live or active is not None):
+        if live and running and active != base:  # the live commit had finished
             make_durable(svc, job_id, domain, base)
         return
     if running and top in chain:
