@@ -24,8 +24,6 @@ from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = block_jobs.POLL_SECONDS  # the poll of every block-job wait
-
 
 def children(path: str) -> list[str]:
     """The images in the same directory whose backing file is `path`."""

@@ -53,17 +53,19 @@ def now(svc: Services, domain: str, state: DomainState | None = None) -> DomainN
 
 def read_domain(svc: Services, domain: str) -> DomainNow:
     """A requested domain as it is now (NotFound for an unknown one)."""
-    validate.domain_name(domain)
-    if not svc.host.exists(domain):
-        raise NotFound(f"no domain named {domain!r} on this host", reason="DOMAIN_NOT_FOUND")
+    _require_domain(svc, domain)
     return now(svc, domain)
 
 
 def domain_volumes(svc: Services, domain: str) -> list[Volume]:
+    _require_domain(svc, domain)
+    return domain_xml.volumes(domain, svc.host.xml(domain))
+
+
+def _require_domain(svc: Services, domain: str) -> None:
     validate.domain_name(domain)
     if not svc.host.exists(domain):
         raise NotFound(f"no domain named {domain!r} on this host", reason="DOMAIN_NOT_FOUND")
-    return domain_xml.volumes(domain, svc.host.xml(domain))
 
 
 def of_target(svc: Services, domain: str, target: str) -> Volume:
