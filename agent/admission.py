@@ -9,15 +9,48 @@ are already running slow down to `throttled_bandwidth_mib`."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from agent import steps
 from agent.errors import NotAdmitted
 
 log = logging.getLogger(__name__)
+
+
+class Step(steps.StepName):
+    """Admission's steps, in every job admitted by it (completions: each says what was
+    decided)."""
+
+    ADMISSION_WAIT = "admission-wait"  # the job waits for room (one per reason)
+    ADMISSION_REFUSED = "admission-refused"  # it was not admitted: it fails with retry-after
+    ADMITTED = "admitted"  # it holds its place on the host and its pools
+
+
+@dataclass(frozen=True)
+class AdmissionWait:
+    reason: str
+
+
+@dataclass(frozen=True)
+class AdmissionRefused:
+    reason: str
+    retry_after: float
+
+
+@dataclass(frozen=True)
+class Admitted:
+    pools: list[str]
+
+
+def _write(record: Callable[..., None], step: Step, detail: steps.Detail) -> None:
+    """`record` is the job's journal.record (its job id bound), or a test's."""
+    record(step.value, **dataclasses.asdict(detail))
+
 
 RELEASE = 0.9
 
@@ -114,7 +147,7 @@ class Admission:
         reason = self._load(pools) or self._take(job_id, pools)
         if reason is not None and not wait:
             retry = self._config.poll_interval
-            record("admission-refused", reason=reason, retry_after=retry)
+            _write(record, Step.ADMISSION_REFUSED, AdmissionRefused(reason, retry))
             log.info("job %s not admitted (it does not wait): %s", job_id, reason)
             raise NotAdmitted(
                 f"not admitted at once: {reason}; a group member's snapshot does not wait "
@@ -124,13 +157,13 @@ class Admission:
         recorded = None
         while reason is not None:
             if reason != recorded:
-                record("admission-wait", reason=reason)
+                _write(record, Step.ADMISSION_WAIT, AdmissionWait(reason))
                 log.info("job %s waits for admission: %s", job_id, reason)
                 recorded = reason
             checkpoint()
             if self._clock() >= deadline:
                 retry = max(self._config.poll_interval, self._config.wait_timeout / 2)
-                record("admission-refused", reason=reason, retry_after=retry)
+                _write(record, Step.ADMISSION_REFUSED, AdmissionRefused(reason, retry))
                 raise NotAdmitted(
                     f"not admitted within {self._config.wait_timeout:.0f} s: {reason}; "
                     f"retry after {retry:.0f} s",
@@ -139,7 +172,7 @@ class Admission:
             self._sleep(self._config.poll_interval)
             reason = self._load(pools) or self._take(job_id, pools)
         try:
-            record("admitted", pools=sorted(pools))
+            _write(record, Step.ADMITTED, Admitted(sorted(pools)))
             yield
         finally:
             with self._lock:

@@ -5,6 +5,7 @@ the steps of that domain (one agent serves several members of a consistency grou
 
 from __future__ import annotations
 
+import enum
 import logging
 import os
 import signal
@@ -15,29 +16,36 @@ log = logging.getLogger(__name__)
 
 FAULT_ENV = "HOSTSNAP_FAULT"
 
-STEPS = (
-    "after-overlay-created",
-    "after-freeze",
-    "during-rbd-snapshot",
-    "after-libvirt-snapshot",
-    "before-merge-back",
-    "during-merge-back",
-    "after-merge-back-pivot",
-    "during-revert",
-    "during-block-commit",
-    "after-merge",
-    "while-paused",
-    "group-snapshot",
-)
+
+class Step(enum.StrEnum):
+    """The moments a kill (or a failure) can be injected at; HOSTSNAP_FAULT names the value.
+    A step renamed here is a mypy error at its `point`, not a lab failure."""
+
+    AFTER_OVERLAY_CREATED = "after-overlay-created"
+    AFTER_FREEZE = "after-freeze"
+    DURING_RBD_SNAPSHOT = "during-rbd-snapshot"
+    AFTER_LIBVIRT_SNAPSHOT = "after-libvirt-snapshot"
+    BEFORE_MERGE_BACK = "before-merge-back"
+    DURING_MERGE_BACK = "during-merge-back"
+    AFTER_MERGE_BACK_PIVOT = "after-merge-back-pivot"
+    DURING_REVERT = "during-revert"
+    DURING_BLOCK_COMMIT = "during-block-commit"
+    AFTER_MERGE = "after-merge"
+    WHILE_PAUSED = "while-paused"
+    GROUP_SNAPSHOT = "group-snapshot"
 
 
-def point(step: str, domain: str | None = None) -> None:
-    assert step in STEPS, f"unknown fault step {step!r}"
+# The HOSTSNAP_FAULT values (without fail: or @domain), as plain strings.
+STEPS: tuple[str, ...] = tuple(s.value for s in Step)
+
+
+def point(step: Step, domain: str | None = None) -> None:
+    name = Step(step).value  # ValueError for a name that is not a fault step
     wanted, _, only = (os.environ.get(FAULT_ENV) or "").partition("@")
     if only and only != domain:
         return
-    if wanted == step:
-        log.error("fault switch %s=%s: dying now", FAULT_ENV, step)
+    if wanted == name:
+        log.error("fault switch %s=%s: dying now", FAULT_ENV, name)
         os.kill(os.getpid(), signal.SIGKILL)
-    if wanted == f"fail:{step}":
-        raise OperationFailed(f"injected failure at step {step} ({FAULT_ENV}={wanted})")
+    if wanted == f"fail:{name}":
+        raise OperationFailed(f"injected failure at step {name} ({FAULT_ENV}={wanted})")

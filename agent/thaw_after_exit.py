@@ -78,10 +78,10 @@ def thaw_left_frozen(
 def _wait_for_switch(host: Host, job: Job, clock: Callable[[], float]) -> bool | None:
     """For a snapshot that died in its switch: whether the disks were seen on their new
     overlays (None when the job was not switching)."""
-    plan = steps.read(job, snapshot.Step.PLAN, snapshot.Plan)
+    plan = steps.read(job, snapshot.Step.PLAN, snapshot.PlanRecord)
     if plan is None or not job.steps or job.steps[-1].name != snapshot.Step.SWITCH_ACTIVE:
         return None
-    wanted = {**plan.overlays, **plan.rbd_overlays}
+    wanted = plan.switches()
     deadline = clock() + SWITCH_WAIT_SECONDS
     while clock() <= deadline:
         try:

@@ -14,18 +14,8 @@ from datetime import UTC, datetime
 from types import MappingProxyType
 
 from controller.inventory import Host, InventorySnapshot, StoragePool, VirtualMachine, Volume, Zone
-from controller.store import (
-    IntentSpec,
-    IntervalSchedule,
-    IntervalType,
-    Job,
-    JobKind,
-    JobSpec,
-    PolicySpec,
-    Quiesce,
-    Selector,
-    Store,
-)
+from controller.policies import Policy, Quiesce, Schedule, Selector, TagMatch
+from controller.store import IntentSpec, Job, JobKind, JobSpec, Store
 
 ZONE = "zone-fanout"
 POOLS = 10  # NFS primary storage pools the volumes are spread over
@@ -119,12 +109,13 @@ def build_zone(hosts: int, vms_per_host: int, seed: int = 1) -> ZonePlan:
 def create_run(store: Store, inventory: InventorySnapshot, job_timeout: float) -> list[Job]:
     """One policy run covering every volume: its jobs PENDING, in the plan's order."""
     policy = store.policies.create(
-        PolicySpec(
+        Policy(
+            id=str(uuid.uuid4()),
             name=f"fanout-bench-{uuid.uuid4().hex[:8]}",  # a shared --store-url may have one
-            schedule=IntervalSchedule(IntervalType.HOURLY, "0"),
+            schedule=Schedule.cloudstack("HOURLY", "0"),
             max_snaps=7,
+            selector=Selector(tags=(TagMatch("bench", "fanout"),)),
             quiesce=Quiesce.PREFERRED,
-            selectors=(Selector.tag("bench", "fanout"),),
         )
     )
     slot = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)

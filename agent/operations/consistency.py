@@ -85,7 +85,7 @@ def window(
         return
     result = Window(Consistency.APPLICATION)
     try:
-        faults.point("after-freeze")
+        faults.point(faults.Step.AFTER_FREEZE)
         yield result
     finally:
         freeze.close()
@@ -113,7 +113,7 @@ def held(svc: Services, job_id: str, domain: str, hold: GroupHold) -> Iterator[W
     hold.ensure_in_force()
     result = Window(Consistency.APPLICATION)
     yield result
-    faults.point("group-snapshot", domain)
+    faults.point(faults.Step.GROUP_SNAPSHOT, domain)
     result.frozen_seconds = svc.monotonic() - hold.frozen_at
     hold.confirm_frozen()
     steps.write(svc.journal, job_id, Step.FROZEN_CONFIRMED)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -20,7 +19,7 @@ from agent.errors import Cancelled, InvalidArgument, OperationFailed, Preconditi
 from agent.hypervisor import domain_xml, qemu_img
 from agent.jobs import Job, JobState
 from agent.model import ChainResult, DiskChainResult, DomainState, Volume, VolumeKind
-from agent.operations import chains, jobrun, merge, stats, volumes
+from agent.operations import block_jobs, chains, jobrun, merge, stats, volumes
 from agent.operations.services import Services
 
 CONSOLIDATE = "consolidate"
@@ -183,7 +182,7 @@ def _consolidate_volume(
         active = merge.merge_into_backing(
             svc, volume.domain, volume.target, run.top, run.base, live, control, run.between
         )
-        faults.point("after-merge")
+        faults.point(faults.Step.AFTER_MERGE)
         steps.write(svc.journal, job_id, Step.MERGED, Merged(volume.target, active))
         merge.forget_merged(
             svc, volume.domain, volume.target, run.top, run.base, active, run.between
@@ -240,7 +239,7 @@ def _flatten_volume(
     else:
         qemu_img.flatten(before.active_image, progress)
         merge.redefine_offline(svc, volume.domain, volume.target, before.active_image)
-    faults.point("after-merge")
+    faults.point(faults.Step.AFTER_MERGE)
     steps.write(svc.journal, job_id, Step.FLATTENED, OnDisk(volume.target))
     after = _verified_chain(svc, volume, [before.active_image])
     _finish_flatten(svc, flatten)
@@ -276,31 +275,29 @@ def wait_pull(
 ) -> None:
     """Waits for a block pull to end; a cancel of `job_id` aborts it (the active image then
     still reads its backing files, which are unchanged)."""
-    deadline = svc.monotonic() + svc.config.block_job_timeout
-    while info := svc.host.block_job(domain, target):
-        if info["end"]:
-            progress(info["cur"] / info["end"])
-        if job_id is not None and svc.cancellations.requested(job_id):
-            svc.host.block_job_abort(domain, target)
-            raise Cancelled(
-                "cancelled during the block pull; it was aborted, the chain is as it was"
-            )
-        if svc.monotonic() > deadline:
-            svc.host.block_job_abort(domain, target)
-            raise OperationFailed(
-                f"block pull on {domain}/{target} did not finish in "
-                f"{svc.config.block_job_timeout:.0f} s; aborted, the chain is as it was"
-            )
-        time.sleep(merge.POLL_SECONDS)
+    timeout = svc.config.block_job_timeout
+    watch = block_jobs.Watch(
+        cancelled=lambda: Cancelled(
+            "cancelled during the block pull; it was aborted, the chain is as it was"
+        ),
+        timed_out=lambda: OperationFailed(
+            f"block pull on {domain}/{target} did not finish in "
+            f"{timeout:.0f} s; aborted, the chain is as it was"
+        ),
+        cancel_of=job_id,
+        progress=progress,
+    )
+    block_jobs.wait(svc, domain, target, watch, block_jobs.ended)
 
 
 def _verified_chain(svc: Services, volume: Volume, expected: list[str]) -> list[str]:
     """The disk's chain now, from libvirt and the images, which must be `expected`."""
-    active = volumes.current_active(svc, volume.domain, volume.target)
+    domain = volumes.now(svc, volume.domain)
+    active = domain.active(volume.target)
     assert active is not None
     found = [layer.path for layer in qemu_img.chain(active)]
-    if volumes.is_live(svc.host.state(volume.domain)[0]):
-        reported = domain_xml.backing_chain(svc.host.xml(volume.domain), volume.target)
+    if domain.live:
+        reported = domain_xml.backing_chain(domain.xml, volume.target)
         if reported != found[: len(reported)]:
             found = reported
     if found != expected:
@@ -335,10 +332,11 @@ def recover_flatten(svc: Services, job: Job) -> tuple[JobState, str]:
     if not steps.reached_after(job, Step.FLATTENED, Step.FLATTEN):
         if svc.host.exists(job.domain) and volumes.is_live(svc.host.state(job.domain)[0]):
             wait_pull(svc, job.domain, target, lambda fraction: None)
-        active = volumes.current_active(svc, job.domain, target)
+        domain = volumes.now(svc, job.domain)  # after the pull
+        active = domain.active(target)
         if active is None or len(qemu_img.chain(active)) > 1:
             return JobState.FAILED, f"the flatten of {target} did not finish; nothing was removed"
-        if volumes.is_live(svc.host.state(job.domain)[0]):
+        if domain.live:
             merge.make_durable(svc, job.id, job.domain, active)
         else:
             merge.redefine_offline(svc, job.domain, target, active)

@@ -158,7 +158,7 @@ def _delete_file(
         in_running_chain,
         merge.Control(job_id),
     )
-    faults.point("after-merge")
+    faults.point(faults.Step.AFTER_MERGE)
     steps.write(svc.journal, job_id, Step.MERGED, Merged(active))
     merge.forget_merged(svc, record.domain, record.target, top, record.content, active)
     svc.journal.mark_snapshot_deleted(record.id)

@@ -7,10 +7,17 @@ knows the guest was frozen at the switch. Freeze and thaw calls take turns (one 
 so a thaw never runs ahead of a freeze still in flight and leaves the guest frozen behind it.
 
 The watchdog is armed right before the freeze call, and the hold's deadline is measured from
-that same instant: the guest is never held past the deadline the caller is told."""
+that same instant: the guest is never held past the deadline the caller is told.
+
+The hold's lifecycle is a state machine (HoldState, TRANSITIONS): every change of state is
+one `_apply` under the hold's state lock, logged with the domain, the group, the states and
+why; a transition not in the table raises InvalidTransition. The guest lock only orders the
+guest agent calls; the domain lock's lending (`use`, `done`) and the background thaw
+(`start_retrying`) are kept beside the state, under the same state lock."""
 
 from __future__ import annotations
 
+import enum
 import logging
 import threading
 import time
@@ -25,6 +32,53 @@ log = logging.getLogger(__name__)
 WATCHDOG = "watchdog"
 # Seconds between the watchdog's thaws of a guest that stays frozen: 1, 2, 4, then every 5.
 THAW_RETRY_DELAYS = (1.0, 2.0, 4.0, 5.0)
+
+
+class HoldState(enum.StrEnum):
+    READY = "ready"  # registered and holding the domain's lock; nothing asked of the guest
+    FREEZING = "freezing"  # the freeze was asked for (the watchdog armed), not yet confirmed
+    FROZEN = "frozen"  # the guest agent confirmed the freeze; the hold is in force
+    RELEASED_FREEZING = "released-freezing"  # released while its freeze was unconfirmed
+    RELEASED_FROZEN = "released-frozen"  # released, confirmed frozen: the thaw is to come
+    THAWED = "thawed"  # released, and the guest is not frozen by it (thawed, or never frozen)
+    ENDED = "ended"  # the hold job's final state is being written, by one caller
+
+
+class HoldEvent(enum.StrEnum):
+    FREEZE = "freeze"  # freeze(): the freeze is about to be asked for
+    CONFIRM_FROZEN = "confirm-frozen"  # freeze(): the guest agent reports frozen
+    RELEASE = "release"  # mark_released(): ThawGroup, the watchdog, a rescue, a failed freeze
+    CONFIRM_THAWED = "confirm-thawed"  # thaw(): the guest reports thawed, or it is gone
+    END = "end"  # claim_outcome(): the caller that writes the job's final state
+
+
+TRANSITIONS: dict[tuple[HoldState, HoldEvent], HoldState] = {
+    (HoldState.READY, HoldEvent.FREEZE): HoldState.FREEZING,
+    (HoldState.FREEZING, HoldEvent.CONFIRM_FROZEN): HoldState.FROZEN,
+    (HoldState.READY, HoldEvent.RELEASE): HoldState.THAWED,  # nothing was frozen
+    (HoldState.FREEZING, HoldEvent.RELEASE): HoldState.RELEASED_FREEZING,
+    (HoldState.FROZEN, HoldEvent.RELEASE): HoldState.RELEASED_FROZEN,
+    # A freeze in flight when the hold was released still ends (the thaw waits for it).
+    (HoldState.RELEASED_FREEZING, HoldEvent.CONFIRM_FROZEN): HoldState.RELEASED_FROZEN,
+    (HoldState.RELEASED_FREEZING, HoldEvent.CONFIRM_THAWED): HoldState.THAWED,
+    (HoldState.RELEASED_FROZEN, HoldEvent.CONFIRM_THAWED): HoldState.THAWED,
+    (HoldState.THAWED, HoldEvent.END): HoldState.ENDED,
+}
+
+IN_FORCE = frozenset({HoldState.READY, HoldState.FREEZING, HoldState.FROZEN})
+MAY_BE_FROZEN = frozenset(
+    {
+        HoldState.FREEZING,
+        HoldState.FROZEN,
+        HoldState.RELEASED_FREEZING,
+        HoldState.RELEASED_FROZEN,
+    }
+)
+CONFIRMED_FROZEN = frozenset({HoldState.FROZEN, HoldState.RELEASED_FROZEN})
+
+
+class InvalidTransition(RuntimeError):
+    """An event the hold's state has no transition for: a bug, not a guest's doing."""
 
 
 class GroupHold:
@@ -51,27 +105,51 @@ class GroupHold:
         self.deadline = clock() + seconds  # from arm() on: when the watchdog fires
         self.frozen_at = 0.0
         self.filesystems = 0
-        self.released_by: str | None = None
+        self.released_by: str | None = None  # set by the RELEASE transition
         self.user: str | None = None  # the snapshot job made under the hold (one, ever)
         self.unlock: Callable[[], None] = lambda: None  # gives the domain lock back
         # Set once the first FreezeForGroup's freeze has succeeded or failed.
         self.settled = threading.Event()
+        self._lock = threading.RLock()  # the state, and what is kept beside it
+        self._current = HoldState.READY
         self._working = False  # the user job still runs
-        self._unlocked = False
-        self._may_be_frozen = False
-        self._frozen = False
-        self._outcome_written = False
-        self._retrying = False
-        self._state = threading.Lock()
-        self._guest_calls = threading.Lock()
+        self._unlocked = False  # the domain lock was given back
+        self._retrying = False  # a background thaw thread was started
+        self._guest_calls = threading.Lock()  # freeze and thaw calls take turns
         self._timer = threading.Timer(seconds, on_deadline, (self,))
         self._timer.daemon = True
-        self._armed = False
+
+    @property
+    def state(self) -> HoldState:
+        return self._current
+
+    def _apply(self, event: HoldEvent, why: str) -> HoldState:
+        """The one way the state changes: the table's next state, logged; InvalidTransition
+        for an event the current state has no transition for."""
+        with self._lock:
+            before = self._current
+            after = TRANSITIONS.get((before, event))
+            if after is None:
+                raise InvalidTransition(
+                    f"group hold of {self.domain} (group {self.group_id}): no transition from "
+                    f"{before} on {event} ({why})"
+                )
+            self._current = after
+            log.info(
+                "hold of domain %s (group %s): %s -> %s (%s: %s)",
+                self.domain,
+                self.group_id,
+                before,
+                after,
+                event,
+                why,
+            )
+            return after
 
     @property
     def frozen(self) -> bool:
         """Confirmed frozen by this hold, and not yet confirmed thawed."""
-        return self._frozen
+        return self._current in CONFIRMED_FROZEN
 
     @property
     def guest(self) -> Guest:
@@ -80,28 +158,22 @@ class GroupHold:
     @property
     def may_be_frozen(self) -> bool:
         """A freeze was (or is being) asked for and no thaw has been confirmed since."""
-        return self._may_be_frozen
+        return self._current in MAY_BE_FROZEN
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - self._clock())
 
-    def arm(self) -> None:
-        """Starts the watchdog (once); the hold's deadline counts from this instant."""
-        with self._state:
-            if self._armed:
-                return
-            self._armed = True
-            self.deadline = self._clock() + self.seconds
-            self._timer.start()
-
     def freeze(self) -> None:
         """Arms the watchdog (the deadline counts from here), freezes and confirms the
-        freeze."""
+        freeze. A freeze that fails leaves the hold FREEZING (the guest may be frozen): its
+        caller releases and thaws it."""
         with self._guest_calls:
-            if self.released_by is not None:
-                raise Precondition(f"the hold of {self.domain} ended before its freeze")
-            self.arm()
-            self._may_be_frozen = True
+            with self._lock:
+                if self._current not in IN_FORCE:
+                    raise Precondition(f"the hold of {self.domain} ended before its freeze")
+                self._apply(HoldEvent.FREEZE, "FreezeForGroup")
+                self.deadline = self._clock() + self.seconds
+                self._timer.start()  # once: FREEZE leaves READY, which nothing re-enters
             self.frozen_at = self._clock()
             self.filesystems = self._guest.freeze()
             status = self._guest.freeze_status()
@@ -110,7 +182,7 @@ class GroupHold:
                     f"domain {self.domain}: the guest agent reports {status!r} right after the "
                     "freeze"
                 )
-            self._frozen = True
+            self._apply(HoldEvent.CONFIRM_FROZEN, f"{self.filesystems} filesystems")
         log.info("domain %s: frozen for group %s", self.domain, self.group_id)
 
     def wait_for_freeze(self, timeout: float) -> bool:
@@ -120,9 +192,10 @@ class GroupHold:
 
     def mark_released(self, by: str) -> bool:
         """True for the first release; the watchdog is stopped."""
-        with self._state:
-            first = self.released_by is None
+        with self._lock:
+            first = self._current in IN_FORCE
             if first:
+                self._apply(HoldEvent.RELEASE, by)
                 self.released_by = by
         self._timer.cancel()
         return first
@@ -132,7 +205,7 @@ class GroupHold:
         already (or never frozen). OperationFailed (GUEST_STILL_FROZEN) when it stays frozen."""
         assert self.released_by is not None, "mark_released comes first"
         with self._guest_calls:
-            if not self._may_be_frozen:
+            if not self.may_be_frozen:
                 return None
             try:
                 thawed_at = thaw_confirmed(self._guest, self.domain, self._clock)
@@ -141,13 +214,13 @@ class GroupHold:
                     raise
                 log.warning("domain %s stopped while held: nothing is frozen", self.domain)
                 thawed_at = self._clock()
-            self._may_be_frozen = self._frozen = False
+            self._apply(HoldEvent.CONFIRM_THAWED, self.released_by)
         log.info("domain %s: thawed (group %s, %s)", self.domain, self.group_id, self.released_by)
         return thawed_at - self.frozen_at
 
     def start_retrying(self) -> bool:
         """True once: the caller starts the thread that thaws again (keep_thawing)."""
-        with self._state:
+        with self._lock:
             first = not self._retrying
             self._retrying = True
             return first
@@ -155,10 +228,10 @@ class GroupHold:
     def claim_outcome(self) -> bool:
         """True once, for the first caller after the guest was confirmed thawed: it writes
         the hold job's final state."""
-        with self._state:
-            if self._outcome_written or self._may_be_frozen:
+        with self._lock:
+            if self._current != HoldState.THAWED:
                 return False
-            self._outcome_written = True
+            self._apply(HoldEvent.END, "the job's final state")
             return True
 
     def ensure_in_force(self) -> None:
@@ -202,7 +275,7 @@ class GroupHold:
     def use(self, job_id: str) -> None:
         """One snapshot job works under a hold, once: no other job after it, even when it
         failed."""
-        with self._state:
+        with self._lock:
             self.ensure_in_force()
             if self.user is not None and self.user != job_id:
                 raise used_by_other(self)
@@ -210,13 +283,13 @@ class GroupHold:
             self._working = True
 
     def done(self) -> None:
-        with self._state:
+        with self._lock:
             self._working = False
         self.unlock_if_unused()
 
     def unlock_if_unused(self) -> None:
         """The domain lock goes back once the hold is released and no job works under it."""
-        with self._state:
+        with self._lock:
             if self._unlocked or self.released_by is None or self._working:
                 return
             self._unlocked = True

@@ -13,8 +13,9 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from agent import faults, validate
+from agent import faults, steps, validate
 from agent.errors import HostsnapError, InvalidArgument, Precondition
 from agent.hypervisor import domain_xml
 from agent.jobs import Job, JobState, SnapshotRecord
@@ -33,6 +34,26 @@ from agent.operations.services import Services
 from agent.operations.snapshot import OPERATION, RBD_PREFIX
 
 log = logging.getLogger(__name__)
+
+
+class Step(steps.StepName):
+    """An image snapshot's steps, journalled under snapshot.OPERATION (as a domain's)."""
+
+    PLAN = "plan"  # the snapshot id of every image (a Plan), before any snapshot exists
+    RBD_SNAPSHOT = "rbd-snapshot"  # an image's snapshot is about to be created
+    UNDO = "undo"  # the job failed: the snapshots made are about to be removed
+
+
+@dataclass(frozen=True)
+class Plan:
+    images: dict[str, str]  # "pool/image" -> snapshot id
+
+
+@dataclass(frozen=True)
+class RbdSnapshot:
+    image: str  # "pool/image"
+    name: str  # the RBD snapshot's name
+
 
 METHOD = "rbd-stopped"
 MAX_IMAGES = 32
@@ -145,17 +166,17 @@ def _snapshot(
 ) -> SnapshotResult:
     jobrun.checkpoint(svc, job_id, "planning")
     plan = {v.location: uuid.uuid4().hex for v in chosen}  # "pool/image" -> snapshot id
-    svc.journal.record(job_id, "plan", images=plan)
+    steps.write(svc.journal, job_id, Step.PLAN, Plan(plan))
     try:
         for volume in chosen:
             assert volume.rbd is not None
             name = f"{RBD_PREFIX}{plan[volume.location]}"
             _ensure_unwatched(svc, volume)  # a VM started since the check: nothing of it
-            svc.journal.record(job_id, "rbd-snapshot", image=volume.location, name=name)
+            steps.write(svc.journal, job_id, Step.RBD_SNAPSHOT, RbdSnapshot(volume.location, name))
             svc.rbd.create_snapshot(volume.rbd, name)
-            faults.point("during-rbd-snapshot")
+            faults.point(faults.Step.DURING_RBD_SNAPSHOT)
     except BaseException:
-        svc.journal.record(job_id, "undo")
+        steps.write(svc.journal, job_id, Step.UNDO)
         undo(svc, plan)
         raise
     return commit_result(svc, job_id, request, plan)
@@ -210,15 +231,15 @@ def is_image_job(job: Job) -> bool:
 def recover(svc: Services, job: Job) -> tuple[JobState, str]:
     """An interrupted image snapshot: completed when Ceph has every snapshot of its plan,
     else every one made is removed."""
-    plan_step = job.step("plan")
-    if plan_step is None:
+    planned = steps.read(job, Step.PLAN, Plan)
+    if planned is None:
         return JobState.FAILED, "it stopped before changing anything"
-    plan: dict[str, str] = plan_step.detail["images"]
+    plan = planned.images
     made = all(
         f"{RBD_PREFIX}{sid}" in {s.name for s in svc.rbd.snapshots(image_source(spec))}
         for spec, sid in plan.items()
     )
-    if made and job.step("undo") is None:
+    if made and not steps.reached(job, Step.UNDO):
         request = ImageSnapshotRequest(
             images=tuple(job.request["images"]),
             quiesce=Quiesce(job.request["quiesce"]),

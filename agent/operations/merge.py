@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 
 from agent import faults
 from agent.errors import Cancelled, OperationFailed, Precondition
 from agent.hypervisor import domain_xml, qemu_img, qemu_process
 from agent.model import DomainState
-from agent.operations import pause, volumes
+from agent.operations import block_jobs, pause, volumes
 
 # Control lives with Speed (which steers by it); merge.Control stays its name for callers.
 from agent.operations.merge_speed import Control as Control
@@ -24,8 +23,6 @@ from agent.operations.merge_speed import Speed
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
-
-POLL_SECONDS = 0.05
 
 
 def children(path: str) -> list[str]:
@@ -132,11 +129,13 @@ def resume(
 ) -> None:
     """Finishes a merge an earlier agent process started (journalled with `live` as it was).
 
-    A live commit that QEMU finished leaves `top` full of data and out of the chain: it must
-    not be committed again (that would write old data over newer). An offline commit can be
-    repeated: `qemu-img commit` of the same data is harmless."""
+    A commit that finished leaves `top` full of data and out of the chain: it must not be
+    committed again, live or offline (the domain may have run on `base` since, and the old
+    data would overwrite newer). An offline commit that did not finish can be repeated:
+    `qemu-img commit` of the same data is harmless."""
     control = Control(job_id, bandwidth_mib)
-    running = volumes.is_live(svc.host.state(domain)[0])
+    state = svc.host.state(domain)[0]
+    running = volumes.is_live(state)
     if running and svc.host.block_job(domain, target):
         # The agent that started it may have slowed it down: back to the requested speed.
         svc.host.block_job_set_speed(domain, target, bandwidth_mib)
@@ -146,10 +145,10 @@ def resume(
         if chain_after[0] != base:
             make_durable(svc, job_id, domain, base)
         return
-    active = volumes.current_active(svc, domain, target)
+    active = volumes.now(svc, domain, state).active(target)
     chain = [layer.path for layer in qemu_img.chain(active)] if active else []
-    if top not in chain and live:
-        if running and active != base:  # the live commit had finished
+    if top not in chain and (live or active is not None):
+        if live and running and active != base:  # the live commit had finished
             make_durable(svc, job_id, domain, base)
         return
     if running and top in chain:
@@ -190,42 +189,36 @@ def wait_commit(
 ) -> None:
     """Waits for a block commit to end; an active commit is pivoted once really ready (cursor
     at the end and libvirt's mirror marked ready)."""
-    deadline = svc.monotonic() + svc.config.block_job_timeout
     speed = speed or Speed(svc, domain, target, control, is_active)
-    while True:
-        info = svc.host.block_job(domain, target)
-        if info and info["end"]:
-            control.progress(info["cur"] / info["end"])
-            speed.adjust()
-        if is_active:
-            if (
-                info
-                and info["cur"] == info["end"]
-                and domain_xml.mirror_ready(svc.host.xml(domain), target)
-            ):
-                svc.host.block_job_pivot(domain, target)
-                return
-            if not info:
-                chain = domain_xml.backing_chain(svc.host.xml(domain), target)
-                if chain[:1] == [top]:
-                    raise _aborted_outside(top, chain)
-                raise OperationFailed(f"the block commit of {top} on {domain}/{target} vanished")
-        elif not info:
-            return
-        faults.point("during-block-commit")
-        if control.cancellable and svc.cancellations.requested(control.job_id):
-            svc.host.block_job_abort(domain, target)
-            raise Cancelled(
-                f"cancelled during the merge of {top}; the block job was aborted and the chain "
-                "is as it was"
-            )
-        if svc.monotonic() > deadline:
-            svc.host.block_job_abort(domain, target)
-            raise OperationFailed(
-                f"block commit of {top} did not finish in {svc.config.block_job_timeout:.0f} s; "
-                "aborted, the chain is unchanged"
-            )
-        time.sleep(POLL_SECONDS)
+    timeout = svc.config.block_job_timeout
+    watch = block_jobs.Watch(
+        cancelled=lambda: Cancelled(
+            f"cancelled during the merge of {top}; the block job was aborted and the chain "
+            "is as it was"
+        ),
+        timed_out=lambda: OperationFailed(
+            f"block commit of {top} did not finish in {timeout:.0f} s; "
+            "aborted, the chain is unchanged"
+        ),
+        cancel_of=control.job_id if control.cancellable else None,
+        progress=control.progress,
+        adjust_speed=speed.adjust,
+        each_round=lambda: faults.point(faults.Step.DURING_BLOCK_COMMIT),
+    )
+
+    def pivoted(info: block_jobs.Info) -> bool:
+        ready = info and info["cur"] == info["end"]
+        if ready and domain_xml.mirror_ready(svc.host.xml(domain), target):
+            svc.host.block_job_pivot(domain, target)
+            return True
+        if not info:
+            chain = domain_xml.backing_chain(svc.host.xml(domain), target)
+            if chain[:1] == [top]:
+                raise _aborted_outside(top, chain)
+            raise OperationFailed(f"the block commit of {top} on {domain}/{target} vanished")
+        return False
+
+    block_jobs.wait(svc, domain, target, watch, pivoted if is_active else block_jobs.ended)
 
 
 def _aborted_outside(top: str, chain: list[str]) -> Cancelled:
@@ -241,16 +234,18 @@ def _wait_chain_without(
 ) -> list[str]:
     """libvirt updates the chain right after the job ends; verify it really lost `top`. A
     chain still as it was means the job was aborted by someone else."""
-    deadline = svc.monotonic() + 10
-    while True:
-        chain = domain_xml.backing_chain(svc.host.xml(domain), target)
-        if top not in chain and not svc.host.block_job(domain, target):
-            return chain
-        if svc.monotonic() > deadline:
-            if chain == before:
-                raise _aborted_outside(top, chain)
-            raise OperationFailed(f"after the commit, {top} is still in the chain {chain}")
-        time.sleep(POLL_SECONDS)
+
+    def unsettled(chain: list[str]) -> Exception:
+        if chain == before:
+            return _aborted_outside(top, chain)
+        return OperationFailed(f"after the commit, {top} is still in the chain {chain}")
+
+    return block_jobs.settle(
+        svc,
+        lambda: domain_xml.backing_chain(svc.host.xml(domain), target),
+        lambda chain: top not in chain and not svc.host.block_job(domain, target),
+        unsettled,
+    )
 
 
 def _ensure_flushable(svc: Services, domain: str, base: str) -> None:

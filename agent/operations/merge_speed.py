@@ -7,10 +7,21 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from agent import steps
 from agent.errors import HostsnapError
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
+
+
+class Step(steps.StepName):
+    BANDWIDTH = "bandwidth"  # a live merge's speed was set (completion), in any merging job
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    mib: int  # MiB/s; 0: unlimited
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -66,9 +77,8 @@ class Speed:
             wanted or "unlimited",
             reason or "as requested",
         )
-        self._svc.journal.record(
-            self._control.job_id, "bandwidth", mib=wanted, reason=reason or "as requested"
-        )
+        detail = Bandwidth(wanted, reason or "as requested")
+        steps.write(self._svc.journal, self._control.job_id, Step.BANDWIDTH, detail)
         self._current = wanted
 
     def adjust(self) -> None:

@@ -8,14 +8,38 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 
-from agent import faults
+from agent import faults, steps
 from agent.errors import HostsnapError, OperationFailed, Precondition
 from agent.jobs import Job
 from agent.model import DomainState
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
+
+
+class Step(steps.StepName):
+    """A pause's steps, in every job that pauses a domain; a job whose last of them is
+    `paused` may have left its domain paused (left_paused)."""
+
+    PAUSED = "paused"  # the domain's vCPUs are about to be paused
+    RESUMED = "resumed"  # they were resumed (or recovery found the domain not paused)
+
+
+@dataclass(frozen=True)
+class Paused:
+    why: str  # what the pause is for
+
+
+@dataclass(frozen=True)
+class Resumed:
+    paused_seconds: float  # written by the job that paused
+
+
+@dataclass(frozen=True)
+class ResumedBy:
+    by: str  # written by another than the job that paused ("recovery"), which did not see it
 
 
 @contextlib.contextmanager
@@ -28,15 +52,16 @@ def paused(svc: Services, job_id: str, domain: str, why: str) -> Iterator[None]:
             reason="DOMAIN_NOT_RUNNING",
         )
     log.info("job %s: pausing domain %s to %s", job_id, domain, why)
-    svc.journal.record(job_id, "paused", why=why)
+    steps.write(svc.journal, job_id, Step.PAUSED, Paused(why))
     start = svc.monotonic()
     try:
         svc.host.suspend(domain)
-        faults.point("while-paused")
+        faults.point(faults.Step.WHILE_PAUSED)
         yield
     finally:
         _resume(svc, domain)
-        svc.journal.record(job_id, "resumed", paused_seconds=svc.monotonic() - start)
+        resumed = Resumed(paused_seconds=svc.monotonic() - start)
+        steps.write(svc.journal, job_id, Step.RESUMED, resumed)
 
 
 def _resume(svc: Services, domain: str) -> None:
@@ -51,12 +76,12 @@ def _resume(svc: Services, domain: str) -> None:
 
 
 def left_paused(job: Job) -> bool:
-    pauses = [s.name for s in job.steps if s.name in ("paused", "resumed")]
-    return pauses[-1:] == ["paused"]
+    pauses = [s.name for s in job.steps if s.name in (Step.PAUSED, Step.RESUMED)]
+    return pauses[-1:] == [Step.PAUSED.value]
 
 
 def resume_after_crash(svc: Services, job: Job) -> None:
     if svc.host.exists(job.domain) and svc.host.state(job.domain)[0] == DomainState.PAUSED:
         svc.host.resume(job.domain)
         log.warning("job %s: domain %s resumed by recovery", job.id, job.domain)
-    svc.journal.record(job.id, "resumed", by="recovery")
+    steps.write(svc.journal, job.id, Step.RESUMED, ResumedBy("recovery"))

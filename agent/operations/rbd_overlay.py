@@ -15,14 +15,13 @@ import logging
 import os
 import shutil
 import stat
-import time
 from pathlib import Path
 
 from agent import faults
 from agent.errors import Conflict, OperationFailed
 from agent.hypervisor import domain_xml, qemu_img
 from agent.model import RbdSource, Volume, VolumeKind
-from agent.operations import merge, volumes
+from agent.operations import block_jobs, merge, volumes
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
@@ -93,17 +92,18 @@ def merge_back(
     whatever point an earlier attempt reached: `begun_before` says one began committing this
     overlay, so a disk found back on RBD was pivoted by it and the overlay's data is in the
     image. Otherwise an overlay the disk does not use is removed only when it holds no data."""
-    live = volumes.is_live(svc.host.state(domain)[0])
+    state = svc.host.state(domain)[0]
+    live = volumes.is_live(state)
     committed = begun_before
     if live and svc.host.block_job(domain, target):
         _finish_commit_left_running(svc, job_id, domain, target, overlay)
         committed = True
-    elif volumes.current_active(svc, domain, target) == overlay:
+    elif volumes.now(svc, domain, state).active(target) == overlay:
         if live:
             svc.host.block_commit(domain, target, None, None, active=True)
-            faults.point("during-merge-back")
+            faults.point(faults.Step.DURING_MERGE_BACK)
             merge.wait_commit(svc, domain, target, overlay, True, merge.Control(job_id))
-            faults.point("after-merge-back-pivot")
+            faults.point(faults.Step.AFTER_MERGE_BACK_PIVOT)
             _wait_back_on_rbd(svc, domain, target)
         else:
             qemu_img.commit(overlay)
@@ -145,11 +145,12 @@ def _kind(xml: str, domain: str, target: str) -> VolumeKind | None:
 
 
 def _wait_back_on_rbd(svc: Services, domain: str, target: str) -> None:
-    deadline = svc.monotonic() + 10
-    while _kind(svc.host.xml(domain), domain, target) != VolumeKind.RBD:
-        if svc.monotonic() > deadline:
-            raise OperationFailed(f"after the pivot, {domain}/{target} is still not on RBD")
-        time.sleep(merge.POLL_SECONDS)
+    block_jobs.settle(
+        svc,
+        lambda: _kind(svc.host.xml(domain), domain, target),
+        lambda kind: kind == VolumeKind.RBD,
+        lambda kind: OperationFailed(f"after the pivot, {domain}/{target} is still not on RBD"),
+    )
 
 
 def leftovers(directory: Path) -> list[Path]:

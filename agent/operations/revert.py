@@ -142,7 +142,7 @@ def _revert_file(svc: Services, job_id: str, record: SnapshotRecord, volume: Vol
     steps.write(svc.journal, job_id, Step.PLAN, Plan(volume.target, overlay, volume.path))
     try:
         qemu_img.create_overlay(overlay, record.content)
-        faults.point("during-revert")
+        faults.point(faults.Step.DURING_REVERT)
         xml = svc.host.xml(record.domain, inactive=True)
         svc.host.define(domain_xml.with_disk_source(xml, volume.target, overlay))
     except BaseException:
@@ -159,7 +159,7 @@ def _revert_rbd(svc: Services, job_id: str, record: SnapshotRecord, volume: Volu
     assert volume.rbd is not None
     name = f"{RBD_PREFIX}{record.id}"
     steps.write(svc.journal, job_id, Step.ROLLBACK, Rollback(volume.target, name))
-    faults.point("during-revert")
+    faults.point(faults.Step.DURING_REVERT)
     svc.rbd.rollback(
         volume.rbd, name, lambda done: log.info("job %s: rollback %.0f%%", job_id, done * 100)
     )

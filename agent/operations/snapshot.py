@@ -8,14 +8,13 @@ import functools
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 
 from agent import faults, steps, validate
 from agent.errors import HostsnapError, InvalidArgument, Precondition
-from agent.hypervisor import domain_xml, qemu_img
+from agent.hypervisor import domain_xml
 from agent.jobs import Job, JobState, SnapshotRecord
 from agent.model import (
-    DiskSnapshot,
     DomainState,
     Quiesce,
     SnapshotRequest,
@@ -25,9 +24,9 @@ from agent.model import (
 )
 from agent.operations import (
     consistency,
+    disk_strategies,
     group,
     jobrun,
-    merge,
     quiesce,
     rbd_overlay,
     stats,
@@ -39,58 +38,15 @@ from agent.operations.services import Services
 log = logging.getLogger(__name__)
 
 OPERATION = "snapshot"
-RBD_PREFIX = "hostsnap-"
+RBD_PREFIX = disk_strategies.RBD_PREFIX
 
-
-class Step(steps.StepName):
-    RBD_DIRECT = "rbd-direct"  # RBD disks are snapshotted frozen, without the short freeze
-    PLAN = "plan"  # what the job will make (a Plan), before any of it exists
-    OVERLAYS_CREATED = "overlays-created"  # the new overlay files exist, unused
-    RBD_SNAPSHOT = "rbd-snapshot"  # an RBD snapshot is about to be created
-    SWITCH_ACTIVE = "switch-active"  # the disks are about to switch to their overlays
-    MERGE_BACK = "merge-back"  # an RBD disk is about to go back from its temporary overlay
-    MERGED_BACK = "merged-back"  # every RBD disk is back on its image
-    UNDO = "undo"  # the job failed: what it made is about to be taken back
-
-
-@dataclass(frozen=True)
-class RbdDirect:
-    reason: str
-
-
-@dataclass(frozen=True)
-class RbdSnapshot:
-    target: str
-    name: str
-
-
-@dataclass(frozen=True)
-class MergeBack:
-    target: str
-    overlay: str
-
-
-@dataclass
-class Plan:
-    """What the job will make, written to the journal before any of it exists."""
-
-    live: bool
-    snapshot_ids: dict[str, str]  # target -> snapshot id
-    overlays: dict[str, str] = field(default_factory=dict)  # target -> new overlay path
-    actives: dict[str, str] = field(default_factory=dict)  # target -> active image before
-    rbd_snaps: dict[str, str] = field(default_factory=dict)  # target -> RBD snapshot name
-    # The short freeze (rbd_overlay.py): target -> temporary local overlay, and the RBD
-    # disk's definition to put back.
-    rbd_overlays: dict[str, str] = field(default_factory=dict)
-    rbd_disks: dict[str, str] = field(default_factory=dict)
-
-    def pending_layers(self, domain: str) -> dict[str, dict[str, str]]:
-        """The stale-layer entries this snapshot will create, for the hook to honour from
-        before the switch (an agent that dies after it must not let the old image boot)."""
-        return {
-            self.actives[t]: {"domain": domain, "target": t, "active": overlay}
-            for t, overlay in self.overlays.items()
-        }
+# The snapshot's steps and their details live with the disks that write them.
+Step = disk_strategies.Step
+RbdDirect = disk_strategies.RbdDirect
+RbdSnapshot = disk_strategies.RbdSnapshot
+MergeBack = disk_strategies.MergeBack
+Plan = disk_strategies.Plan
+PlanRecord = disk_strategies.PlanRecord
 
 
 def create(
@@ -109,12 +65,13 @@ def create(
     )
     if answer is not None:
         return answer()
-    chosen = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
+    domain = volumes.read_domain(svc, request.domain)
+    chosen = volumes.select(domain.volumes(), request.disks)
     if not chosen:
         raise Precondition(f"domain {request.domain} has no disk hostsnap can snapshot")
     hold = _group_hold(svc, request)
 
-    _check(svc, request, chosen)  # a refused request does not use up its idempotency key
+    _check(svc, request, domain, chosen)  # a refused request does not use up its idempotency key
 
     def body(job_id: str) -> SnapshotResult:
         pools = {stats.pool_of(v) for v in chosen}
@@ -127,9 +84,10 @@ def create(
             group.working_under(hold, job_id) if hold else contextlib.nullcontext(),
         ):
             # Once admitted, under the job's locks: the disks and the domain as they are now.
-            current = volumes.select(volumes.domain_volumes(svc, request.domain), request.disks)
-            live = _check(svc, request, current)
-            return _snapshot(svc, job_id, request, current, live, hold)
+            now = volumes.read_domain(svc, request.domain)
+            current = volumes.select(now.volumes(), request.disks)
+            _check(svc, request, now, current)
+            return _snapshot(svc, job_id, request, now, current, hold)
 
     spec = jobrun.JobSpec(
         OPERATION,
@@ -154,12 +112,13 @@ def _group_hold(svc: Services, request: SnapshotRequest) -> GroupHold | None:
     return group.held(svc, request.domain, request.group_id)
 
 
-def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> bool:
-    """The checks before anything changes; True if live. Made twice: before the job
-    exists (a refused request does not use up its idempotency key), and again once the job
-    holds its locks and is admitted, on the disks and the domain as they are then."""
-    state, _ = svc.host.state(request.domain)
-    live = volumes.is_live(state)
+def _check(
+    svc: Services, request: SnapshotRequest, domain: volumes.DomainNow, chosen: list[Volume]
+) -> None:
+    """The checks before anything changes. Made twice: before the job exists (a refused
+    request does not use up its idempotency key), and again once the job holds its locks
+    and is admitted, on the disks and the domain as they are then."""
+    state, live = domain.state, domain.live
     if request.group_id and not live:
         raise Precondition(f"domain {request.domain} is {state}; a group member must run")
     if not live and state != DomainState.SHUTOFF:
@@ -182,81 +141,74 @@ def _check(svc: Services, request: SnapshotRequest, chosen: list[Volume]) -> boo
             "crash-consistent; quiesce 'required' cannot be met (use 'preferred')",
             reason="QUIESCE_UNAVAILABLE",
         )
-    return live
 
 
 def _plan(
-    svc: Services, job_id: str, domain: str, chosen: list[Volume], live: bool, grouped: bool
+    svc: Services,
+    job_id: str,
+    domain: volumes.DomainNow,
+    chosen: list[Volume],
+    grouped: bool,
 ) -> Plan:
-    plan = Plan(live=live, snapshot_ids={v.target: uuid.uuid4().hex for v in chosen})
+    live = domain.live
+    has_rbd = any(v.kind == VolumeKind.RBD for v in chosen)
     # A group member's guest stays frozen for the whole group whatever its disks do: the
     # short freeze would only add an overlay and a merge back, so its RBD snapshots are
     # taken while frozen (rbd-frozen-across).
     unusable = (
         "a consistency group holds the guest frozen across the snapshot"
-        if grouped and any(v.kind == VolumeKind.RBD for v in chosen)
+        if grouped and has_rbd
         else rbd_overlay.unusable_because(svc, chosen, live)
     )
-    if unusable and any(v.kind == VolumeKind.RBD for v in chosen) and live:
+    if unusable and has_rbd and live:
         level = logging.INFO if grouped else logging.WARNING
-        log.log(level, "domain %s: RBD snapshot without the short freeze: %s", domain, unusable)
+        log.log(
+            level, "domain %s: RBD snapshot without the short freeze: %s", domain.name, unusable
+        )
         steps.write(svc.journal, job_id, Step.RBD_DIRECT, RbdDirect(unusable))
-    xml = svc.host.xml(domain)
-    for volume in chosen:
-        sid = plan.snapshot_ids[volume.target]
-        if volume.kind == VolumeKind.FILE:
-            # The active image and its format as libvirt has them (the disk's source and
-            # driver type): what the new overlay must be backed by.
-            assert volume.path is not None
-            plan.actives[volume.target] = volume.path
-            plan.overlays[volume.target] = volumes.overlay_path(volume.path, sid)
-        else:
-            plan.rbd_snaps[volume.target] = f"{RBD_PREFIX}{sid}"
-            if not unusable:
-                plan.rbd_overlays[volume.target] = rbd_overlay.overlay_path(svc, volume, sid)
-                plan.rbd_disks[volume.target] = domain_xml.disk_element(xml, volume.target)
-    return plan
+    disks = tuple(
+        disk_strategies.for_volume(svc, v, uuid.uuid4().hex, live, not unusable, domain.xml)
+        for v in chosen
+    )
+    return Plan(live, disks)
 
 
 def _snapshot(
     svc: Services,
     job_id: str,
     request: SnapshotRequest,
+    domain: volumes.DomainNow,
     chosen: list[Volume],
-    live: bool,
     hold: GroupHold | None = None,
 ) -> SnapshotResult:
     by_target = {v.target: v for v in chosen}
     jobrun.checkpoint(svc, job_id, "planning")
-    plan = _plan(svc, job_id, request.domain, chosen, live, hold is not None)
-    steps.write(svc.journal, job_id, Step.PLAN, plan)
-    frozen_across = {t: s for t, s in plan.rbd_snaps.items() if t not in plan.rbd_overlays}
-    after_thaw = {t: s for t, s in plan.rbd_snaps.items() if t in plan.rbd_overlays}
+    plan = _plan(svc, job_id, domain, chosen, hold is not None)
+    steps.write(svc.journal, job_id, Step.PLAN, plan.record())
     try:
-        for target, overlay in plan.overlays.items():
-            qemu_img.create_overlay(overlay, plan.actives[target])
-        for target, overlay in plan.rbd_overlays.items():
-            rbd_overlay.create(svc, by_target[target], overlay)
+        for disk in plan.disks:
+            disk.prepare(svc, by_target[disk.target])
         steps.write(svc.journal, job_id, Step.OVERLAYS_CREATED)
-        faults.point("after-overlay-created")
+        faults.point(faults.Step.AFTER_OVERLAY_CREATED)
         svc.publish_layers(plan.pending_layers(request.domain))
 
         window_of = (
             consistency.held(svc, job_id, request.domain, hold)
             if hold
-            else consistency.window(svc, job_id, request, live, len(chosen))
+            else consistency.window(svc, job_id, request, plan.live, len(chosen))
         )
         with window_of as window:
-            _rbd_snapshots(svc, job_id, frozen_across, by_target)
-            if plan.overlays or plan.rbd_overlays:
+            for disk in plan.disks:
+                disk.in_window(svc, job_id, by_target[disk.target])
+            if plan.switches():
                 steps.write(svc.journal, job_id, Step.SWITCH_ACTIVE)
-                _switch_to_overlays(svc, request.domain, plan, live)
-                faults.point("after-libvirt-snapshot")
+                _switch_to_overlays(svc, request.domain, plan)
+                faults.point(faults.Step.AFTER_LIBVIRT_SNAPSHOT)
         thawed = quiesce.Thawed(window.frozen_seconds)
         steps.write(svc.journal, job_id, quiesce.Step.THAWED, thawed)
-        # The RBD images receive no writes now: their snapshots are the disks at the freeze.
-        _rbd_snapshots(svc, job_id, after_thaw, by_target)
-        faults.point("before-merge-back")
+        for disk in plan.disks:
+            disk.after_thaw(svc, job_id, by_target[disk.target])
+        faults.point(faults.Step.BEFORE_MERGE_BACK)
         merge_back(svc, job_id, request.domain, plan)
     except BaseException:
         steps.write(svc.journal, job_id, Step.UNDO)
@@ -265,43 +217,24 @@ def _snapshot(
     return commit_result(svc, job_id, request, by_target, plan, window)
 
 
-def _rbd_snapshots(
-    svc: Services, job_id: str, snaps: dict[str, str], by_target: dict[str, Volume]
-) -> None:
-    for target, snap in snaps.items():
-        source = by_target[target].rbd
-        assert source is not None
-        steps.write(svc.journal, job_id, Step.RBD_SNAPSHOT, RbdSnapshot(target, snap))
-        svc.rbd.create_snapshot(source, snap)
-        faults.point("during-rbd-snapshot")
-
-
 def merge_back(svc: Services, job_id: str, domain: str, plan: Plan) -> None:
     """Puts each RBD disk of the short freeze back on its image (again, after an agent that
     died while at it)."""
-    for target, overlay in plan.rbd_overlays.items():
-        begun = _merge_back_begun(svc, job_id, target)
-        steps.write(svc.journal, job_id, Step.MERGE_BACK, MergeBack(target, overlay))
-        rbd_overlay.merge_back(svc, job_id, domain, target, overlay, plan.rbd_disks[target], begun)
-    if plan.rbd_overlays:
+    for disk in plan.short_freezes():
+        disk.back_on_image(svc, job_id, domain)
+    if plan.short_freezes():
         steps.write(svc.journal, job_id, Step.MERGED_BACK)
 
 
-def _merge_back_begun(svc: Services, job_id: str, target: str) -> bool:
-    started = steps.read_all(svc.journal.get(job_id), Step.MERGE_BACK, MergeBack)
-    return any(m.target == target for m in started)
-
-
-def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> None:
-    if live:
+def _switch_to_overlays(svc: Services, domain: str, plan: Plan) -> None:
+    """One libvirt call: an external snapshot of the running domain, or a new definition."""
+    if plan.live:
         svc.host.snapshot_external(
-            domain,
-            {**plan.overlays, **plan.rbd_overlays},
-            domain_xml.all_targets(svc.host.xml(domain)),
+            domain, plan.switches(), domain_xml.all_targets(svc.host.xml(domain))
         )
         return
     xml = svc.host.xml(domain, inactive=True)
-    for target, overlay in plan.overlays.items():
+    for target, overlay in plan.switches().items():
         xml = domain_xml.with_disk_source(xml, target, overlay)
     svc.host.define(xml)
 
@@ -309,35 +242,16 @@ def _switch_to_overlays(svc: Services, domain: str, plan: Plan, live: bool) -> N
 def undo(svc: Services, job_id: str, domain: str, plan: Plan, by_target: dict[str, Volume]) -> None:
     """Takes back every part a failed snapshot made, judging by what libvirt and Ceph show
     (a call that raised may still have done its work)."""
-    for target, overlay in plan.rbd_overlays.items():
-        begun = _merge_back_begun(svc, job_id, target)
+    for disk in plan.short_freezes():
         try:  # first: until then the guest's newest data is in the overlay alone
-            rbd_overlay.merge_back(
-                svc, job_id, domain, target, overlay, plan.rbd_disks[target], begun
+            disk.back_on_image(svc, job_id, domain)
+        except HostsnapError as e:
+            log.error(
+                "undo: %s/%s is still on overlay %s: %s", domain, disk.target, disk.overlay, e
             )
-        except HostsnapError as e:
-            log.error("undo: %s/%s is still on overlay %s: %s", domain, target, overlay, e)
-    for target, name in plan.rbd_snaps.items():
-        source = by_target[target].rbd
-        assert source is not None
-        try:
-            svc.rbd.remove_snapshot(source, name)
-        except HostsnapError as e:
-            log.error("undo: could not remove %s@%s: %s", source.spec, name, e)
-    for target, overlay in plan.overlays.items():
-        old = plan.actives[target]
-        try:
-            if volumes.current_active(svc, domain, target) == overlay:
-                # The overlay is the active image already: merge it back into the old one.
-                control = merge.Control(job_id)
-                merge.merge_into_backing(svc, domain, target, overlay, old, plan.live, control)
-                merge.remove_layer(svc, overlay, old)
-            else:
-                merge.remove_unused_overlay(overlay)
-        except HostsnapError as e:
-            log.error("undo: %s/%s keeps overlay %s: %s", domain, target, overlay, e)
-            if volumes.current_active(svc, domain, target) == overlay:
-                svc.journal.set_active_layer(domain, target, overlay, [old])
+    # The RBD snapshots, then the file overlays (whose merges take longest).
+    for part in sorted(plan.disks, key=lambda d: d.kind != VolumeKind.RBD):
+        part.undo(svc, job_id, domain, by_target[part.target])
     svc.publish_layers()
 
 
@@ -351,34 +265,25 @@ def commit_result(
 ) -> SnapshotResult:
     now = svc.wall_clock()
     disks = []
-    for target, volume in by_target.items():
-        sid = plan.snapshot_ids[target]
-        if volume.kind == VolumeKind.FILE:
-            content, active = plan.actives[target], plan.overlays[target]
-            svc.journal.set_active_layer(request.domain, target, active, [content])
-        else:
-            content = f"{volume.location}@{plan.rbd_snaps[target]}"
-            active = volume.location
+    for disk in plan.disks:
+        volume = by_target[disk.target]
+        made = disk.commit(svc, request.domain, volume)
         svc.journal.add_snapshot(
             SnapshotRecord(
-                id=sid,
-                name=request.name or sid[:8],
+                id=disk.snapshot_id,
+                name=request.name or disk.snapshot_id[:8],
                 domain=request.domain,
-                target=target,
+                target=disk.target,
                 kind=volume.kind,
-                content=content,
-                overlay=plan.overlays.get(target),
+                content=made.content,
+                overlay=disk.new_layer,
                 consistency=window.consistency,
                 created=now,
                 job_id=job_id,
                 deleted=None,
             )
         )
-        if volume.kind == VolumeKind.FILE:
-            method = "qcow2-overlay"
-        else:
-            method = "rbd-short-freeze" if target in plan.rbd_overlays else "rbd-frozen-across"
-        disks.append(DiskSnapshot(target, volume.kind, sid, content, active, method))
+        disks.append(made)
     svc.publish_layers()
     return SnapshotResult(
         job_id=job_id,
@@ -390,25 +295,26 @@ def commit_result(
     )
 
 
+def read_plan(job: Job) -> Plan | None:
+    """The job's plan, from the journal's form of it (PlanRecord)."""
+    record = steps.read(job, Step.PLAN, PlanRecord)
+    return None if record is None else Plan.from_record(record)
+
+
 def recover(svc: Services, job: Job) -> tuple[JobState, str]:
     """Ends a snapshot the agent's death interrupted: completed when all of it was made (and
     not a group member's), else taken back."""
-    plan = steps.read(job, Step.PLAN, Plan)
+    plan = read_plan(job)
     if plan is None:
         return JobState.FAILED, "it stopped before changing anything"
     # First the RBD disks of a short freeze go back on their images (the guest's newest
     # data is in the overlays until then); then the disks are as the job found them.
     merge_back(svc, job.id, job.domain, plan)
-    by_target = {t: volumes.of_target(svc, job.domain, t) for t in plan.snapshot_ids}
-    switched = all(
-        volumes.current_active(svc, job.domain, t) == overlay
-        for t, overlay in plan.overlays.items()
-    )
-    rbd_made = all(
-        name in {s.name for s in svc.rbd.snapshots(volumes.rbd_source(svc, job.domain, t))}
-        for t, name in plan.rbd_snaps.items()
-    )
-    taken = rbd_made and switched and (not plan.overlays or steps.reached(job, Step.SWITCH_ACTIVE))
+    domain = volumes.now(svc, job.domain)
+    by_target = {d.target: domain.volume(d.target) for d in plan.disks}
+    made = [d.made(svc, domain) for d in plan.disks]  # each asked: a disk off RBD raises
+    switch_began = not plan.new_layers() or steps.reached(job, Step.SWITCH_ACTIVE)
+    taken = all(made) and switch_began
     if job.request.get("group_id"):
         # A consistency group is all or nothing, and whether its hold was still in force at
         # the switch died with the agent: a member's parts are taken back.

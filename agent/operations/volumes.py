@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent import validate
@@ -17,11 +18,54 @@ LIVE_STATES = (DomainState.RUNNING, DomainState.PAUSED, DomainState.BLOCKED)
 OVERLAY_SUFFIX = re.compile(r"\.hostsnap-[0-9a-f]{32}$")
 
 
+@dataclass(frozen=True)
+class DomainNow:
+    """A domain as libvirt showed it at one moment: its state and its XML (the running
+    configuration when live, the definition otherwise). A phase reads it once and passes it
+    down; after a side effect on the domain (a switch, a merge) it is read again."""
+
+    name: str
+    state: DomainState
+    xml: str
+
+    @property
+    def live(self) -> bool:
+        return is_live(self.state)
+
+    def volumes(self) -> list[Volume]:
+        return domain_xml.volumes(self.name, self.xml)
+
+    def volume(self, target: str) -> Volume:
+        """One disk (NotFound when the domain has none of that target)."""
+        return select(self.volumes(), (target,))[0]
+
+    def active(self, target: str) -> str | None:
+        """The image a file disk uses: the running chain's top, or the definition's source."""
+        return {v.target: v.path for v in self.volumes()}.get(target)
+
+
+def now(svc: Services, domain: str, state: DomainState | None = None) -> DomainNow:
+    """The domain as it is now (its state as just read, when given: then only its XML)."""
+    if state is None:
+        state = svc.host.state(domain)[0]
+    return DomainNow(domain, state, svc.host.xml(domain, inactive=not is_live(state)))
+
+
+def read_domain(svc: Services, domain: str) -> DomainNow:
+    """A requested domain as it is now (NotFound for an unknown one)."""
+    _require_domain(svc, domain)
+    return now(svc, domain)
+
+
 def domain_volumes(svc: Services, domain: str) -> list[Volume]:
+    _require_domain(svc, domain)
+    return domain_xml.volumes(domain, svc.host.xml(domain))
+
+
+def _require_domain(svc: Services, domain: str) -> None:
     validate.domain_name(domain)
     if not svc.host.exists(domain):
         raise NotFound(f"no domain named {domain!r} on this host", reason="DOMAIN_NOT_FOUND")
-    return domain_xml.volumes(domain, svc.host.xml(domain))
 
 
 def of_target(svc: Services, domain: str, target: str) -> Volume:
@@ -57,9 +101,7 @@ def is_live(state: DomainState) -> bool:
 
 def current_active(svc: Services, domain: str, target: str) -> str | None:
     """The image a file disk uses now: the running chain's top, or the definition's source."""
-    live = is_live(svc.host.state(domain)[0])
-    xml = svc.host.xml(domain, inactive=not live)
-    return {v.target: v.path for v in domain_xml.volumes(domain, xml)}.get(target)
+    return now(svc, domain).active(target)
 
 
 def file_chain(svc: Services, volume: Volume, live: bool) -> list[Layer]:

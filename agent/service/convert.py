@@ -6,7 +6,7 @@ from typing import Any
 
 from google.protobuf import timestamp_pb2, wrappers_pb2
 
-from agent import errors
+from agent import admission, errors, steps
 from agent.errors import InvalidArgument
 from agent.jobs import Job, JobState
 from agent.model import (
@@ -218,14 +218,14 @@ def job(record: Job) -> pb.Job:
     if record.result is not None:
         _result(message, record.operation, record.result)
     if record.state in (JobState.FAILED, JobState.CANCELLED):
-        refused = record.step("admission-refused")
+        refused = steps.read(record, admission.Step.ADMISSION_REFUSED, admission.AdmissionRefused)
         error_class = errors.by_name(record.error_type)
         message.error.CopyFrom(
             pb.JobError(
                 code=status.code_of(error_class("")).name,
                 reason=record.error_reason or "",
                 message=record.error or "",
-                retry_after_seconds=refused.detail["retry_after"] if refused else 0.0,
+                retry_after_seconds=refused.retry_after if refused else 0.0,
             )
         )
     return message

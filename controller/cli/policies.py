@@ -11,9 +11,9 @@ from typing import Any
 from controller import policies, store
 from controller.cli import CommandError, options
 from controller.cli.output import as_json, table, when
+from controller.cli.policy_args import new_policy
 from controller.parts import Parts
-from controller.runner import PolicyRunner, logic_policy, run_state_of
-from controller.runner.convert import logic_schedule
+from controller.runner import PolicyRunner, run_state_of
 from controller.runner.facts import read_caps, read_facts
 
 
@@ -25,13 +25,13 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("name")
     when_group = add.add_mutually_exclusive_group(required=True)
     when_group.add_argument(
-        "--interval", choices=[t.value for t in store.IntervalType], help="CloudStack's form"
+        "--interval", choices=[t.value for t in policies.IntervalType], help="CloudStack's form"
     )
     when_group.add_argument("--cron", help="five cron fields, e.g. '30 2 * * *'")
     add.add_argument("--schedule", help="with --interval: MM, MM:HH or MM:HH:DD")
     add.add_argument("--timezone", default="UTC", help="an IANA name (default UTC)")
     add.add_argument("--maxsnaps", type=int, required=True, help="snapshots kept per volume")
-    add.add_argument("--quiesce", choices=[q.value for q in store.Quiesce], default="preferred")
+    add.add_argument("--quiesce", choices=[q.value for q in policies.Quiesce], default="preferred")
     add.add_argument("--vm", action="append", default=[], help="a VM id, name or instance name")
     add.add_argument("--volume", action="append", default=[], help="a volume id")
     add.add_argument("--tag", action="append", default=[], help="key=value on a VM or volume")
@@ -49,8 +49,10 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
 def policies_command(parts: Parts, args: argparse.Namespace) -> int:
     db = parts.store
     if args.action == "add":
-        policy = db.policies.create(_spec(args))
-        print(as_json(policy) if args.json else f"policy {policy.name} added ({policy.id})")
+        policy = db.policies.create(new_policy(args))
+        print(
+            as_json(_listed(policy)) if args.json else f"policy {policy.name} added ({policy.id})"
+        )
         return 0
     if args.action == "delete":
         db.policies.delete(_policy(db, args.name).id)
@@ -58,14 +60,11 @@ def policies_command(parts: Parts, args: argparse.Namespace) -> int:
         return 0
     stored = db.policies.all()
     if args.json:
-        print(as_json(stored))
+        print(as_json([_listed(p) for p in stored]))
         return 0
     rows = []
     for p in stored:
-        try:
-            schedule = logic_policy(p).schedule.describe()
-        except policies.PolicyError as e:
-            schedule = f"unusable: {e}"
+        schedule = p.policy.schedule.describe() if p.policy else f"unusable: {p.problem}"
         selects = " ".join(f"{s.kind}={s.key + '=' if s.key else ''}{s.value}" for s in p.selectors)
         rows.append(
             [p.name, schedule, p.max_snaps, p.quiesce, selects, "yes" if p.enabled else "no"]
@@ -120,7 +119,7 @@ async def plan_command(parts: Parts, args: argparse.Namespace) -> int:
 async def run_command(parts: Parts, args: argparse.Namespace) -> int:
     stored = _policy(parts.store, args.policy)
     try:
-        policy = logic_policy(stored)
+        policy = stored.usable()
     except policies.PolicyError as e:
         raise CommandError(f"policy {stored.name} cannot run: {e}") from None
     inventory = await parts.inventory.refresh()
@@ -166,7 +165,7 @@ async def _wait(db: store.Store, run_id: str, timeout: float) -> list[store.Job]
         await asyncio.sleep(1.0)
 
 
-def _policy(db: store.Store, name: str) -> store.Policy:
+def _policy(db: store.Store, name: str) -> store.StoredPolicy:
     found = db.policies.by_name(name)
     if found is None:
         try:
@@ -176,40 +175,21 @@ def _policy(db: store.Store, name: str) -> store.Policy:
     return found
 
 
-def _spec(args: argparse.Namespace) -> store.PolicySpec:
-    try:
-        schedule: store.Schedule
-        if args.cron:
-            schedule = store.CronSchedule(args.cron, args.timezone)
-        else:
-            if not args.schedule:
-                raise CommandError("--interval needs --schedule (MM, MM:HH or MM:HH:DD)")
-            interval = store.IntervalType(args.interval)
-            schedule = store.IntervalSchedule(interval, args.schedule, args.timezone)
-        selectors = [
-            *(store.Selector.vm(v) for v in args.vm),
-            *(store.Selector.volume(v) for v in args.volume),
-            *(store.Selector.tag(*_key_value(t)) for t in args.tag),
-            *(store.Selector.account(a) for a in args.account),
-        ]
-        if not selectors:
-            raise CommandError("a policy needs --vm, --volume, --tag or --account")
-        spec = store.PolicySpec(
-            name=args.name,
-            schedule=schedule,
-            max_snaps=args.maxsnaps,
-            quiesce=store.Quiesce(args.quiesce),
-            selectors=tuple(selectors),
-            enabled=not args.disabled,
-        )
-        logic_schedule(schedule)  # a cron expression the planner cannot read is refused now
-    except ValueError as e:
-        raise CommandError(str(e)) from None
-    return spec
-
-
-def _key_value(text: str) -> tuple[str, str]:
-    key, equals, value = text.partition("=")
-    if not equals or not key.strip() or not value.strip():
-        raise CommandError(f"--tag {text!r}: write key=value")
-    return key.strip(), value.strip()
+def _listed(p: store.StoredPolicy) -> dict[str, Any]:
+    """A policy as `policies --json` prints it: as stored, whether or not it can be planned."""
+    schedule: dict[str, Any] = {"timezone": p.timezone}
+    if p.schedule_kind == "cron":
+        schedule["expression"] = p.schedule
+    else:
+        schedule |= {"interval_type": p.interval_type, "schedule": p.schedule}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "schedule": schedule,
+        "max_snaps": p.max_snaps,
+        "quiesce": p.quiesce,
+        "selectors": [{"kind": s.kind, "value": s.value, "key": s.key} for s in p.selectors],
+        "enabled": p.enabled,
+        "created_at": p.created_at,
+        "updated_at": p.updated_at,
+    }

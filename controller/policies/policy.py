@@ -11,6 +11,8 @@ from controller.policies.errors import PolicyError, RetentionError
 from controller.policies.schedule import Schedule
 from controller.policies.selection import Selector
 
+MAX_NAME = 255  # the store's column
+
 
 class Quiesce(enum.StrEnum):
     """As the agent takes it (hostsnap snapshot create --quiesce)."""
@@ -40,6 +42,8 @@ class Policy:
     def __post_init__(self) -> None:
         if not self.id.strip():
             raise PolicyError("a policy needs an id")
+        if not self.name or len(self.name) > MAX_NAME:
+            raise PolicyError(f"a policy needs a name of at most {MAX_NAME} characters")
         if self.max_snaps < 1:
             # createSnapshotPolicy: "maxSnaps [..] for volume .. should be greater than 0."
             raise RetentionError(f"policy {self.name}: maxsnaps must be at least 1")

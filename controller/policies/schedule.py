@@ -27,13 +27,15 @@ class ScheduleKind(enum.StrEnum):
 @dataclass(frozen=True)
 class Schedule:
     kind: ScheduleKind
-    expression: str  # CloudStack's `schedule` (e.g. "30:02") or the cron expression
+    expression: str  # CloudStack's `schedule` (e.g. "30:02") or the cron expression, its
+    # fields separated by one space
     timezone: str = "UTC"  # an IANA name, e.g. Europe/Berlin
     interval_type: IntervalType | None = None  # CloudStack form only
     _rule: CalendarRule = field(init=False, repr=False, compare=False)
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "expression", " ".join(self.expression.split()))
         if self.kind is ScheduleKind.CLOUDSTACK:
             if self.interval_type is None:
                 raise ScheduleError("a CloudStack-form schedule needs its interval type")

@@ -28,6 +28,10 @@ class TagMatch:
     key: str
     value: str
 
+    def __post_init__(self) -> None:
+        if not self.key.strip():
+            raise SelectionError(f"tag {str(self)!r}: needs a key")
+
     @classmethod
     def parse(cls, text: str) -> TagMatch:
         key, equals, value = text.partition("=")
@@ -55,6 +59,10 @@ class Selector:
         for name in ("vms", "volumes", "accounts", "domains"):
             if any(not str(value).strip() for value in getattr(self, name)):
                 raise SelectionError(f"selector {name}: empty value")
+        for name in ("vms", "volumes", "tags", "accounts", "domains"):
+            values = getattr(self, name)
+            if len(set(values)) != len(values):
+                raise SelectionError(f"selector {name}: a value is given twice")
 
     def describe(self) -> str:
         parts = [

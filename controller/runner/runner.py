@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 
 from controller import policies, store
 from controller.inventory import InventorySnapshot
-from controller.runner.convert import logic_policy
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class PolicyRunner:
         planned, problems = [], []
         for stored in self._store.policies.all():
             try:
-                planned.append(logic_policy(stored))
+                planned.append(stored.usable())
             except policies.PolicyError as e:
                 problems.append(f"policy {stored.name}: {e}")
         return planned, problems

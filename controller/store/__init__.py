@@ -1,9 +1,10 @@
 """The controller's state: policies, runs, jobs, intents and the leader lease, in SQLite (one
 controller) or MariaDB/MySQL (several, one leading), through SQLAlchemy Core.
 
-Records come out as frozen dataclasses (`records`, `policy`); no SQLAlchemy object leaves the
-package. Times are the database's (`clock`). Writes a leader makes present its `Lease` and are
-refused with LeaseLost once another epoch leads (`tx.fenced`, `jobs` for dispatch).
+Records come out as frozen dataclasses (`records`; a policy as its rows with the
+controller.policies.Policy they make, `policies.StoredPolicy`); no SQLAlchemy object leaves
+the package. Times are the database's (`clock`). Writes a leader makes present its `Lease`
+and are refused with LeaseLost once another epoch leads (`tx.fenced`, `jobs` for dispatch).
 """
 
 from controller.store.election import LeaderElection, LeaseConfig, default_holder
@@ -17,17 +18,7 @@ from controller.store.errors import (
     StoreError,
     StoreUnavailable,
 )
-from controller.store.policy import (
-    CronSchedule,
-    IntervalSchedule,
-    IntervalType,
-    Policy,
-    PolicySpec,
-    Quiesce,
-    Schedule,
-    Selector,
-    SelectorKind,
-)
+from controller.store.policies import SelectorRow, StoredPolicy
 from controller.store.records import (
     Intent,
     IntentSpec,
@@ -46,12 +37,9 @@ from controller.store.store import Store
 __all__ = [
     "DEFAULT_URL",
     "Conflict",
-    "CronSchedule",
     "Intent",
     "IntentSpec",
     "IntentState",
-    "IntervalSchedule",
-    "IntervalType",
     "Job",
     "JobKind",
     "JobSpec",
@@ -62,19 +50,15 @@ __all__ = [
     "LeaseInfo",
     "LeaseLost",
     "NotFound",
-    "Policy",
-    "PolicySpec",
-    "Quiesce",
     "Run",
     "RunState",
-    "Schedule",
     "SchemaMismatch",
-    "Selector",
-    "SelectorKind",
+    "SelectorRow",
     "StaleClaim",
     "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoredPolicy",
     "default_holder",
     "make_engine",
 ]

@@ -4,6 +4,8 @@ relies on each one's clock function, locking and row counts, and is tested on th
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,11 +27,28 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     try:
         # WAL: readers do not wait for the writer; foreign keys are off by default in SQLite.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        use_wal(cursor)
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
     finally:
         cursor.close()
+
+
+def use_wal(cursor: Any) -> None:
+    """While another connection switches a new database to WAL, SQLite answers "database is
+    locked" at once, without waiting its busy timeout (controllers, or one controller's pool,
+    opening a new database together): wait for it here."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.2)
 
 
 def make_engine(url: str = DEFAULT_URL, **options: Any) -> Engine:

@@ -243,6 +243,13 @@ def test_describe_quotes_the_expression_and_zone():
     )
 
 
+def test_an_expression_is_kept_with_its_fields_separated_by_one_space():
+    schedule = Schedule.cron(" 15  */6 * *\t1-5 ", "America/New_York")
+
+    assert schedule.expression == "15 */6 * * 1-5"
+    assert schedule == Schedule.cron("15 */6 * * 1-5", "America/New_York")
+
+
 def test_equal_schedules_compare_equal_and_hash_alike():
     a, b = Schedule.cron("0 3 * * *", "UTC"), Schedule.cron("0 3 * * *", "UTC")
     assert a == b and hash(a) == hash(b)

@@ -278,3 +278,10 @@ def test_quiesce_and_ids_are_checked_when_a_policy_is_made():
         Quiesce.parse("always")
     with pytest.raises(PolicyError, match="a policy needs an id"):
         daily(id=" ")
+
+
+@pytest.mark.parametrize("name", ["", "n" * 256])
+def test_a_policy_needs_a_name_the_store_can_keep(name):
+    assert daily(name="n" * 255).name == "n" * 255
+    with pytest.raises(PolicyError, match="a name of at most 255 characters"):
+        daily(name=name)

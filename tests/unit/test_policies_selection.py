@@ -272,6 +272,12 @@ def test_bad_selectors_are_refused():
         Selector()
     with pytest.raises(SelectionError, match="selector vms: empty value"):
         Selector(vms=(" ",))
+    with pytest.raises(SelectionError, match="selector vms: a value is given twice"):
+        Selector(vms=("web-1", "db-1", "web-1"))
+    with pytest.raises(SelectionError, match="selector tags: a value is given twice"):
+        Selector(tags=(TagMatch("backup", "daily"), TagMatch("backup", "daily")))
+    with pytest.raises(SelectionError, match="tag ' =daily': needs a key"):
+        TagMatch(" ", "daily")
     with pytest.raises(SelectionError, match="tag 'backup': write key=value"):
         TagMatch.parse("backup")
     with pytest.raises(SelectionError, match="write key=value"):

@@ -15,14 +15,7 @@ from controller import policies
 from controller.dispatch import Result
 from controller.runner.retention import retention_jobs
 from controller.runner.runner import snapshot_name
-from controller.store import (
-    IntervalSchedule,
-    IntervalType,
-    JobKind,
-    JobState,
-    PolicySpec,
-    Selector,
-)
+from controller.store import JobKind, JobState
 from hostsnap.agent.v1 import agent_pb2 as pb
 from tests.unit.dispatch_support import FAST, DispatchZone
 
@@ -46,21 +39,15 @@ def test_the_oldest_beyond_maxsnaps_are_deleted_once_and_only_this_policys(tmp_p
             zone.inventory.add_vm("web-1", "kvm-1")
             db, lease = zone.store, zone.lease
             assert lease is not None
-            stored = db.policies.create(
-                PolicySpec(
+            policy = db.policies.create(
+                policies.Policy(
+                    "p-nightly",
                     "nightly",
-                    IntervalSchedule(IntervalType.DAILY, "30:02"),
+                    policies.Schedule.cloudstack("DAILY", "30:02"),
                     2,
-                    selectors=(Selector.vm("web-1"),),
+                    policies.Selector(vms=("web-1",)),
                 )
-            )
-            policy = policies.Policy(
-                stored.id,
-                stored.name,
-                policies.Schedule.cloudstack("DAILY", "30:02"),
-                2,
-                policies.Selector(vms=("web-1",)),
-            )
+            ).usable()
             ours = [f"{i:032x}" for i in range(1, 4)]  # oldest first
             zone.agents["kvm-1"].snapshots["i-web-1"] = [
                 pb.VolumeSnapshots(
@@ -71,15 +58,15 @@ def test_the_oldest_beyond_maxsnaps_are_deleted_once_and_only_this_policys(tmp_p
                         location=f"/mnt/nfs-1/web-1-root.qcow2.hostsnap-{ours[2]}",
                     ),
                     snapshots=[
-                        ours_at(ours[2], stored.id, 2),
+                        ours_at(ours[2], policy.id, 2),
                         snapshot("f" * 32, "before-upgrade", T0 - timedelta(days=9)),
                         snapshot("e" * 32, snapshot_name("other", T0), T0 - timedelta(days=8)),
-                        ours_at(ours[1], stored.id, 1),
-                        ours_at(ours[0], stored.id, 0),
+                        ours_at(ours[1], policy.id, 1),
+                        ours_at(ours[0], policy.id, 0),
                     ],
                 )
             ]  # fmt: skip
-            run = db.runs.open(stored.id, T0 + timedelta(days=2))
+            run = db.runs.open(policy.id, T0 + timedelta(days=2))
             job = zone.job("web-1", run_id=run.id)
             db.jobs.claim(lease, job.id)
             db.jobs.finish(lease, job.id, JobState.SUCCEEDED)

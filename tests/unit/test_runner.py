@@ -9,19 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from controller.cloudstack import CloudStackClient, CloudStackConfig
 from controller.inventory import Inventory, InventorySnapshot
+from controller.policies import Policy, Schedule, Selector
 from controller.runner import PolicyRunner
-from controller.store import (
-    IntervalSchedule,
-    IntervalType,
-    JobState,
-    PolicySpec,
-    RunState,
-    Selector,
-    Store,
-)
+from controller.store import JobState, RunState, Store, schema
 from tests.cloudstack_sim import CloudStackSimulator
 
 
@@ -42,14 +36,14 @@ def vm_id(inventory: InventorySnapshot, name: str) -> str:
     return next(vm.id for vm in inventory.vms.values() if vm.name == name)
 
 
-def daily(db: Store, *selectors: Selector, name: str = "nightly") -> str:
-    schedule = IntervalSchedule(IntervalType.DAILY, "30:02")
-    return db.policies.create(PolicySpec(name, schedule, 3, selectors=selectors)).id
+def daily(db: Store, *vms: str, name: str = "nightly") -> str:
+    schedule = Schedule.cloudstack("DAILY", "30:02")
+    return db.policies.create(Policy(f"p-{name}", name, schedule, 3, Selector(vms=vms))).id
 
 
 def test_a_due_policy_gets_one_job_per_selected_volume_with_intents_for_file_volumes(db, inventory):
     web, alice_db = vm_id(inventory, "web-1"), vm_id(inventory, "db-1")
-    policy_id = daily(db, Selector.vm(web), Selector.vm(alice_db))
+    policy_id = daily(db, web, alice_db)
     created = db.policies.get(policy_id).created_at
     runner = PolicyRunner(db)
 
@@ -76,7 +70,7 @@ def test_a_due_policy_gets_one_job_per_selected_volume_with_intents_for_file_vol
 
 
 def test_a_run_ends_once_its_jobs_have_and_then_counts_as_the_last_run(db, inventory):
-    policy_id = daily(db, Selector.vm(vm_id(inventory, "web-1")))
+    policy_id = daily(db, vm_id(inventory, "web-1"))
     created = db.policies.get(policy_id).created_at
     runner = PolicyRunner(db)
     (started,) = runner.start_due(runner.plan(inventory, created + timedelta(days=2)), inventory)
@@ -97,7 +91,7 @@ def test_a_run_ends_once_its_jobs_have_and_then_counts_as_the_last_run(db, inven
 
 
 def test_a_manual_run_is_not_a_schedule_slot_and_does_not_count_as_the_last_run(db, inventory):
-    policy_id = daily(db, Selector.vm(vm_id(inventory, "web-1")))
+    policy_id = daily(db, vm_id(inventory, "web-1"))
     runner = PolicyRunner(db)
     created = db.policies.get(policy_id).created_at
     (planned,) = runner.plan(inventory, created).policies
@@ -111,3 +105,25 @@ def test_a_manual_run_is_not_a_schedule_slot_and_does_not_count_as_the_last_run(
     assert ended.state is RunState.SUCCEEDED
 
     assert runner.last_runs(runner.stored_policies()[0]) == {policy_id: created}
+
+
+def test_a_stored_policy_that_no_longer_reads_is_not_planned_and_the_others_are(db, inventory):
+    web = vm_id(inventory, "web-1")
+    daily(db, web, name="broken")
+    good_id = daily(db, web)
+    with db.engine.begin() as conn:  # a time zone this system's tzdata no longer has
+        conn.execute(
+            sa.update(schema.policies)
+            .where(schema.policies.c.name == "broken")
+            .values(timezone="Asia/Nowhere")
+        )
+    runner = PolicyRunner(db)
+    created = db.policies.get(good_id).created_at
+
+    chosen, problems = runner.stored_policies()
+    plan = runner.plan(inventory, created + timedelta(days=2))
+
+    assert [p.name for p in chosen] == ["nightly"]
+    assert len(problems) == 1 and problems[0].startswith("policy broken: unknown time zone")
+    assert [p.policy_name for p in plan.policies] == ["nightly"]
+    assert [r.vm_name for r in plan.policies[0].runs] == ["web-1"]
