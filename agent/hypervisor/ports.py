@@ -114,3 +114,5 @@ class CephCluster(Protocol):
 
 # Seconds as a float: time.monotonic for deadlines, time.time for the wall clock.
 Clock = Callable[[], float]
+# Waits the seconds given: time.sleep, or a test's faster wait.
+Sleep = Callable[[float], None]

@@ -9,7 +9,6 @@ on RBD)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
@@ -64,7 +63,7 @@ def wait(
         if svc.monotonic() > deadline:
             svc.host.block_job_abort(domain, target)
             raise watch.timed_out()
-        time.sleep(POLL_SECONDS)
+        svc.sleep(POLL_SECONDS)
 
 
 def ended(info: Info) -> bool:
@@ -87,4 +86,4 @@ def settle(
             return seen
         if svc.monotonic() > deadline:
             raise unsettled(seen)
-        time.sleep(POLL_SECONDS)
+        svc.sleep(POLL_SECONDS)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from agent.admission import Admission, AdmissionConfig
 from agent.config import AgentConfig
-from agent.hypervisor.ports import Clock, Guest, GuestAgents, Host, Rbd
+from agent.hypervisor.ports import Clock, Guest, GuestAgents, Host, Rbd, Sleep
 from agent.jobs import Journal
 from agent.locks import VolumeLocks
 from agent.operations.holds import Holds
@@ -68,6 +68,7 @@ class Services:
     holds: Holds = field(default_factory=Holds)  # guests held frozen for consistency groups
     monotonic: Clock = time.monotonic
     wall_clock: Clock = time.time
+    sleep: Sleep = time.sleep  # between the polls of a block job
     # Told each freeze's duration and each job's (operation, result, seconds): the metrics.
     observe_freeze: Callable[[float], None] = lambda seconds: None
     observe_job: Callable[[str, str, float], None] = lambda operation, result, seconds: None

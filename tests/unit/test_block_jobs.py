@@ -53,15 +53,11 @@ class JobHost(UnusedHost):
         self.calls.append("abort")
 
 
-@pytest.fixture(autouse=True)
-def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(block_jobs.time, "sleep", lambda seconds: None)
-
-
 def services(tmp_path: Path, host: JobHost, timeout: float = 3600.0) -> Services:
     config = AgentConfig(state_dir=tmp_path, block_job_timeout=timeout)
     svc = Services(config, host, UnusedRbd(), Journal(tmp_path / "journal.sqlite"))
     svc.monotonic = itertools.count(0.0, 1.0).__next__
+    svc.sleep = lambda seconds: None
     return svc
 
 

@@ -19,7 +19,7 @@ from agent.errors import OperationFailed
 from agent.hypervisor import domain_xml
 from agent.jobs import JobState, Journal
 from agent.model import DomainState, Quiesce, RbdSnap, RbdSource, SnapshotRequest, VolumeKind
-from agent.operations import block_jobs, rbd_overlay, snapshot
+from agent.operations import rbd_overlay, snapshot
 from agent.operations.disk_strategies import (
     FileOverlay,
     Offline,
@@ -217,8 +217,7 @@ def base(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(autouse=True)
-def quick(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(block_jobs.time, "sleep", lambda seconds: None)
+def no_fault_injected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(faults.FAULT_ENV, raising=False)
 
 
@@ -226,7 +225,9 @@ def services(tmp_path: Path, host: MixedHost, rbd: FakeRbd, guest: FakeGuest) ->
     config = AgentConfig(state_dir=tmp_path / "state")
     config.rbd_overlay_dir.mkdir(parents=True)
     journal = Journal(config.journal_path)
-    return Services(config, host, rbd, journal, guest_agents=lambda domain: guest)
+    return Services(
+        config, host, rbd, journal, guest_agents=lambda domain: guest, sleep=lambda s: None
+    )
 
 
 def short_freeze_usable(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 
 from agent.hypervisor import qemu_img
-from agent.operations import merge
 from tests.unit.engine import images
 from tests.unit.engine.world import World
 
@@ -22,8 +21,6 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
     # refuses an overlay directory QEMU's user could not reach (rbd_overlay.unusable_because).
     root = Path(tempfile.mkdtemp(prefix="hostsnap-engine-"))
     root.chmod(0o755)
-    # Block jobs are polled: the fake host's jobs end in a few polls, without waiting.
-    monkeypatch.setattr(merge, "POLL_SECONDS", 0.001)
     real_has_own_data = qemu_img.has_own_data
 
     def has_own_data(path: str) -> bool:

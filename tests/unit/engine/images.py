@@ -46,20 +46,21 @@ def _check(marker: int) -> None:
     assert 1 <= marker <= MAX_MARKER, marker
 
 
-def write(image: str, marker: int, fmt: str = "qcow2") -> None:
-    """The guest writes `marker` through `image` (an image name or a json: spec)."""
+def write(image: str, marker: int, fmt: str = "qcow2", value: int | None = None) -> None:
+    """The guest writes `marker` through `image` (an image name or a json: spec); with
+    `value`, other data (that byte) over the marker's place."""
     _check(marker)
-    command = f"write -P {marker} {marker * CLUSTER} {CLUSTER}"
+    command = f"write -P {marker if value is None else value} {marker * CLUSTER} {CLUSTER}"
     argv = ["qemu-io", "-c", command, image]
     if not image.startswith("json:"):
         argv[1:1] = ["-f", fmt]
     run(*argv)
 
 
-def reads(image: str, marker: int, fmt: str = "qcow2") -> bool:
-    """Whether `image` (with its chain) reads `marker`'s data at its place."""
+def reads(image: str, marker: int, fmt: str = "qcow2", value: int | None = None) -> bool:
+    """Whether `image` (with its chain) reads `marker`'s data (or `value`) at its place."""
     _check(marker)
-    command = f"read -P {marker} {marker * CLUSTER} {CLUSTER}"
+    command = f"read -P {marker if value is None else value} {marker * CLUSTER} {CLUSTER}"
     argv = ["qemu-io", "-r", "-U", "-c", command, image]
     if not image.startswith("json:"):
         argv[1:1] = ["-f", fmt]

@@ -70,7 +70,7 @@ def test_an_rbd_disk_takes_the_short_freeze_and_is_back_on_its_image_after(
     world.host.write(RBD, "vda", 1)
     real_point = faults.point
 
-    def guest_writes_after_thaw(step: str, domain: str | None = None) -> None:
+    def guest_writes_after_thaw(step: faults.Step, domain: str | None = None) -> None:
         real_point(step, domain)
         if step == "before-merge-back":  # thawed, on the local overlay: the write goes there
             assert world.host.source(RBD, "vda").startswith("file:")
@@ -188,7 +188,7 @@ def test_an_overlay_that_holds_data_is_kept_for_the_operator(world: World, tmp_p
     written: list[str] = []
     real_point = faults.point
 
-    def someone_writes(step: str, domain: str | None = None) -> None:
+    def someone_writes(step: faults.Step, domain: str | None = None) -> None:
         real_point(step, domain)
         if step == "after-overlay-created":
             (overlay,) = [p for p in os.listdir(world.pool) if ".hostsnap-" in p]

@@ -131,6 +131,30 @@ def test_agent_killed_after_an_offline_delete_merge_is_finished_by_recovery(
     _definition_has_no_stale_chain(world)
 
 
+def test_a_finished_offline_merge_is_not_run_again_over_what_the_domain_wrote_since(
+    world: World,
+) -> None:
+    # The newest snapshot's delete merges the active image into the layer below: once that
+    # commit finished, the domain boots on that layer and writes over marker 4's place. A
+    # recovery that committed the old active image again would put the old marker 4 back.
+    _, (_, _, s3), _ = _three_snapshots(world)
+    merged_into = _content(world.services(), s3)
+    killed = world.killed_at(
+        "after-merge", lambda svc: delete.delete(svc, delete.DeleteRequest(s3, domain=QCOW2))
+    )
+    assert not killed.outcome
+    assert _active(world) == merged_into  # the commit finished: the domain is on its base
+    images.write(merged_into, 4, value=9)  # the domain ran and wrote; it is shut off again
+
+    restarted, outcomes = world.restarted()
+
+    (job,) = outcomes
+    assert job.state == JobState.SUCCEEDED, job.detail
+    assert images.reads(_active(world), 4, value=9)
+    assert _reads(_active(world), {1, 2, 3})
+    assert restarted.journal.snapshot(s3) is None
+
+
 def test_agent_killed_after_a_consolidation_merge_ends_it_failed_with_the_merge_kept(
     world: World,
 ) -> None:

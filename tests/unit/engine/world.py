@@ -128,6 +128,8 @@ class World:
             rbd=self.rbd,
             journal=Journal(self.config.journal_path, clock=time.time),
             guest_agents=self.host.guest,
+            # The fake host's block jobs end in a few polls: no need to wait between them.
+            sleep=lambda seconds: time.sleep(0.001),
         )
         self._opened.append(svc)
         return svc
@@ -153,7 +155,7 @@ class World:
         outcome: list[object] = []
         real_point = faults.point
 
-        def point(name: str, point_domain: str | None = None) -> None:
+        def point(name: faults.Step, point_domain: str | None = None) -> None:
             real_point(name, point_domain)
             if name != step or threading.current_thread() is not thread:
                 return
