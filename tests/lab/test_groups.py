@@ -263,6 +263,41 @@ def test_an_agent_killed_while_holding_a_guest_thaws_it_on_restart(
         end_killed_agent(conn, RBD_DOMAIN, first, second)
 
 
+def test_an_agent_killed_at_a_members_switch_leaves_the_guest_thawed_and_no_snapshot(
+    lab: Lab, conn: libvirt.virConnect, tmp_path: Path
+):
+    """Killed at group-snapshot: the member's disks switched, its guest held frozen by the
+    group. The restarted agent takes the switch back and thaws the guest."""
+    first = start_agent(lab, directory(tmp_path, "first"), fault=f"group-snapshot@{QCOW2_DOMAIN}")
+    group_id, name = f"lab-kill-{uuid.uuid4().hex[:8]}", f"group-{uuid.uuid4().hex[:8]}"
+    qcow2 = conn.lookupByName(QCOW2_DOMAIN)
+    active_before = disk_source(qcow2)
+    chain_before = chain(active_before)
+    second = None
+    try:
+        stub = first.stub("ctl-operator")
+        held = stub.FreezeForGroup(
+            pb.GroupFreezeRequest(domain=QCOW2_DOMAIN, group_id=group_id, hold_seconds=25.0),
+            timeout=60,
+        )
+        assert held.frozen
+        create = pb.CreateSnapshotRequest(domain=QCOW2_DOMAIN, group_id=group_id, name=name)
+        with pytest.raises(grpc.RpcError):
+            finished(stub, stub.CreateSnapshot(create, timeout=60))
+        first.process.wait(timeout=30)
+        assert guest_frozen(conn, QCOW2_DOMAIN), "the guest thawed before the restart"
+        second = start_agent(lab, directory(tmp_path, "second"))
+        stub = second.stub("ctl-operator")
+        assert not frozen(stub, QCOW2_DOMAIN) and not guest_frozen(conn, QCOW2_DOMAIN)
+        assert named(stub, QCOW2_DOMAIN, name) == set()
+        assert disk_source(qcow2) == active_before
+        assert chain(active_before) == chain_before
+        job = stub.GetJob(pb.GetJobRequest(job_id=held.job_id), timeout=30)
+        assert job.state == pb.JOB_STATE_FAILED and job.error.reason == "INTERRUPTED"
+    finally:
+        end_killed_agent(conn, QCOW2_DOMAIN, first, second)
+
+
 def test_a_guest_held_by_an_agent_killed_is_thawed_by_the_units_stop_post_command(
     lab: Lab, conn: libvirt.virConnect, tmp_path: Path
 ):

@@ -3,6 +3,9 @@ current release, and STEPS their strings. (The kill itself is proven by the lab.
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from agent import faults
@@ -57,3 +60,21 @@ def test_a_name_that_is_no_fault_step_is_refused(monkeypatch: pytest.MonkeyPatch
     monkeypatch.delenv(faults.FAULT_ENV, raising=False)
     with pytest.raises(ValueError):
         faults.point("after-lunch")  # type: ignore[arg-type]
+
+
+def _lab_strings() -> set[str]:
+    """Every string literal of tests/lab (the constant parts of f-strings too)."""
+    lab = Path(__file__).resolve().parents[1] / "lab"
+    found: set[str] = set()
+    for source in lab.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                found.add(node.value)
+    return found
+
+
+def test_every_step_has_a_lab_test_that_kills_the_agent_there():
+    # A kill is HOSTSNAP_FAULT=<step>[@domain]; "fail:<step>" is another test (the undo).
+    strings = _lab_strings()
+    killed = {s for s in faults.STEPS if any(t == s or t.startswith(f"{s}@") for t in strings)}
+    assert killed == set(faults.STEPS), f"no lab kill test at {set(faults.STEPS) - killed}"
