@@ -233,7 +233,8 @@ class Journal:
             listener(job_id)
 
     def record(self, job_id: str, step: str, /, **detail: Any) -> None:
-        """Writes a step before its side effect happens."""
+        """Writes a step: an intent before its side effect, or a completion after it (each
+        job kind's step enum says which; agent/steps.py)."""
         with self._tx() as db:
             seq = db.execute(
                 "SELECT COALESCE(MAX(seq), 0) + 1 FROM steps WHERE job_id = ?", (job_id,)

@@ -20,7 +20,7 @@ from agent.hypervisor import domain_xml
 from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.hypervisor.ports import GuestAgents, Host
 from agent.jobs import Job, Journal
-from agent.operations import consistency, quiesce, snapshot, volumes
+from agent.operations import block_jobs, consistency, quiesce, snapshot, volumes
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,20 @@ def _wait_for_switch(host: Host, job: Job, clock: Callable[[], float]) -> bool |
     if plan is None or not job.steps or job.steps[-1].name != snapshot.Step.SWITCH_ACTIVE:
         return None
     wanted = plan.switches()
-    deadline = clock() + SWITCH_WAIT_SECONDS
-    while clock() <= deadline:
+
+    def look() -> str | None:
         try:
-            xml = host.xml(job.domain)
+            return host.xml(job.domain)
         except HostsnapError:
-            return False  # libvirt cannot say; the thaw must not wait on it
-        if all(domain_xml.backing_chain(xml, t)[:1] == [o] for t, o in wanted.items()):
-            return True
-        time.sleep(0.05)
-    return False
+            return None  # libvirt cannot say; the thaw must not wait on it
+
+    def switched(xml: str | None) -> bool:
+        return xml is None or all(
+            domain_xml.backing_chain(xml, t)[:1] == [o] for t, o in wanted.items()
+        )
+
+    xml, ok = block_jobs.until(look, switched, SWITCH_WAIT_SECONDS, clock, time.sleep)
+    return ok and xml is not None
 
 
 def run(config: AgentConfig) -> int:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from agent.hypervisor.ports import Clock, Sleep
 from agent.operations.services import Services
 
 POLL_SECONDS = 0.05
@@ -79,11 +80,25 @@ def settle(
     seconds: float = SETTLE_SECONDS,
 ) -> T:
     """What `look` shows once `settled` by it; `unsettled(last seen)` raised after `seconds`."""
-    deadline = svc.monotonic() + seconds
+    seen, ok = until(look, settled, seconds, svc.monotonic, svc.sleep)
+    if not ok:
+        raise unsettled(seen)
+    return seen
+
+
+def until(
+    look: Callable[[], T],
+    settled: Callable[[T], bool],
+    seconds: float,
+    clock: Clock,
+    sleep: Sleep,
+) -> tuple[T, bool]:
+    """What `look` shows once `settled` by it (True), or the last seen after `seconds`."""
+    deadline = clock() + seconds
     while True:
         seen = look()
         if settled(seen):
-            return seen
-        if svc.monotonic() > deadline:
-            raise unsettled(seen)
-        svc.sleep(POLL_SECONDS)
+            return seen, True
+        if clock() > deadline:
+            return seen, False
+        sleep(POLL_SECONDS)

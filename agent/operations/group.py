@@ -37,6 +37,14 @@ from agent.operations.services import Services
 log = logging.getLogger(__name__)
 
 OPERATION = "group-freeze"
+
+
+class HoldStep(steps.StepName):
+    """The hold job's own step, beside the freeze's (quiesce.Step)."""
+
+    TRANSITION = "hold-transition"  # a change of the hold's state (holds.Transition), after it
+
+
 FAILED_FREEZE = "failed freeze"
 # A retried FreezeForGroup waits for the first one at most this many guest agent calls
 # (state, ping, status, freeze, status), plus a margin in seconds.
@@ -66,6 +74,7 @@ def freeze(svc: Services, domain: str, group_id: str, hold_seconds: float) -> Gr
         _check(svc, domain, hold.guest)
         svc.journal.start(hold.job_id, OPERATION, domain, _request(hold), None)
         journalled = True
+        hold.on_transition = functools.partial(_journal_transition, svc, hold)
         steps.write(svc.journal, hold.job_id, Step.FREEZE, Freeze(hold_seconds))
         hold.freeze()
         steps.write(svc.journal, hold.job_id, Step.FROZEN, Frozen(hold.filesystems))
@@ -83,6 +92,13 @@ def freeze(svc: Services, domain: str, group_id: str, hold_seconds: float) -> Gr
         hold_seconds,
     )
     return _status(svc, hold)
+
+
+def _journal_transition(svc: Services, hold: GroupHold, transition: holds.Transition) -> None:
+    try:
+        steps.write(svc.journal, hold.job_id, HoldStep.TRANSITION, transition)
+    except Exception:  # the journal's disk full or gone: the hold goes on, logged
+        log.exception("job %s: hold transition not journalled: %s", hold.job_id, transition)
 
 
 def _when_settled(svc: Services, hold: GroupHold) -> GroupHoldStatus:

@@ -11,7 +11,9 @@ that same instant: the guest is never held past the deadline the caller is told.
 
 The hold's lifecycle is a state machine (HoldState, TRANSITIONS): every change of state is
 one `_apply` under the hold's state lock, logged with the domain, the group, the states and
-why; a transition not in the table raises InvalidTransition. The guest lock only orders the
+why, and handed to `on_transition` (group.py journals it as a `hold-transition` step of the
+hold's job once that job is in the journal); a transition not in the table raises
+InvalidTransition. The guest lock only orders the
 guest agent calls; the domain lock's lending (`use`, `done`) and the background thaw
 (`start_retrying`) are kept beside the state, under the same state lock."""
 
@@ -22,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from agent.errors import HostsnapError, OperationFailed, Precondition
 from agent.hypervisor.ports import Guest
@@ -77,6 +80,16 @@ MAY_BE_FROZEN = frozenset(
 CONFIRMED_FROZEN = frozenset({HoldState.FROZEN, HoldState.RELEASED_FROZEN})
 
 
+@dataclass(frozen=True)
+class Transition:
+    """One change of a hold's state: the journal's `hold-transition` step."""
+
+    before: str
+    event: str
+    after: str
+    why: str
+
+
 class InvalidTransition(RuntimeError):
     """An event the hold's state has no transition for: a bug, not a guest's doing."""
 
@@ -108,6 +121,9 @@ class GroupHold:
         self.released_by: str | None = None  # set by the RELEASE transition
         self.user: str | None = None  # the snapshot job made under the hold (one, ever)
         self.unlock: Callable[[], None] = lambda: None  # gives the domain lock back
+        # Told each transition (under the state lock); it must not raise: a thaw never
+        # waits on the record of it.
+        self.on_transition: Callable[[Transition], None] = lambda transition: None
         # Set once the first FreezeForGroup's freeze has succeeded or failed.
         self.settled = threading.Event()
         self._lock = threading.RLock()  # the state, and what is kept beside it
@@ -144,6 +160,7 @@ class GroupHold:
                 event,
                 why,
             )
+            self.on_transition(Transition(before, event, after, why))
             return after
 
     @property

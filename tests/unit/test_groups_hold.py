@@ -409,3 +409,43 @@ def test_a_known_idempotency_key_returns_its_job_before_any_check(svc: FakeServi
     request = SnapshotRequest(domain="vm", idempotency_key="key-1", group_id="ended-group")
     assert snapshot.create(svc, request, started.append) == result
     assert started == ["job-1"]
+
+
+def test_each_transition_of_a_hold_is_a_step_of_its_job(svc: FakeServices):
+    held = group.freeze(svc, "vm", "g", 5)
+    group.thaw(svc, "vm", "g")
+
+    job = svc.journal.get(held.job_id)
+    transitions = [
+        (s.detail["before"], s.detail["event"], s.detail["after"])
+        for s in job.steps
+        if s.name == "hold-transition"
+    ]
+    assert transitions == [
+        ("ready", "freeze", "freezing"),
+        ("freezing", "confirm-frozen", "frozen"),
+        ("frozen", "release", "released-frozen"),
+        ("released-frozen", "confirm-thawed", "thawed"),
+        ("thawed", "end", "ended"),
+    ]
+    last = job.step("hold-transition")
+    assert last is not None and last.detail["why"] == "the job's final state"
+    assert job.state == JobState.SUCCEEDED
+
+
+def test_a_journal_that_cannot_take_a_transition_does_not_stop_the_thaw(
+    svc: FakeServices, monkeypatch: pytest.MonkeyPatch
+):
+    held = group.freeze(svc, "vm", "g", 5)
+    record = svc.journal.record
+
+    def full_for_transitions(job_id: str, step: str, /, **detail: object) -> None:
+        if step == "hold-transition":
+            raise OSError("No space left on device")
+        record(job_id, step, **detail)
+
+    monkeypatch.setattr(svc.journal, "record", full_for_transitions)
+    group.thaw(svc, "vm", "g")
+
+    assert not svc.guest.frozen
+    assert svc.journal.get(held.job_id).state == JobState.SUCCEEDED
