@@ -294,7 +294,12 @@ def _verified_chain(svc: Services, volume: Volume, expected: list[str]) -> list[
     """The disk's chain now, from libvirt and the images, which must be `expected`."""
     domain = volumes.now(svc, volume.domain)
     active = domain.active(volume.target)
-    assert active is not None
+    if active is None:
+        raise Precondition(
+            f"{volume.key}: the domain has no disk {volume.target} any more (detached while "
+            "the job ran); its images are left as they are",
+            reason="DISK_GONE",
+        )
     found = [layer.path for layer in qemu_img.chain(active)]
     if domain.live:
         reported = domain_xml.backing_chain(domain.xml, volume.target)

@@ -5,10 +5,14 @@ a merge, each kept snapshot still reading what the guest had written when it was
 from __future__ import annotations
 
 import os
+import xml.etree.ElementTree as ET
 
+import pytest
+
+from agent.errors import Precondition
 from agent.jobs import JobState
 from agent.model import Quiesce, SnapshotRequest
-from agent.operations import consolidate, delete, snapshot
+from agent.operations import consolidate, delete, snapshot, volumes
 from agent.operations.services import Services
 from tests.unit.engine import images
 from tests.unit.engine.world import QCOW2, World
@@ -220,3 +224,23 @@ def test_agent_killed_after_an_offline_flatten_ends_it_failed_with_the_flatten_f
     assert _reads(active, {1, 2, 3, 4})
     assert all(restarted.journal.snapshot(s) is None for s in ids)
     _definition_has_no_stale_chain(world)
+
+
+def test_a_disk_detached_while_a_job_ran_is_disk_gone_when_its_chain_is_checked(
+    world: World,
+) -> None:
+    world.qcow2_domain(running=False)
+    svc = world.services()
+    (volume,) = volumes.domain_volumes(svc, QCOW2)
+    assert volume.path is not None
+    root = ET.fromstring(world.host.xml(QCOW2, inactive=True))
+    devices = root.find("devices")
+    assert devices is not None
+    for disk in devices.findall("disk"):
+        devices.remove(disk)  # an admin's `virsh detach-disk --config` meanwhile
+    world.host.define(ET.tostring(root, encoding="unicode"))
+
+    with pytest.raises(Precondition) as gone:
+        consolidate._verified_chain(svc, volume, [volume.path])
+
+    assert gone.value.reason == "DISK_GONE" and volume.target in str(gone.value)
