@@ -18,6 +18,7 @@ except ImportError:  # python3-rados and python3-rbd are optional: without them,
     rados = rbd = None
 
 from agent.errors import NotFound, OperationFailed, Precondition, Unavailable
+from agent.hypervisor.extents import Extent, coalesce
 from agent.model import RbdSnap, RbdSource
 
 log = logging.getLogger(__name__)
@@ -82,17 +83,25 @@ class CephRbd:
             self._clusters.clear()
 
     @contextmanager
-    def _image(self, source: RbdSource, read_only: bool = False) -> Iterator[rbd.Image]:
+    def _image(
+        self, source: RbdSource, read_only: bool = False, snapshot: str | None = None
+    ) -> Iterator[rbd.Image]:
+        with self._ioctx(source) as ioctx:
+            try:
+                image = rbd.Image(ioctx, source.image, snapshot=snapshot, read_only=read_only)
+            except rbd.ImageNotFound as e:
+                where = f"{source.spec}@{snapshot}" if snapshot else source.spec
+                raise NotFound(f"RBD image {where} does not exist") from e
+            with image:
+                yield image
+
+    @contextmanager
+    def _ioctx(self, source: RbdSource) -> Iterator[rados.Ioctx]:
         conf = source.config_file or self._default_conf
         cluster = self._cluster(conf)
         try:
             with cluster.open_ioctx(source.pool) as ioctx:
-                try:
-                    image = rbd.Image(ioctx, source.image, read_only=read_only)
-                except rbd.ImageNotFound as e:
-                    raise NotFound(f"RBD image {source.spec} does not exist") from e
-                with image:
-                    yield image
+                yield ioctx
         except rados.ObjectNotFound as e:
             raise NotFound(f"Ceph pool {source.pool!r} does not exist") from e
         except rados.Error as e:
@@ -222,3 +231,70 @@ class CephRbd:
             )
         if progress is not None:
             progress(1.0)
+
+    @contextmanager
+    def reading_snapshot(
+        self, source: RbdSource, snapshot: str, since: str | None
+    ) -> Iterator[RbdSnapshotReader]:
+        """The image at `snapshot`: the extents changed since the snapshot `since` (None:
+        every allocated extent, the parent's included), and their data."""
+        with self._image(source, read_only=True, snapshot=snapshot) as image:
+            try:
+                yield RbdSnapshotReader(image, since)
+            except rbd.ImageNotFound as e:
+                raise NotFound(f"RBD snapshot {source.spec}@{since} does not exist") from e
+            except rbd.Error as e:
+                raise OperationFailed(f"reading {source.spec}@{snapshot}: {e}") from e
+
+    @contextmanager
+    def creating(self, source: RbdSource, size: int) -> Iterator[RbdImageWriter]:
+        """A new image (Precondition IMAGE_EXISTS when there is one of that name), written
+        extent by extent and flushed. On failure the new image is removed."""
+        with self._ioctx(source) as ioctx:
+            try:
+                rbd.RBD().create(ioctx, source.image, size, old_format=False)
+            except rbd.ImageExists as e:
+                raise Precondition(
+                    f"RBD image {source.spec} exists already", reason="IMAGE_EXISTS"
+                ) from e
+            try:
+                with rbd.Image(ioctx, source.image) as image:
+                    yield RbdImageWriter(image)
+                    image.flush()
+            except BaseException:
+                log.warning("RBD %s: removing the image not fully written", source.spec)
+                rbd.RBD().remove(ioctx, source.image)
+                raise
+
+
+class RbdSnapshotReader:
+    def __init__(self, image: rbd.Image, since: str | None) -> None:
+        self._image = image
+        self._since = since
+        self.size: int = int(image.size())
+
+    def extents(self) -> Iterator[Extent]:
+        found: list[Extent] = []
+
+        def seen(offset: int, length: int, exists: bool) -> int:
+            # Without a `since`, only what holds data is sent: a new image reads zeroes.
+            if exists or self._since is not None:
+                found.append(Extent(offset, length, zero=not exists))
+            return 0
+
+        self._image.diff_iterate(0, self.size, self._since, seen)
+        return coalesce(sorted(found, key=lambda e: e.offset))
+
+    def read(self, offset: int, length: int) -> bytes:
+        return bytes(self._image.read(offset, length))
+
+
+class RbdImageWriter:
+    def __init__(self, image: rbd.Image) -> None:
+        self._image = image
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._image.write(data, offset)
+
+    def zero(self, offset: int, length: int) -> None:
+        self._image.write_zeroes(offset, length)
