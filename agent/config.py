@@ -35,6 +35,9 @@ class AgentConfig:
     # (CloudStack operators know it as snapshot.delta.max).
     max_chain_depth: int = 16
 
+    # One NAME.toml and NAME.key per backup target (agent/backups/targets.py).
+    backup_targets_dir: Path = Path("/etc/hostsnap/backup-targets")
+
     # Where the kernel's sysfs is (temperatures); tests point it at a fixture tree.
     sysfs_root: Path = Path("/sys")
 
@@ -45,6 +48,10 @@ class AgentConfig:
     @property
     def rbd_overlay_dir(self) -> Path:
         return self.state_dir / "rbd-overlays"
+
+    @property
+    def restic_cache(self) -> Path:
+        return self.state_dir / "restic-cache"
 
     @property
     def layers_path(self) -> Path:

@@ -69,3 +69,34 @@ def group_id(value: str) -> str:
             reason="INVALID_GROUP_ID",
         )
     return value
+
+
+_TARGET = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def target_name(name: str) -> str:
+    if not _TARGET.match(name):
+        raise InvalidArgument(
+            f"backup target {name!r}: 1 to 63 lower-case letters, digits, '_' or '-', starting "
+            "with a letter or digit",
+            reason="INVALID_TARGET_NAME",
+        )
+    return name
+
+
+def backup_id(value: str) -> str:
+    if not _SNAPSHOT_ID.match(value):
+        raise InvalidArgument(
+            f"backup id {value!r} is not a hostsnap id (32 hex digits)", reason="INVALID_BACKUP_ID"
+        )
+    return value
+
+
+def new_image_path(path: str) -> str:
+    """An absolute path for a new image: no '..', no control characters."""
+    parts = path.split("/")
+    if not path.startswith("/") or ".." in parts or any(ord(c) < 32 for c in path):
+        raise InvalidArgument(
+            f"{path!r} is not an absolute path without '..'", reason="INVALID_PATH"
+        )
+    return path

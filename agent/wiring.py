@@ -7,11 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agent.admission import Admission, AdmissionConfig
+from agent.backups.targets import Target
 from agent.config import AgentConfig
 from agent.hypervisor.ceph_rbd import CephRbd
 from agent.hypervisor.guest_agent import GuestAgent
+from agent.hypervisor.image_io import ImageIO
 from agent.hypervisor.libvirt_host import LibvirtHost
 from agent.hypervisor.ports import GuestAgents
+from agent.hypervisor.restic import ResticRepository
 from agent.jobs import Journal
 from agent.operations import doctor, stats
 from agent.operations.services import Services
@@ -32,10 +35,13 @@ def open_services(config: AgentConfig, admission: AdmissionConfig | None = None)
     directory (made when missing) and admission judging by the host's sensors and load."""
     config.state_dir.mkdir(parents=True, exist_ok=True)
     host = LibvirtHost(config.libvirt_uri)
+    rbd = CephRbd(config.ceph_conf)
     return Services(
         config=config,
         host=host,
-        rbd=CephRbd(config.ceph_conf),
+        rbd=rbd,
+        images=ImageIO(rbd),
+        repository=lambda target: repository(config, target),
         journal=Journal(config.journal_path),
         guest_agents=guest_agents(host, config.guest_agent_timeout),
         admission=Admission(
@@ -43,6 +49,16 @@ def open_services(config: AgentConfig, admission: AdmissionConfig | None = None)
             hottest=lambda: stats.hottest(config.sysfs_root),
             pool_iops=stats.PoolLoad(host),
         ),
+    )
+
+
+def repository(config: AgentConfig, target: Target) -> ResticRepository:
+    return ResticRepository(
+        target.repository,
+        str(target.key_file),
+        env=target.credentials(),
+        limit_upload_kib=target.limit_upload_kib,
+        cache_dir=str(config.restic_cache),
     )
 
 

@@ -6,6 +6,7 @@ activation) and ends it when the handle closes."""
 from __future__ import annotations
 
 import functools
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -136,7 +137,10 @@ class ImageWriter:
 
 @contextmanager
 def writing_new(path: str, size: int) -> Iterator[ImageWriter]:
-    """A qcow2 image made at `path` (which must not exist), flushed once written."""
+    """A qcow2 image made at `path` (which must not exist), flushed once written; removed
+    when the writing fails."""
+    if os.path.lexists(path):
+        raise Precondition(f"{path} exists already", reason="IMAGE_EXISTS")
     handle = _handle()
     done = subprocess.run(
         ["qemu-img", "create", "-q", "-f", "qcow2", path, str(size)],
@@ -147,10 +151,15 @@ def writing_new(path: str, size: int) -> Iterator[ImageWriter]:
     if done.returncode != 0:
         raise OperationFailed(f"qemu-img create {path}: {done.stderr.strip()}")
     try:
-        handle.connect_systemd_socket_activation(["qemu-nbd", "-f", "qcow2", path])
-        yield ImageWriter(handle)
-        handle.flush()
+        try:
+            handle.connect_systemd_socket_activation(["qemu-nbd", "-f", "qcow2", path])
+            yield ImageWriter(handle)
+            handle.flush()
+        finally:
+            handle.shutdown()
     except nbd.Error as e:
+        os.unlink(path)
         raise OperationFailed(f"writing {path} through qemu-nbd: {e}") from e
-    finally:
-        handle.shutdown()
+    except BaseException:
+        os.unlink(path)  # made here, and not fully written
+        raise

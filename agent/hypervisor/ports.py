@@ -4,9 +4,13 @@ unit tests satisfy them with fakes. Only plain types cross: no libvirt or rbd ob
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from typing import IO, Protocol
 
+from agent.hypervisor.extents import Extent
+from agent.hypervisor.restic import Snapshot as RepositorySnapshot
+from agent.hypervisor.restic import Uploaded
 from agent.model import DomainState, RbdSnap, RbdSource
 
 # (monotonic time taken before the call, {domain: {disk: counters}})
@@ -110,6 +114,68 @@ class CephCluster(Protocol):
     """Whether a Ceph cluster answers (CephRbd), for `hostsnap doctor`."""
 
     def connect(self, conf: str) -> None: ...
+
+
+class ExtentReader(Protocol):
+    """An image as a backup reads it: its size, the extents to send, their data."""
+
+    @property
+    def size(self) -> int: ...
+
+    def extents(self) -> Iterator[Extent]: ...
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+class ExtentWriter(Protocol):
+    """A new image as a restore writes it."""
+
+    def write(self, offset: int, data: bytes) -> None: ...
+
+    def zero(self, offset: int, length: int) -> None: ...
+
+
+class Images(Protocol):
+    """Images read and written extent by extent (ImageIO: librbd, qemu-nbd)."""
+
+    def reading_rbd(
+        self, source: RbdSource, snapshot: str, since: str | None
+    ) -> AbstractContextManager[ExtentReader]: ...
+
+    def reading_file(
+        self, path: str, since_depth: int | None
+    ) -> AbstractContextManager[ExtentReader]: ...
+
+    def creating_rbd(
+        self, source: RbdSource, size: int
+    ) -> AbstractContextManager[ExtentWriter]: ...
+
+    def creating_file(self, path: str, size: int) -> AbstractContextManager[ExtentWriter]: ...
+
+
+class BackupRepository(Protocol):
+    """A backup target's repository (restic.ResticRepository)."""
+
+    @property
+    def repository(self) -> str: ...
+
+    def exists(self) -> bool: ...
+
+    def free_bytes(self) -> int | None: ...
+
+    def snapshots(self, tags: Sequence[str] = ()) -> Sequence[RepositorySnapshot]: ...
+
+    def backup(
+        self, filename: str, tags: Sequence[str], host: str, produce: Callable[[IO[bytes]], None]
+    ) -> Uploaded: ...
+
+    def dump(self, snapshot_id: str, filename: str) -> AbstractContextManager[IO[bytes]]: ...
+
+    def forget(self, snapshot_ids: Sequence[str], prune: bool = True) -> None: ...
+
+    def prune(self) -> None: ...
+
+    def unlock(self) -> None: ...
 
 
 # Seconds as a float: time.monotonic for deadlines, time.time for the wall clock.

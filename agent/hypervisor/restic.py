@@ -95,6 +95,17 @@ class ResticRepository:
                     continue
             raise OperationFailed(f"restic {args[0]} on {self.repository}: {_reason(done.stderr)}")
 
+    def free_bytes(self) -> int | None:
+        """The bytes free where a directory repository lives; None for S3 (its quota, if
+        any, is the server's to enforce)."""
+        if not self.repository.startswith("/"):
+            return None
+        probe = self.repository
+        while not os.path.exists(probe):  # a repository not made yet: its parent's
+            probe = os.path.dirname(probe)
+        st = os.statvfs(probe)
+        return st.f_bavail * st.f_frsize
+
     def exists(self) -> bool:
         try:
             self._run("cat", "config")

@@ -12,8 +12,18 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from agent.admission import Admission, AdmissionConfig
+from agent.backups.targets import Target
 from agent.config import AgentConfig
-from agent.hypervisor.ports import Clock, Guest, GuestAgents, Host, Rbd, Sleep
+from agent.hypervisor.ports import (
+    BackupRepository,
+    Clock,
+    Guest,
+    GuestAgents,
+    Host,
+    Images,
+    Rbd,
+    Sleep,
+)
 from agent.jobs import Journal
 from agent.locks import VolumeLocks
 from agent.operations.holds import Holds
@@ -52,6 +62,10 @@ class Cancellations:
             self._wanted.pop(job_id, None)
 
 
+def _no_repositories(target: Target) -> BackupRepository:
+    raise AssertionError(f"no backup repositories were given to these Services ({target.name})")
+
+
 def _no_guest_agents(domain: str) -> Guest:
     raise AssertionError(f"no guest agents were given to these Services (domain {domain})")
 
@@ -63,6 +77,8 @@ class Services:
     rbd: Rbd
     journal: Journal
     guest_agents: GuestAgents = _no_guest_agents
+    images: Images | None = None  # backups and restores read and write images through it
+    repository: Callable[[Target], BackupRepository] = _no_repositories
     locks: VolumeLocks = field(default_factory=VolumeLocks)
     cancellations: Cancellations = field(default_factory=Cancellations)
     holds: Holds = field(default_factory=Holds)  # guests held frozen for consistency groups
