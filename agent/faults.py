@@ -33,6 +33,8 @@ class Step(enum.StrEnum):
     AFTER_MERGE = "after-merge"
     WHILE_PAUSED = "while-paused"
     GROUP_SNAPSHOT = "group-snapshot"
+    DURING_BACKUP_UPLOAD = "during-backup-upload"
+    AFTER_BACKUP_UPLOAD = "after-backup-upload"
 
 
 # The HOSTSNAP_FAULT values (without fail: or @domain), as plain strings.

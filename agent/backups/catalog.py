@@ -38,7 +38,7 @@ class _Listed(Protocol):
 class Backup:
     id: str
     volume: str  # domain/target (CloudStack's VM instance name and its disk)
-    image: str  # "pool/image" of an RBD volume, the file volume's path
+    image: str  # "pool/image" of an RBD volume; a file volume's layer that was backed up
     kind: str  # "rbd" or "file", as the snapshot's
     snapshot_id: str
     snapshot_name: str

@@ -17,7 +17,7 @@ import hashlib
 import struct
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol
+from typing import IO, Protocol
 
 HEADER = b"rbd diff v1\n"
 _U32 = struct.Struct("<I")
@@ -51,6 +51,14 @@ class Zero:
 
 
 Record = Data | Zero
+
+
+@dataclass
+class Summary:
+    """A written stream's SHA-256 and length, once it ended."""
+
+    sha256: str = ""
+    bytes: int = 0
 
 
 class Sink(Protocol):
@@ -109,7 +117,7 @@ class Reader:
     """Reads a stream from `source`: `header`, then `records()`; hashes what it read, and
     fails (StreamError) on anything that is not a whole stream, its end included."""
 
-    def __init__(self, source: BinaryIO, max_data: int = 64 << 20) -> None:
+    def __init__(self, source: IO[bytes], max_data: int = 64 << 20) -> None:
         self._source = source
         self._hash = hashlib.sha256()
         self._max_data = max_data

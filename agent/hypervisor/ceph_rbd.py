@@ -266,6 +266,17 @@ class CephRbd:
                 rbd.RBD().remove(ioctx, source.image)
                 raise
 
+    def remove_image(self, source: RbdSource) -> None:
+        """Removes an image hostsnap made (a restore that did not finish); one already gone
+        is not an error."""
+        with self._ioctx(source) as ioctx:
+            try:
+                rbd.RBD().remove(ioctx, source.image)
+            except rbd.ImageNotFound:
+                return
+            except rbd.Error as e:
+                raise OperationFailed(f"removing RBD image {source.spec}: {e}") from e
+
 
 class RbdSnapshotReader:
     def __init__(self, image: rbd.Image, since: str | None) -> None:

@@ -29,3 +29,6 @@ class ImageIO:
 
     def creating_file(self, path: str, size: int) -> AbstractContextManager[ExtentWriter]:
         return nbd_image.writing_new(path, size)
+
+    def remove_rbd(self, source: RbdSource) -> None:
+        self._rbd.remove_image(source)

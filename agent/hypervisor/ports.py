@@ -152,6 +152,8 @@ class Images(Protocol):
 
     def creating_file(self, path: str, size: int) -> AbstractContextManager[ExtentWriter]: ...
 
+    def remove_rbd(self, source: RbdSource) -> None: ...
+
 
 class BackupRepository(Protocol):
     """A backup target's repository (restic.ResticRepository)."""

@@ -11,12 +11,14 @@ from agent import steps
 from agent.errors import HostsnapError
 from agent.jobs import Job, JobState
 from agent.operations import (
+    backup,
     consolidate,
     delete,
     group,
     image_snapshot,
     pause,
     quiesce,
+    restore,
     revert,
     snapshot,
     volumes,
@@ -56,6 +58,8 @@ def recover(svc: Services) -> list[Recovered]:
                 consolidate.CONSOLIDATE: consolidate.recover_consolidate,
                 consolidate.FLATTEN: consolidate.recover_flatten,
                 group.OPERATION: group.recover,
+                backup.OPERATION: backup.recover,
+                restore.OPERATION: restore.recover,
             }[job.operation]
             state, detail = handler(svc, job)
         except HostsnapError as e:

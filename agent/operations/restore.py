@@ -1,0 +1,194 @@
+"""Restore: a volume rebuilt at a backup's snapshot from the target alone (the full backup,
+then each incremental one over it), into a new image: a qcow2 file (`/path`) or an RBD image
+(`pool/image`). Needs neither the original chain nor its pool, so any host that reaches the
+target and holds its key can restore. Each stream is checked against the SHA-256 it was
+verified with; a restore that fails removes the image it was making.
+
+Verify reads a backup's chain back the same way, writing nothing."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+
+from agent import steps, validate
+from agent.backups import catalog, diff_stream
+from agent.backups.catalog import Backup
+from agent.errors import InvalidArgument, OperationFailed, Precondition
+from agent.hypervisor.ports import BackupRepository, ExtentWriter
+from agent.jobs import Job, JobState
+from agent.model import RbdSource
+from agent.operations import jobrun
+from agent.operations.backup import images, open_target
+from agent.operations.services import Services
+
+log = logging.getLogger(__name__)
+
+OPERATION = "restore"
+
+
+class Step(steps.StepName):
+    PLAN = "plan"  # the new image is about to be made (removed again if the job dies)
+    RESTORED = "restored"  # it holds the backup's snapshot, every stream checked
+
+
+@dataclass(frozen=True)
+class Plan:
+    to: str
+    chain: tuple[str, ...]  # backup ids, the full one first
+
+
+@dataclass(frozen=True)
+class Restored:
+    size: int
+    data_bytes: int
+
+
+@dataclass(frozen=True)
+class RestoreRequest:
+    backup_id: str
+    target: str
+    to: str  # "/path/of/new.qcow2" or "pool/new-image"
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    job_id: str
+    backup_id: str
+    to: str
+    size: int
+    backups_applied: int
+    data_bytes: int
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    backup_id: str
+    backups_read: int
+    stream_bytes: int
+
+
+def destination(to: str) -> str | RbdSource:
+    """A new file's path, or the RBD image "pool/image"."""
+    if to.startswith("/"):
+        return validate.new_image_path(to)
+    if "/" in to:
+        pool, image = validate.rbd_image(to)
+        return RbdSource(pool, image)
+    raise InvalidArgument(
+        f"restore to {to!r}: an absolute path (a new qcow2 file) or pool/image (a new RBD image)",
+        reason="INVALID_DESTINATION",
+    )
+
+
+def restore(
+    svc: Services, request: RestoreRequest, on_started: Callable[[str], None] | None = None
+) -> RestoreResult:
+    validate.backup_id(request.backup_id)
+    where = destination(request.to)
+    if isinstance(where, str) and not os.path.isdir(os.path.dirname(where)):
+        raise Precondition(f"{os.path.dirname(where)} is not a directory", reason="NO_DIRECTORY")
+    _, repository = open_target(svc, request.target)
+    links = catalog.chain(catalog.backups(repository), request.backup_id)
+    size = links[-1].size
+    if any(b.size != size for b in links):
+        raise Precondition(
+            f"the volume was resized between the backups of {request.backup_id}; restoring "
+            "across a resize is not supported",
+            reason="BACKUP_CHAIN_RESIZED",
+        )
+
+    def body(job_id: str) -> RestoreResult:
+        steps.write(svc.journal, job_id, Step.PLAN, Plan(request.to, tuple(b.id for b in links)))
+        with _creating(svc, where, size) as writer:
+            for index, backup in enumerate(links):
+                jobrun.checkpoint(svc, job_id, f"applying backup {backup.id}")
+                _apply(repository, backup, writer)
+                svc.journal.set_progress(job_id, (index + 1) / len(links))
+        data = sum(b.data_bytes for b in links)
+        steps.write(svc.journal, job_id, Step.RESTORED, Restored(size, data))
+        log.info("job %s: backup %s restored to %s", job_id, request.backup_id, request.to)
+        return RestoreResult(job_id, request.backup_id, request.to, size, len(links), data)
+
+    spec = jobrun.JobSpec(
+        OPERATION,
+        "",
+        [f"restore {request.to}"],
+        {"backup_id": request.backup_id, "target": request.target, "to": request.to},
+    )
+    return jobrun.run(
+        svc, spec, request.idempotency_key, body, lambda d: RestoreResult(**d), on_started
+    )
+
+
+def _creating(
+    svc: Services, where: str | RbdSource, size: int
+) -> AbstractContextManager[ExtentWriter]:
+    if isinstance(where, str):
+        return images(svc).creating_file(where, size)
+    return images(svc).creating_rbd(where, size)
+
+
+def _apply(repository: BackupRepository, backup: Backup, writer: ExtentWriter | None) -> int:
+    """Reads the backup's stream from the target, writing it through `writer` (None: only
+    read); its bytes. OperationFailed when it is not what was verified."""
+    try:
+        with repository.dump(backup.stream, catalog.stream_path(backup.id)) as source:
+            reader = diff_stream.Reader(source)
+            for record in reader.records():
+                if writer is None:
+                    continue
+                if isinstance(record, diff_stream.Data):
+                    writer.write(record.offset, record.data)
+                else:
+                    writer.zero(record.offset, record.length)
+    except diff_stream.StreamError as e:
+        raise OperationFailed(
+            f"backup {backup.id} on the target is damaged: {e}", reason="BACKUP_DAMAGED"
+        ) from e
+    if reader.sha256 != backup.sha256:
+        raise OperationFailed(
+            f"backup {backup.id} on the target is not what was verified (SHA-256 "
+            f"{reader.sha256}, verified {backup.sha256})",
+            reason="BACKUP_DAMAGED",
+        )
+    return backup.stream_bytes
+
+
+def verify(svc: Services, target: str, backup_id: str) -> VerifyResult:
+    """Reads the backup and every backup it needs back from the target and checks them."""
+    validate.backup_id(backup_id)
+    _, repository = open_target(svc, target)
+    links = catalog.chain(catalog.backups(repository), backup_id)
+    read = sum(_apply(repository, b, None) for b in links)
+    return VerifyResult(backup_id, len(links), read)
+
+
+def recover(svc: Services, job: Job) -> tuple[JobState, str]:
+    plan = steps.read(job, Step.PLAN, Plan)
+    if plan is None:
+        return JobState.FAILED, "it stopped before making anything"
+    restored = steps.read(job, Step.RESTORED, Restored)
+    if restored is not None:
+        result = RestoreResult(
+            job.id,
+            job.request["backup_id"],
+            plan.to,
+            restored.size,
+            len(plan.chain),
+            restored.data_bytes,
+        )
+        svc.journal.succeed(job.id, jobrun.to_json(result))
+        return JobState.SUCCEEDED, "the image was restored before the restart"
+    where = destination(plan.to)
+    if isinstance(where, str):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(where)
+    else:
+        images(svc).remove_rbd(where)
+    return JobState.FAILED, f"interrupted; the partly restored {plan.to} was removed"
