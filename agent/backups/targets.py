@@ -42,9 +42,9 @@ class Target:
             return {}
         found = {}
         for line in Path(self.credentials_file).read_text().splitlines():
-            key, eq, value = line.strip().partition("=")
-            if eq and key.startswith("AWS_"):
-                found[key] = value.strip()
+            key, eq, value = line.partition("=")
+            if eq and key.strip().startswith("AWS_"):
+                found[key.strip()] = value.strip()
         return found
 
 

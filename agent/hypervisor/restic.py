@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 LOCKED = "repository is already locked"
 LOCK_RETRIES = (1.0, 2.0, 5.0, 10.0, 20.0)
 TIMEOUT = 600.0  # a metadata command (snapshots, forget, init); streams have none
+DIE_WITH_PARENT = ("setpriv", "--pdeathsig", "KILL")
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class ResticRepository:
         self._limits = ["--limit-upload", str(limit_upload_kib)] if limit_upload_kib else []
 
     def _argv(self, *args: str) -> list[str]:
-        return ["restic", *self._cache, *args]
+        # restic dies with the agent (SIGKILL included): a backup whose agent died must not
+        # go on to store the stream as it was cut (stdin closed looks like its end).
+        return [*DIE_WITH_PARENT, "restic", *self._cache, *args]
 
     def _run(self, *args: str, retry_locked: bool = False) -> str:
         delays = iter(LOCK_RETRIES if retry_locked else ())
