@@ -4,7 +4,8 @@ content-deduplicated, checked by `restic check`. hostsnap keeps one stream per b
 (`backup --stdin`) and finds its backups by their tags.
 
 Only `forget`/`prune` take restic's exclusive lock; they are retried while another client
-(another host backing up to the same target) holds a lock."""
+(another host backing up to the same target) holds a lock, and stale locks (of a restic that
+died) are removed before each retry."""
 
 from __future__ import annotations
 
@@ -91,6 +92,9 @@ class ResticRepository:
             if LOCKED in done.stderr:
                 delay = next(delays, None)
                 if delay is not None:
+                    # A lock whose restic died (with its agent) is stale: removed here. A
+                    # live one (another host's backup) stays, and is waited for.
+                    self._run("unlock")
                     log.info(
                         "restic %s: %s locked, again in %.0f s", args[0], self.repository, delay
                     )

@@ -285,9 +285,9 @@ def _write_marker(repository: BackupRepository, made: Backup) -> str:
     return repository.backup(path, made.marker_tags(), made.host, produce).snapshot_id
 
 
-def _remove_partial(repository: BackupRepository, backup_id: str) -> None:
+def _remove_partial(repository: BackupRepository, backup_id: str) -> str:
     """Whatever the backup left on the target: its snapshots forgotten, their data pruned
-    (a killed restic leaves packs no snapshot names, and its lock)."""
+    (a killed restic leaves packs no snapshot names, and its lock). Says what became of it."""
     try:
         repository.unlock()
         left = [s.id for s in repository.snapshots([catalog.of_backup(backup_id)])]
@@ -297,6 +297,8 @@ def _remove_partial(repository: BackupRepository, backup_id: str) -> None:
             repository.prune()
     except HostsnapError as e:
         log.error("backup %s: what it left on %s stays: %s", backup_id, repository.repository, e)
+        return f"what it had uploaded could not be removed from the target ({e})"
+    return "what it had uploaded was removed from the target"
 
 
 def recover(svc: Services, job: Job) -> tuple[JobState, str]:
@@ -313,8 +315,7 @@ def recover(svc: Services, job: Job) -> tuple[JobState, str]:
         if backup.id == plan.backup_id:
             svc.journal.succeed(job.id, to_json(BackupResult(job.id, backup, plan.target)))
             return JobState.SUCCEEDED, "its backup was verified and recorded before the restart"
-    _remove_partial(repository, plan.backup_id)
-    return JobState.FAILED, "interrupted; what it had uploaded was removed from the target"
+    return JobState.FAILED, f"interrupted; {_remove_partial(repository, plan.backup_id)}"
 
 
 def _from_dict(data: dict[str, Any]) -> BackupResult:

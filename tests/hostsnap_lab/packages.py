@@ -35,6 +35,9 @@ REQUIRED = (
     "ceph-common",
     "python3-rados",
     "python3-rbd",
+    # Backups: the repository engine, and qcow2 images read and written through qemu-nbd.
+    "restic",
+    "python3-libnbd",
     # Building and checking hostsnap's own packages (make packages, tests/lab/test_packages.py).
     "debhelper",
     "dh-python",

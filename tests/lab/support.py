@@ -111,7 +111,8 @@ def run_agent_process(
         "from agent.config import AgentConfig\n"
         "from agent.wiring import open_services\n"
         f"svc = open_services(AgentConfig(state_dir=Path({str(config.state_dir)!r}), "
-        f"ceph_conf={config.ceph_conf!r}))\n" + code
+        f"ceph_conf={config.ceph_conf!r}, "
+        f"backup_targets_dir=Path({str(config.backup_targets_dir)!r})))\n" + code
     )
     return subprocess.run(
         [sys.executable, "-c", script],

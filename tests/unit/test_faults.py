@@ -24,6 +24,8 @@ RELEASED = (
     "after-merge",
     "while-paused",
     "group-snapshot",
+    "during-backup-upload",
+    "after-backup-upload",
 )
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 import pytest
 
 from agent import faults
+from agent.backups import catalog
 from agent.jobs import JobState
 from agent.model import (
     DiskSnapshot,
@@ -24,11 +25,19 @@ from agent.model import (
     Quiesce,
     SnapshotRequest,
 )
-from agent.operations import consolidate, delete, group, image_snapshot, revert, snapshot
+from agent.operations import (
+    backup,
+    consolidate,
+    delete,
+    group,
+    image_snapshot,
+    revert,
+    snapshot,
+)
 from agent.operations.recovery import Recovered
 from agent.operations.services import Services
 from tests.unit.engine import images
-from tests.unit.engine.world import QCOW2, RBD, RBD_IMAGE, World
+from tests.unit.engine.world import QCOW2, RBD, RBD_IMAGE, TARGET, World
 
 
 def storage(world: World) -> tuple[object, ...]:
@@ -324,6 +333,26 @@ def flatten_killed(world: World, step: str) -> None:
     assert_guest_runs_thawed(world, QCOW2, 1, 2, 3)
 
 
+# -- backup
+
+
+def backup_removed(world: World, step: str) -> None:
+    """A backup whose agent dies mid-upload or before the read-back: the restarted agent
+    fails it and removes what it left on the target."""
+    world.qcow2_domain()
+    world.host.write(QCOW2, "vda", 1)
+    svc = world.services()
+    taken = take(svc, QCOW2)
+    request = backup.BackupRequest(taken.snapshot_id, TARGET)
+    world.killed_at(step, lambda svc: backup.backup(svc, request))
+
+    svc, outcomes = world.restarted()
+
+    assert_failed_by_restart(svc, only(outcomes, backup.OPERATION))
+    assert world.target.stored == {} and catalog.backups(world.target) == []
+    assert svc.journal.snapshot(taken.snapshot_id) is not None  # the snapshot stays
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -368,6 +397,8 @@ SCENARIOS: dict[str, list[Case]] = {
     ],
     "while-paused": [Case("flatten", flatten_killed)],
     "group-snapshot": [Case("qcow2-member", group_member_undone)],
+    "during-backup-upload": [Case("qcow2", backup_removed)],
+    "after-backup-upload": [Case("qcow2", backup_removed)],
 }
 
 

@@ -15,24 +15,31 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import pytest
 
 from agent import faults
+from agent.backups import targets
 from agent.config import AgentConfig
+from agent.hypervisor import nbd_image
+from agent.hypervisor.ports import ExtentReader, ExtentWriter
 from agent.jobs import Journal
+from agent.model import RbdSource
 from agent.operations import recovery
 from agent.operations.services import Services
 from tests.unit.engine import images
 from tests.unit.engine.host import FakeDomain, FakeHost
 from tests.unit.engine.rbd import FakeRbd
+from tests.unit.engine.repository import FakeRepository
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # Not the lab's names: merge.make_durable asks /run/libvirt/qemu/<domain>.pid of the real host.
 QCOW2 = "engine-qcow2"
 RBD = "engine-rbd"
 RBD_IMAGE = "rbd/engine-rbd"
+TARGET = "secondary"
 
 
 def recorded(name: str) -> tuple[str, str]:
@@ -50,6 +57,29 @@ def _renamed(xml: str, name: str, uuid: str, disk: Callable[[ET.Element], None])
     text = ET.tostring(root, encoding="unicode")
     # Nothing of the lab's paths is left (its logs, its Ceph config).
     return re.sub(r"/var/lib/hostsnap-lab/[^'\"<]*", f"/nonexistent/{name}", text)
+
+
+class EngineImages:
+    """qcow2 images through the real qemu-nbd; the fake host's RBD images are not read."""
+
+    def reading_file(
+        self, path: str, since_depth: int | None
+    ) -> AbstractContextManager[ExtentReader]:
+        return nbd_image.reading(path, since_depth)
+
+    def creating_file(self, path: str, size: int) -> AbstractContextManager[ExtentWriter]:
+        return nbd_image.writing_new(path, size)
+
+    def reading_rbd(
+        self, source: RbdSource, snapshot: str, since: str | None
+    ) -> AbstractContextManager[ExtentReader]:
+        raise AssertionError("the engine tier reads no RBD image (the lab does)")
+
+    def creating_rbd(self, source: RbdSource, size: int) -> AbstractContextManager[ExtentWriter]:
+        raise AssertionError("the engine tier writes no RBD image (the lab does)")
+
+    def remove_rbd(self, source: RbdSource) -> None:
+        raise AssertionError("the engine tier removes no RBD image (the lab does)")
 
 
 class Killed:
@@ -77,7 +107,10 @@ class World:
             freeze_deadline=30.0,
             block_job_timeout=30.0,
             rbd_overlay_min_free=0,
+            backup_targets_dir=root / "targets",
         )
+        targets.add(self.config.backup_targets_dir, TARGET, "/srv/fake-target")
+        self.target = FakeRepository()
         self._opened: list[Services] = []
 
     # -- domains
@@ -126,6 +159,8 @@ class World:
             config=self.config,
             host=self.host,
             rbd=self.rbd,
+            images=EngineImages(),
+            repository=lambda target: self.target,
             journal=Journal(self.config.journal_path, clock=time.time),
             guest_agents=self.host.guest,
             # The fake host's block jobs end in a few polls: no need to wait between them.

@@ -1,0 +1,220 @@
+"""Backups on the lab: snapshots of lab-rbd (Ceph) and lab-qcow2 (a qcow2 chain) backed up
+to a restic repository in a directory with real restic, restored into new images that
+`qemu-img compare` finds identical to the snapshot, the stream Ceph's own `rbd import-diff`
+reads, an agent killed mid-backup leaving nothing on the target, and a target that fills up
+mid-upload failing the backup (never BackedUp).
+
+The directory target stands for an NFS mount of secondary storage: this machine's kernel has
+no NFS server (no nfsd in /proc/filesystems), so no real export can be mounted here."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.backups import catalog, targets
+from agent.config import AgentConfig
+from agent.errors import OperationFailed
+from agent.hypervisor.extents import Extent
+from agent.hypervisor.ports import ExtentReader
+from agent.jobs import JobState
+from agent.model import DiskSnapshot, Quiesce, RbdSource, SnapshotRequest
+from agent.operations import backup, delete, recovery, restore, snapshot
+from agent.operations.services import Services
+from agent.wiring import open_services
+from hostsnap_lab.lab import Lab
+from hostsnap_lab.paths import QCOW2_DOMAIN, RBD_DOMAIN
+
+from .support import run_agent_process
+
+TARGET = "lab-secondary"
+
+
+@pytest.fixture
+def target_dir(tmp_path: Path) -> Path:
+    return tmp_path / "repository"
+
+
+TAKEN: list[str] = []  # the snapshots a test took, deleted after it
+
+
+@pytest.fixture
+def svc(agent_config: AgentConfig, tmp_path: Path, target_dir: Path) -> Iterator[Services]:
+    config = dataclasses.replace(agent_config, backup_targets_dir=tmp_path / "targets")
+    services = open_services(config)
+    added = targets.add(config.backup_targets_dir, TARGET, str(target_dir))
+    services.repository(added).init()
+    yield services
+    while TAKEN:
+        delete.delete(services, delete.DeleteRequest(TAKEN.pop()))
+    services.close()
+
+
+def take(svc: Services, domain: str) -> DiskSnapshot:
+    (disk,) = snapshot.create(svc, SnapshotRequest(domain, quiesce=Quiesce.PREFERRED)).disks
+    TAKEN.append(disk.snapshot_id)
+    return disk
+
+
+def backed_up(svc: Services, taken: DiskSnapshot) -> catalog.Backup:
+    return backup.backup(svc, backup.BackupRequest(taken.snapshot_id, TARGET)).backup
+
+
+def identical(lab: Lab, first: str, second: str) -> bool:
+    done = subprocess.run(
+        ["qemu-img", "compare", "-U", first, second], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode == 0
+
+
+def rbd_spec(lab: Lab, spec: str) -> str:
+    return f"rbd:{spec}:conf={lab.ceph_conf}"
+
+
+def rbd(lab: Lab, *args: str) -> None:
+    subprocess.run(["rbd", "-c", str(lab.ceph_conf), *args], check=True, timeout=120)
+
+
+def test_an_rbd_volume_backed_up_full_then_incrementally_restores_identical(
+    lab: Lab, svc: Services, tmp_path: Path
+):
+    first = take(svc, RBD_DOMAIN)
+    full = backed_up(svc, first)
+    second = take(svc, RBD_DOMAIN)
+    incremental = backed_up(svc, second)
+    image = f"rbd/restored-{uuid.uuid4().hex[:8]}"
+    try:
+        restore.restore(svc, restore.RestoreRequest(incremental.id, TARGET, image))
+        as_taken = rbd_spec(lab, f"rbd/{RBD_DOMAIN}@hostsnap-{second.snapshot_id}")
+
+        assert full.full and incremental.parent == full.id
+        assert incremental.data_bytes < full.data_bytes  # only what changed between the two
+        assert identical(lab, as_taken, rbd_spec(lab, image))
+        file_copy = str(tmp_path / "restored.qcow2")
+        restore.restore(svc, restore.RestoreRequest(incremental.id, TARGET, file_copy))
+        assert identical(lab, as_taken, file_copy)
+    finally:
+        subprocess.run(["rbd", "-c", str(lab.ceph_conf), "rm", image], capture_output=True)
+
+
+def test_the_stream_is_what_cephs_rbd_import_diff_reads(lab: Lab, svc: Services, tmp_path: Path):
+    taken = take(svc, RBD_DOMAIN)
+    made = backed_up(svc, taken)
+    stream = tmp_path / "stream"
+    repository = svc.repository(targets.load(svc.config.backup_targets_dir, TARGET))
+    with repository.dump(made.stream, catalog.stream_path(made.id)) as source:
+        stream.write_bytes(source.read())
+    image = f"rbd/imported-{uuid.uuid4().hex[:8]}"
+    rbd(lab, "create", "--size", f"{made.size}B", image)
+    try:
+        rbd(lab, "import-diff", str(stream), image)
+
+        as_taken = rbd_spec(lab, f"rbd/{RBD_DOMAIN}@hostsnap-{taken.snapshot_id}")
+        assert identical(lab, as_taken, rbd_spec(lab, image))
+    finally:
+        rbd(lab, "rm", image)
+
+
+def test_a_qcow2_volume_backed_up_incrementally_restores_identical(
+    lab: Lab, svc: Services, tmp_path: Path
+):
+    first = take(svc, QCOW2_DOMAIN)
+    full = backed_up(svc, first)
+    second = take(svc, QCOW2_DOMAIN)
+    incremental = backed_up(svc, second)
+    to = str(tmp_path / "restored.qcow2")
+
+    restore.restore(svc, restore.RestoreRequest(incremental.id, TARGET, to))
+
+    assert incremental.parent == full.id and incremental.data_bytes < full.data_bytes
+    record = svc.journal.snapshot(second.snapshot_id)
+    assert record is not None and identical(lab, record.content, to)
+    assert restore.verify(svc, TARGET, incremental.id).backups_read == 2
+
+
+@pytest.mark.parametrize("step", ["during-backup-upload", "after-backup-upload"])
+def test_an_agent_killed_mid_backup_leaves_nothing_on_the_target(svc: Services, step: str):
+    taken = take(svc, RBD_DOMAIN)
+    key = uuid.uuid4().hex
+    code = (
+        "from agent.operations import backup\n"
+        f"backup.backup(svc, backup.BackupRequest({taken.snapshot_id!r}, {TARGET!r}, "
+        f"idempotency_key={key!r}))\n"
+    )
+    died = run_agent_process(svc.config, code, step)
+    assert died.returncode == -9, died.stderr
+
+    outcomes = recovery.recover(svc)
+
+    (job,) = [o for o in outcomes if svc.journal.get(o.job_id).idempotency_key == key]
+    assert job.state == JobState.FAILED and "removed" in job.detail
+    repository = svc.repository(targets.load(svc.config.backup_targets_dir, TARGET))
+    assert repository.snapshots() == [] and catalog.backups(repository) == []
+    repository.check()
+
+
+class FillsTargetOnFirstRead:
+    """The image's reader, filling the target's filesystem once the upload has begun."""
+
+    def __init__(self, reader: ExtentReader, filler: Path) -> None:
+        self._reader, self._filler = reader, filler
+        self.size = reader.size
+
+    def extents(self) -> Iterator[Extent]:
+        return self._reader.extents()
+
+    def read(self, offset: int, length: int) -> bytes:
+        if not self._filler.exists():
+            st = os.statvfs(self._filler.parent)
+            free = st.f_bavail * st.f_frsize
+            subprocess.run(["fallocate", "-l", str(free - 4096), str(self._filler)], check=True)
+        return self._reader.read(offset, length)
+
+
+def test_a_target_that_fills_up_mid_upload_fails_the_backup(
+    svc: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """apache/cloudstack#8946: a snapshot marked BackedUp with nothing stored. Here the
+    target's filesystem fills up once the upload has begun."""
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24M", "tmpfs", str(small)], check=True)
+    try:
+        added = targets.add(svc.config.backup_targets_dir, "small", str(small / "repository"))
+        repository = svc.repository(added)
+        repository.init()
+        taken = take(svc, RBD_DOMAIN)
+        filler = small / "filler"
+        assert svc.images is not None
+        real = svc.images.reading_rbd
+
+        @contextlib.contextmanager
+        def reading(source: RbdSource, snapshot: str, since: str | None) -> Iterator[ExtentReader]:
+            with real(source, snapshot, since) as reader:
+                yield FillsTargetOnFirstRead(reader, filler)
+
+        monkeypatch.setattr(svc.images, "reading_rbd", reading)
+        with pytest.raises(OperationFailed):
+            backup.backup(svc, backup.BackupRequest(taken.snapshot_id, "small"))
+        assert filler.exists(), "the target was not filled during the upload"
+        filler.unlink()
+
+        assert catalog.backups(repository) == []
+        assert repository.snapshots() == []
+        (job,) = [
+            j
+            for j in svc.journal.jobs()
+            if j.operation == backup.OPERATION and j.request["snapshot_id"] == taken.snapshot_id
+        ]
+        assert job.state == JobState.FAILED
+        repository.check()
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
