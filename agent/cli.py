@@ -18,7 +18,7 @@ from typing import Any
 
 import grpc
 
-from agent import __version__, cli_chains
+from agent import __version__, cli_backups, cli_chains
 from agent.cli_jobs import EXIT_CODES, enum_name, wait_for
 from agent.cli_output import as_json, table
 from hostsnap.agent.v1 import agent_pb2 as pb
@@ -365,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("domain")
     p.add_argument("--disk")
     chain_jobs = cli_chains.add_commands(command)
+    backup_jobs = cli_backups.add_commands(command)
     snap = sub.add_parser("snapshot", help="take a snapshot").add_subparsers(
         dest="action", required=True
     )
@@ -388,7 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="only forget the snapshot; the next consolidate merges its layer",
     )
-    for p in (snap.choices["create"], sub.choices["revert"], sub.choices["delete"], *chain_jobs):
+    jobs = (snap.choices["create"], sub.choices["revert"], sub.choices["delete"], *chain_jobs)
+    for p in (*jobs, *backup_jobs):
         p.add_argument("--idempotency-key", help="the same key returns the same job")
         p.add_argument("--no-wait", action="store_true", help="print the job and return")
     p = command("jobs", cmd_jobs, "the agent's jobs, newest first")
@@ -412,9 +414,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(cli_backups.rewritten(sys.argv[1:] if argv is None else argv))
     if args.command == "doctor":
         return doctor(args)
+    if args.command in cli_backups.LOCAL:
+        return int(args.run(None, args))
     if args.direct:
         return direct(args)
     try:

@@ -75,6 +75,22 @@ def describe(job: Any) -> str:
                 lines.append(f"    snapshots lost: {', '.join(d.snapshots_lost)}")
             if d.note:
                 lines.append(f"    note: {d.note}")
+    elif job.HasField("backup"):
+        b = job.backup
+        over = f"over backup {b.parent_id}" if b.parent_id else "full"
+        lines.append(f"  backup {b.id} of snapshot {b.snapshot_id} on {b.target} ({over})")
+        lines.append(
+            f"  {b.data_bytes / 2**20:.1f} MiB of data read, {b.stored_bytes / 2**20:.1f} MiB "
+            f"stored; read back and matched (SHA-256 {b.sha256})"
+        )
+    elif job.HasField("restore"):
+        r = job.restore
+        lines.append(f"  restored to {r.to} from {r.backups_applied} backup(s)")
+    elif job.HasField("verify"):
+        v = job.verify
+        lines.append(f"  {v.backups_read} backup(s) read back and matched")
+    elif job.HasField("backup_delete"):
+        lines.append(f"  removed: {', '.join(job.backup_delete.removed_ids)}")
     if job.HasField("error"):
         lines.append(f"  error ({job.error.code}, {job.error.reason}): {job.error.message}")
     return "\n".join(lines)

@@ -108,6 +108,15 @@ def open_target(svc: Services, name: str) -> tuple[targets.Target, BackupReposit
     return target, repository
 
 
+def listed(svc: Services, target: str, domain: str = "") -> list[Backup]:
+    """The target's backups (of `domain`), oldest first."""
+    validate.target_name(target)
+    if domain:
+        validate.domain_name(domain)
+    _, repository = open_target(svc, target)
+    return catalog.backups(repository, domain)
+
+
 def backup(
     svc: Services, request: BackupRequest, on_started: Callable[[str], None] | None = None
 ) -> BackupResult:

@@ -12,6 +12,7 @@ from agent.errors import HostsnapError
 from agent.jobs import Job, JobState
 from agent.operations import (
     backup,
+    backup_delete,
     consolidate,
     delete,
     group,
@@ -60,6 +61,8 @@ def recover(svc: Services) -> list[Recovered]:
                 group.OPERATION: group.recover,
                 backup.OPERATION: backup.recover,
                 restore.OPERATION: restore.recover,
+                restore.VERIFY: restore.recover_verify,
+                backup_delete.OPERATION: backup_delete.recover,
             }[job.operation]
             state, detail = handler(svc, job)
         except HostsnapError as e:

@@ -29,6 +29,7 @@ from agent.operations.services import Services
 log = logging.getLogger(__name__)
 
 OPERATION = "restore"
+VERIFY = "backup-verify"
 
 
 class Step(steps.StepName):
@@ -160,13 +161,35 @@ def _apply(repository: BackupRepository, backup: Backup, writer: ExtentWriter | 
     return backup.stream_bytes
 
 
-def verify(svc: Services, target: str, backup_id: str) -> VerifyResult:
-    """Reads the backup and every backup it needs back from the target and checks them."""
+def verify(
+    svc: Services,
+    target: str,
+    backup_id: str,
+    idempotency_key: str | None = None,
+    on_started: Callable[[str], None] | None = None,
+) -> VerifyResult:
+    """Reads the backup and every backup it needs back from the target and checks them (a
+    job: a long chain takes long to read); changes nothing."""
     validate.backup_id(backup_id)
     _, repository = open_target(svc, target)
     links = catalog.chain(catalog.backups(repository), backup_id)
-    read = sum(_apply(repository, b, None) for b in links)
-    return VerifyResult(backup_id, len(links), read)
+
+    def body(job_id: str) -> VerifyResult:
+        read = 0
+        for index, backup in enumerate(links):
+            jobrun.checkpoint(svc, job_id, f"reading backup {backup.id}")
+            read += _apply(repository, backup, None)
+            svc.journal.set_progress(job_id, (index + 1) / len(links))
+        return VerifyResult(backup_id, len(links), read)
+
+    spec = jobrun.JobSpec(
+        VERIFY, "", [f"backup {backup_id}"], {"backup_id": backup_id, "target": target}
+    )
+    return jobrun.run(svc, spec, idempotency_key, body, lambda d: VerifyResult(**d), on_started)
+
+
+def recover_verify(svc: Services, job: Job) -> tuple[JobState, str]:
+    return JobState.FAILED, "interrupted; it changes nothing: verify again"
 
 
 def recover(svc: Services, job: Job) -> tuple[JobState, str]:

@@ -231,7 +231,60 @@ def job(record: Job) -> pb.Job:
     return message
 
 
+def backup(made: dict[str, Any], target: str) -> pb.Backup:
+    """A backup (as a catalog.Backup's fields) on the wire."""
+    return pb.Backup(
+        id=made["id"],
+        volume=made["volume"],
+        image=made["image"],
+        kind=KIND[VolumeKind(made["kind"])],
+        snapshot_id=made["snapshot_id"],
+        snapshot_name=made["snapshot_name"],
+        parent_id=made["parent"],
+        size_bytes=made["size"],
+        sha256=made["sha256"],
+        stream_bytes=made["stream_bytes"],
+        data_bytes=made["data_bytes"],
+        stored_bytes=made["stored_bytes"],
+        taken_at=timestamp(made["taken"]),
+        backed_up_at=timestamp(made["backed_up"]),
+        host=made["host"],
+        target=target,
+    )
+
+
+def _backup_result(message: pb.Job, operation: str, result: dict[str, Any]) -> bool:
+    """The result of a backup job kind; False for another kind."""
+    if operation == "backup":
+        message.backup.CopyFrom(backup(result["backup"], result["target"]))
+    elif operation == "restore":
+        message.restore.CopyFrom(
+            pb.RestoreResult(
+                backup_id=result["backup_id"],
+                to=result["to"],
+                size_bytes=result["size"],
+                backups_applied=result["backups_applied"],
+                data_bytes=result["data_bytes"],
+            )
+        )
+    elif operation == "backup-verify":
+        message.verify.CopyFrom(
+            pb.VerifyResult(
+                backup_id=result["backup_id"],
+                backups_read=result["backups_read"],
+                stream_bytes=result["stream_bytes"],
+            )
+        )
+    elif operation == "backup-delete":
+        message.backup_delete.CopyFrom(pb.BackupDeleteResult(removed_ids=result["removed_ids"]))
+    else:
+        return False
+    return True
+
+
 def _result(message: pb.Job, operation: str, result: dict[str, Any]) -> None:
+    if _backup_result(message, operation, result):
+        return
     if operation == "snapshot":
         message.snapshot.CopyFrom(
             pb.SnapshotResult(

@@ -27,14 +27,18 @@ from agent.errors import (
 from agent.jobs import JobState
 from agent.model import ImageSnapshotRequest, SnapshotRequest
 from agent.operations import (
+    backup,
+    backup_delete,
     chains,
     consolidate,
     delete,
     group,
     host_info,
     image_snapshot,
+    jobrun,
     listing,
     rescue,
+    restore,
     revert,
     snapshot,
     stats,
@@ -310,6 +314,56 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             request.defer_merge,
         )
         return await self._started(lambda started: delete.delete(self.svc, wanted, started))
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def BackupSnapshot(self, request: pb.BackupSnapshotRequest, context: Any) -> pb.Job:
+        wanted = backup.BackupRequest(
+            request.snapshot_id,
+            request.target,
+            request.domain,
+            request.full,
+            convert.idempotency_key(request.idempotency_key),
+        )
+        return await self._started(lambda started: backup.backup(self.svc, wanted, started))
+
+    @rpc(Role.VIEWER)
+    async def ListBackups(
+        self, request: pb.ListBackupsRequest, context: Any
+    ) -> pb.ListBackupsResponse:
+        found = await self._blocking(backup.listed, self.svc, request.target, request.domain)
+        return pb.ListBackupsResponse(
+            backups=[convert.backup(jobrun.to_json(b), request.target) for b in found]
+        )
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def RestoreBackup(self, request: pb.RestoreBackupRequest, context: Any) -> pb.Job:
+        wanted = restore.RestoreRequest(
+            request.backup_id,
+            request.target,
+            request.to,
+            convert.idempotency_key(request.idempotency_key),
+        )
+        return await self._started(lambda started: restore.restore(self.svc, wanted, started))
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def VerifyBackup(self, request: pb.VerifyBackupRequest, context: Any) -> pb.Job:
+        return await self._started(
+            lambda started: restore.verify(
+                self.svc, request.target, request.backup_id, on_started=started
+            )
+        )
+
+    @rpc(Role.OPERATOR, audited=True)
+    async def DeleteBackup(self, request: pb.DeleteBackupRequest, context: Any) -> pb.Job:
+        wanted = backup_delete.DeleteBackupRequest(
+            request.backup_id,
+            request.target,
+            request.with_descendants,
+            convert.idempotency_key(request.idempotency_key),
+        )
+        return await self._started(
+            lambda started: backup_delete.delete_backup(self.svc, wanted, started)
+        )
 
     @rpc(Role.VIEWER)
     async def GetChains(self, request: pb.GetChainsRequest, context: Any) -> pb.GetChainsResponse:

@@ -150,6 +150,7 @@ def start_agent(lab: Lab, directory: Path, fault: str = "") -> AgentProcess:
 state_dir = "{lab.agent_state}"
 ceph_conf = "{lab.ceph_conf}"
 stop_timeout = 3.0
+backup_targets_dir = "{directory / "backup-targets"}"
 sysfs_root = "{hwmon_fixture(directory / "sysfs")}"
 
 [listen]

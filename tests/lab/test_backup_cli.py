@@ -1,0 +1,109 @@
+"""Backups through a running agent and the `hostsnap` CLI, as an administrator runs them: a
+target added on the host (its key made, its repository initialised), a snapshot backed up
+and listed, restored into a new RBD image identical to it, verified, deleted; refusals with
+their exit codes, and a viewer refused a backup."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from hostsnap.agent.v1 import agent_pb2 as pb
+from hostsnap_lab.lab import Lab
+from hostsnap_lab.paths import RBD_DOMAIN
+
+from .agent_process import AgentProcess, start_agent
+
+HOSTSNAP = str(Path(sys.executable).parent / "hostsnap")
+
+
+@pytest.fixture(scope="module")
+def agent(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentProcess]:
+    process = start_agent(lab, tmp_path_factory.mktemp("backup-agent"))
+    yield process
+    assert process.stop() == 0, (process.directory / "agent.log").read_text()
+
+
+def hostsnap(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            HOSTSNAP,
+            "--socket",
+            str(agent.socket),
+            "--config",
+            str(agent.directory / "agent.toml"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def test_a_snapshot_backed_up_listed_restored_verified_and_deleted_through_the_cli(
+    lab: Lab, agent: AgentProcess
+):
+    repository = agent.directory / "secondary"
+    added = hostsnap(agent, "backup", "target", "add", "lab", "--repository", str(repository))
+    assert added.returncode == 0, added.stderr
+    assert "keep a copy off this host" in added.stdout
+    assert (agent.directory / "backup-targets" / "lab.key").stat().st_mode & 0o777 == 0o600
+    created = hostsnap(agent, "--json", "snapshot", "create", RBD_DOMAIN)
+    assert created.returncode == 0, created.stderr
+    snapshot_id = json.loads(created.stdout)["snapshot"]["disks"][0]["snapshot_id"]
+    image = f"rbd/cli-restored-{uuid.uuid4().hex[:8]}"
+    try:
+        done = hostsnap(agent, "--json", "backup", snapshot_id, "--target", "lab")
+        assert done.returncode == 0, done.stderr
+        made = json.loads(done.stdout)["backup"]
+        assert made["snapshot_id"] == snapshot_id and made["sha256"]
+
+        listed = hostsnap(agent, "backups", RBD_DOMAIN, "--target", "lab")
+        assert listed.returncode == 0 and made["id"] in listed.stdout and "full" in listed.stdout
+
+        restored = hostsnap(agent, "restore", made["id"], "--target", "lab", "--to", image)
+        assert restored.returncode == 0, restored.stderr
+        taken = f"rbd:rbd/{RBD_DOMAIN}@hostsnap-{snapshot_id}:conf={lab.ceph_conf}"
+        compare = subprocess.run(
+            ["qemu-img", "compare", "-U", taken, f"rbd:{image}:conf={lab.ceph_conf}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert compare.returncode == 0, compare.stdout + compare.stderr
+
+        again = hostsnap(agent, "restore", made["id"], "--target", "lab", "--to", image)
+        assert again.returncode == 1 and "IMAGE_EXISTS" in again.stdout + again.stderr
+
+        verified = hostsnap(agent, "backup", "verify", made["id"], "--target", "lab")
+        assert verified.returncode == 0, verified.stderr
+        assert "read back and matched" in verified.stdout
+
+        deleted = hostsnap(agent, "backup", "delete", made["id"], "--target", "lab")
+        assert deleted.returncode == 0, deleted.stderr
+        after = hostsnap(agent, "--json", "backups", "--target", "lab")
+        assert json.loads(after.stdout) == []
+    finally:
+        subprocess.run(["rbd", "-c", str(lab.ceph_conf), "rm", image], capture_output=True)
+        hostsnap(agent, "delete", snapshot_id)
+
+
+def test_refusals_have_their_codes_and_change_nothing(agent: AgentProcess):
+    unknown = hostsnap(agent, "backups", "--target", "nowhere")
+    assert unknown.returncode == 3 and "TARGET_NOT_FOUND" in unknown.stderr
+    traversal = hostsnap(agent, "backups", "--target", "../etc")
+    assert traversal.returncode == 2 and "INVALID_TARGET_NAME" in traversal.stderr
+    bad_id = hostsnap(agent, "backup", "0" * 31 + "g", "--target", "nowhere")
+    assert bad_id.returncode == 2
+    viewer = agent.stub("ctl-viewer")
+    with pytest.raises(grpc.RpcError) as refused:
+        viewer.BackupSnapshot(pb.BackupSnapshotRequest(snapshot_id="0" * 32, target="lab"))
+    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
