@@ -81,7 +81,8 @@ def test_a_snapshot_backed_up_listed_restored_verified_and_deleted_through_the_c
         assert compare.returncode == 0, compare.stdout + compare.stderr
 
         again = hostsnap(agent, "restore", made["id"], "--target", "lab", "--to", image)
-        assert again.returncode == 1 and "IMAGE_EXISTS" in again.stdout + again.stderr
+        assert again.returncode == 4, again.stdout + again.stderr
+        assert "IMAGE_EXISTS" in again.stdout + again.stderr
 
         verified = hostsnap(agent, "backup", "verify", made["id"], "--target", "lab")
         assert verified.returncode == 0, verified.stderr
