@@ -70,6 +70,13 @@ class OperationFailed(HostsnapError):
     reason = "OPERATION_FAILED"
 
 
+class Damaged(HostsnapError):
+    """What was stored does not read back as it was written: a damaged backup (gRPC
+    DATA_LOSS)."""
+
+    reason = "BACKUP_DAMAGED"
+
+
 class TimedOut(HostsnapError):
     """A call did not answer in its time (gRPC DEADLINE_EXCEEDED)."""
 
@@ -92,6 +99,7 @@ def by_name(name: str | None) -> type[HostsnapError]:
         Capacity,
         NotAdmitted,
         Unavailable,
+        Damaged,
         Cancelled,
     ):
         if cls.__name__ == name:

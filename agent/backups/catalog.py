@@ -47,7 +47,7 @@ class Backup:
     sha256: str  # the stream's, as read back from the target
     stream_bytes: int
     data_bytes: int  # the data the stream holds (its extents' bytes)
-    stored_bytes: int  # what the target grew by (compressed, deduplicated)
+    stored_bytes: int  # new data the target took (deduplicated; compressed from restic 0.17)
     taken: float  # when the snapshot was taken (Unix time)
     backed_up: float  # when the backup was verified
     host: str  # the host that made it

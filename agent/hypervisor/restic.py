@@ -20,7 +20,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import IO
 
-from agent.errors import OperationFailed, Unavailable
+from agent.errors import (
+    Capacity,
+    Damaged,
+    HostsnapError,
+    OperationFailed,
+    Precondition,
+    Unavailable,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +50,9 @@ class Snapshot:
 class Uploaded:
     snapshot_id: str  # restic's short id, as `backup` prints it
     bytes_read: int  # the stream's bytes
-    bytes_added: int  # what the repository grew by (after dedup and compression)
+    # What the repository grew by: after dedup and compression from restic 0.17 on
+    # (data_added_packed); restic before 0.17 reports it before compression.
+    bytes_added: int
 
 
 class ResticRepository:
@@ -100,7 +109,7 @@ class ResticRepository:
                     )
                     time.sleep(delay)
                     continue
-            raise OperationFailed(f"restic {args[0]} on {self.repository}: {_reason(done.stderr)}")
+            raise _failure(f"restic {args[0]} on {self.repository}", done.stderr)
 
     def free_bytes(self) -> int | None:
         """The bytes free where a directory repository lives; None for S3 (its quota, if
@@ -172,14 +181,14 @@ class ResticRepository:
             reader.join()
         stderr = b"".join(err).decode(errors="replace")
         if code != 0:
-            raise OperationFailed(f"restic backup to {self.repository}: {_reason(stderr)}")
+            raise _failure(f"restic backup to {self.repository}", stderr)
         for line in b"".join(out).decode(errors="replace").splitlines():
             message = json.loads(line) if line.startswith("{") else {}
             if message.get("message_type") == "summary":
                 return Uploaded(
                     message["snapshot_id"],
                     int(message.get("total_bytes_processed", 0)),
-                    int(message.get("data_added", 0)),
+                    int(message.get("data_added_packed", message.get("data_added", 0))),
                 )
         raise OperationFailed(f"restic backup to {self.repository} printed no summary")
 
@@ -207,7 +216,7 @@ class ResticRepository:
             reader.join()
         if code != 0:
             stderr = b"".join(err).decode(errors="replace")
-            raise OperationFailed(f"restic dump from {self.repository}: {_reason(stderr)}")
+            raise _failure(f"restic dump from {self.repository}", stderr)
 
     def forget(self, snapshot_ids: Sequence[str], prune: bool = True) -> None:
         if snapshot_ids:
@@ -241,6 +250,29 @@ def _drain(stream: IO[bytes], into: list[bytes]) -> threading.Thread:
     reader = threading.Thread(target=lambda: into.append(stream.read()), daemon=True)
     reader.start()
     return reader
+
+
+WRONG_KEY = "wrong password or no key found"
+# What restic 0.14 says when a blob or pack is not what its index or its MAC says.
+DAMAGE = ("ciphertext verification failed", "hash mismatch", "invalid data returned", "LoadBlob")
+FULL = ("no space left on device", "QuotaExceeded", "disk quota exceeded")
+
+
+def _failure(what: str, stderr: str) -> HostsnapError:
+    reason = _reason(stderr)
+    if WRONG_KEY in stderr:
+        return Precondition(
+            f"{what}: the target's key does not open its repository ({reason})",
+            reason="TARGET_KEY_WRONG",
+        )
+    if any(sign in stderr for sign in FULL):
+        return Capacity(
+            f"Insufficient Capacity: {what}: the target is full ({reason})",
+            reason="INSUFFICIENT_CAPACITY",
+        )
+    if any(sign in stderr for sign in DAMAGE):
+        return Damaged(f"{what}: stored data is damaged ({reason})")
+    return OperationFailed(f"{what}: {reason}")
 
 
 def _reason(stderr: str) -> str:

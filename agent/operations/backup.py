@@ -102,7 +102,7 @@ def open_target(svc: Services, name: str) -> tuple[targets.Target, BackupReposit
     if not repository.exists():
         raise Precondition(
             f"backup target {name} has no repository at {target.repository} (not mounted, or "
-            "never initialised: `hostsnap backup target init`)",
+            "never initialised: `hostsnap backup target add` makes one)",
             reason="TARGET_NOT_INITIALISED",
         )
     return target, repository

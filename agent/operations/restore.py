@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from agent import steps, validate
 from agent.backups import catalog, diff_stream
 from agent.backups.catalog import Backup
-from agent.errors import InvalidArgument, OperationFailed, Precondition
+from agent.errors import Damaged, InvalidArgument, Precondition
 from agent.hypervisor.ports import BackupRepository, ExtentWriter
 from agent.jobs import Job, JobState
 from agent.model import RbdSource
@@ -137,7 +137,7 @@ def _creating(
 
 def _apply(repository: BackupRepository, backup: Backup, writer: ExtentWriter | None) -> int:
     """Reads the backup's stream from the target, writing it through `writer` (None: only
-    read); its bytes. OperationFailed when it is not what was verified."""
+    read); its bytes. Damaged when it is not what was verified."""
     try:
         with repository.dump(backup.stream, catalog.stream_path(backup.id)) as source:
             reader = diff_stream.Reader(source)
@@ -149,14 +149,11 @@ def _apply(repository: BackupRepository, backup: Backup, writer: ExtentWriter | 
                 else:
                     writer.zero(record.offset, record.length)
     except diff_stream.StreamError as e:
-        raise OperationFailed(
-            f"backup {backup.id} on the target is damaged: {e}", reason="BACKUP_DAMAGED"
-        ) from e
+        raise Damaged(f"backup {backup.id} on the target is damaged: {e}") from e
     if reader.sha256 != backup.sha256:
-        raise OperationFailed(
+        raise Damaged(
             f"backup {backup.id} on the target is not what was verified (SHA-256 "
-            f"{reader.sha256}, verified {backup.sha256})",
-            reason="BACKUP_DAMAGED",
+            f"{reader.sha256}, verified {backup.sha256})"
         )
     return backup.stream_bytes
 

@@ -8,6 +8,7 @@ from agent.errors import (
     Cancelled,
     Capacity,
     Conflict,
+    Damaged,
     HostsnapError,
     InvalidArgument,
     NotFound,
@@ -26,6 +27,7 @@ CODES: dict[type[HostsnapError], grpc.StatusCode] = {
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     OperationFailed: grpc.StatusCode.INTERNAL,
     Cancelled: grpc.StatusCode.CANCELLED,
+    Damaged: grpc.StatusCode.DATA_LOSS,
     TimedOut: grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 

@@ -137,6 +137,6 @@ def create(paths: LabPaths) -> None:
 def stop(paths: LabPaths, timeout: float = 20.0) -> None:
     """Stops the lab's daemons (by pid file and by their config path) and removes the cluster."""
     pids = {pid for d in DAEMONS if (pid := daemon_pid(paths, d)) is not None}
-    pids |= set(processes_using(paths.ceph_conf, ("ceph-mon", "ceph-osd")))
+    pids |= set(processes_using(paths.ceph_conf, ("ceph-mon", "ceph-osd", "radosgw")))
     terminate(pids, timeout)
     shutil.rmtree(paths.ceph, ignore_errors=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import libvirt
 
-from . import ceph, domains, guest_agent, guest_image, hook, libvirtd, packages
+from . import ceph, domains, guest_agent, guest_image, hook, libvirtd, packages, rgw
 from .paths import QCOW2_DOMAIN, RBD_DOMAIN, RBD_POOL, LabPaths
 from .procs import processes_using, terminate
 from .run import LabError, run
@@ -58,6 +58,7 @@ def up(paths: LabPaths | None = None) -> Lab:
     hook.ensure_installed(paths)
     guest_image.ensure_built(paths)
     ceph_rebuilt = ceph.ensure_running(paths)
+    rgw.ensure_running(paths)
     conn = libvirt.open(libvirtd.URI)
     try:
         if not domains.is_running_from(conn, QCOW2_DOMAIN, paths):
@@ -141,6 +142,7 @@ def status(paths: LabPaths | None = None) -> list[tuple[str, str]]:
             else "not running",
         )
     )
+    report.append(("radosgw (S3)", rgw.URL if rgw.answers() else "not running"))
     conn = libvirt.open(libvirtd.URI)
     try:
         for name in (QCOW2_DOMAIN, RBD_DOMAIN):

@@ -35,8 +35,10 @@ REQUIRED = (
     "ceph-common",
     "python3-rados",
     "python3-rbd",
-    # Backups: the repository engine, and qcow2 images read and written through qemu-nbd.
+    # Backups: the repository engine, qcow2 images read and written through qemu-nbd, and
+    # Ceph's S3 gateway for S3 targets.
     "restic",
+    "radosgw",
     "python3-libnbd",
     # Building and checking hostsnap's own packages (make packages, tests/lab/test_packages.py).
     "debhelper",

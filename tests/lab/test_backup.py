@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import subprocess
 import uuid
@@ -21,7 +22,7 @@ import pytest
 
 from agent.backups import catalog, targets
 from agent.config import AgentConfig
-from agent.errors import OperationFailed
+from agent.errors import Capacity, Damaged, Precondition
 from agent.hypervisor.extents import Extent
 from agent.hypervisor.ports import ExtentReader
 from agent.jobs import JobState
@@ -202,8 +203,9 @@ def test_a_target_that_fills_up_mid_upload_fails_the_backup(
                 yield FillsTargetOnFirstRead(reader, filler)
 
         monkeypatch.setattr(svc.images, "reading_rbd", reading)
-        with pytest.raises(OperationFailed):
+        with pytest.raises(Capacity) as full:
             backup.backup(svc, backup.BackupRequest(taken.snapshot_id, "small"))
+        assert full.value.reason == "INSUFFICIENT_CAPACITY"
         assert filler.exists(), "the target was not filled during the upload"
         filler.unlink()
 
@@ -218,3 +220,58 @@ def test_a_target_that_fills_up_mid_upload_fails_the_backup(
         repository.check()
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def rbd_snapshots(lab: Lab, image: str) -> list[str]:
+    out = subprocess.run(
+        ["rbd", "-c", str(lab.ceph_conf), "snap", "ls", "--format", "json", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return sorted(s["name"] for s in json.loads(out))
+
+
+def test_a_wrong_key_a_missing_target_and_a_damaged_pack_each_fail_clearly_changing_nothing(
+    lab: Lab, svc: Services, target_dir: Path, tmp_path: Path
+):
+    taken = take(svc, RBD_DOMAIN)
+    made = backed_up(svc, taken)
+    source = f"rbd/{RBD_DOMAIN}"
+    snapshots = rbd_snapshots(lab, source)
+    request = backup.BackupRequest(taken.snapshot_id, TARGET)
+
+    key = svc.config.backup_targets_dir / f"{TARGET}.key"
+    right = key.read_bytes()
+    key.write_text("not the target's key\n")
+    with pytest.raises(Precondition) as wrong:
+        backup.backup(svc, request)
+    key.write_bytes(right)
+    assert wrong.value.reason == "TARGET_KEY_WRONG"
+
+    unmounted = tmp_path / "elsewhere"
+    target_dir.rename(unmounted)
+    target_dir.mkdir()  # what an NFS mount point shows when the export is not mounted
+    with pytest.raises(Precondition) as missing:
+        backup.backup(svc, request)
+    target_dir.rmdir()
+    unmounted.rename(target_dir)
+    assert missing.value.reason == "TARGET_NOT_INITIALISED"
+    assert list(target_dir.parent.glob("repository*")) == [target_dir]
+
+    packs = [p for p in (target_dir / "data").rglob("*") if p.is_file()]
+    pack = max(packs, key=lambda p: p.stat().st_size)
+    data = bytearray(pack.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    pack.chmod(0o600)
+    pack.write_bytes(bytes(data))
+    image = f"rbd/damaged-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(Damaged) as damaged:
+        restore.restore(svc, restore.RestoreRequest(made.id, TARGET, image))
+    assert damaged.value.reason == "BACKUP_DAMAGED"
+    listed = subprocess.run(
+        ["rbd", "-c", str(lab.ceph_conf), "ls", "rbd"], capture_output=True, text=True, check=True
+    )
+    assert image.split("/")[1] not in listed.stdout.split()
+
+    assert rbd_snapshots(lab, source) == snapshots

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agent.backups import catalog, diff_stream
-from agent.errors import Capacity, OperationFailed
+from agent.errors import Capacity, Damaged, OperationFailed
 from agent.model import DiskSnapshot, Quiesce, SnapshotRequest
 from agent.operations import backup, delete, restore, snapshot
 from agent.operations.services import Services
@@ -130,3 +130,22 @@ def test_a_restore_into_an_existing_file_is_refused_and_the_file_kept(world: Wor
 
     assert getattr(refused.value, "reason", "") == "IMAGE_EXISTS"
     assert existing.read_text() == "theirs"
+
+
+def test_a_damaged_backup_is_data_loss_and_its_restore_leaves_no_image(world: World):
+    world.qcow2_domain()
+    svc = world.services()
+    world.host.write(QCOW2, "vda", 1)
+    made = backed_up(svc, take(svc))
+    world.target.damage = True
+    to = world.root / "restored.qcow2"
+
+    with pytest.raises(Damaged) as damaged:
+        restore.restore(svc, restore.RestoreRequest(made.id, TARGET, str(to)))
+
+    assert damaged.value.reason == "BACKUP_DAMAGED" and "not what was verified" in str(
+        damaged.value
+    )
+    assert not to.exists()
+    with pytest.raises(Damaged):
+        restore.verify(svc, TARGET, made.id)
