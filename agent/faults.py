@@ -35,6 +35,8 @@ class Step(enum.StrEnum):
     GROUP_SNAPSHOT = "group-snapshot"
     DURING_BACKUP_UPLOAD = "during-backup-upload"
     AFTER_BACKUP_UPLOAD = "after-backup-upload"
+    DURING_RESTORE = "during-restore"
+    BEFORE_RESTORE_PUBLISH = "before-restore-publish"
 
 
 # The HOSTSNAP_FAULT values (without fail: or @domain), as plain strings.

@@ -266,6 +266,20 @@ class CephRbd:
                 rbd.RBD().remove(ioctx, source.image)
                 raise
 
+    def rename_image(self, source: RbdSource, to: RbdSource) -> None:
+        """Within one pool; IMAGE_EXISTS when `to` exists."""
+        with self._ioctx(source) as ioctx:
+            try:
+                rbd.RBD().rename(ioctx, source.image, to.image)
+            except rbd.ImageExists as e:
+                raise Precondition(
+                    f"RBD image {to.spec} exists already", reason="IMAGE_EXISTS"
+                ) from e
+            except rbd.ImageNotFound as e:
+                raise NotFound(f"RBD image {source.spec} does not exist") from e
+            except rbd.Error as e:
+                raise OperationFailed(f"renaming RBD image {source.spec} to {to.image}: {e}") from e
+
     def remove_image(self, source: RbdSource) -> None:
         """Removes an image hostsnap made (a restore that did not finish); one already gone
         is not an error."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 from contextlib import AbstractContextManager
 
+from agent.errors import Precondition
 from agent.hypervisor import nbd_image
 from agent.hypervisor.ceph_rbd import CephRbd
 from agent.hypervisor.ports import ExtentReader, ExtentWriter
@@ -32,3 +35,28 @@ class ImageIO:
 
     def remove_rbd(self, source: RbdSource) -> None:
         self._rbd.remove_image(source)
+
+    def remove_file(self, path: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+
+    def publish_rbd(self, staged: RbdSource, final: RbdSource) -> None:
+        self._rbd.rename_image(staged, final)
+
+    def publish_file(self, staged: str, final: str) -> None:
+        publish_file(staged, final)
+
+
+def publish_file(staged: str, final: str) -> None:
+    """A hard link never replaces a file, unlike a rename: an image that appeared under
+    `final` meanwhile (someone else's) stays."""
+    try:
+        os.link(staged, final)
+    except FileExistsError as e:
+        if not os.path.samefile(staged, final):
+            raise Precondition(f"{final} exists already", reason="IMAGE_EXISTS") from e
+    except FileNotFoundError:
+        if os.path.exists(final):
+            return  # published before a kill: only the staged name was left to drop
+        raise
+    os.unlink(staged)

@@ -154,6 +154,16 @@ class Images(Protocol):
 
     def remove_rbd(self, source: RbdSource) -> None: ...
 
+    def remove_file(self, path: str) -> None: ...
+
+    def publish_rbd(self, staged: RbdSource, final: RbdSource) -> None:
+        """Renames `staged` to `final`; IMAGE_EXISTS when `final` exists (it is kept),
+        NotFound when `staged` does not."""
+
+    def publish_file(self, staged: str, final: str) -> None:
+        """Gives `staged` the name `final` and drops the staged name; IMAGE_EXISTS when
+        `final` exists (it is kept). Publishing again after a kill midway completes it."""
+
 
 class BackupRepository(Protocol):
     """A backup target's repository (restic.ResticRepository)."""

@@ -2,23 +2,25 @@
 then each incremental one over it), into a new image: a qcow2 file (`/path`) or an RBD image
 (`pool/image`). Needs neither the original chain nor its pool, so any host that reaches the
 target and holds its key can restore. Each stream is checked against the SHA-256 it was
-verified with; a restore that fails removes the image it was making.
+verified with. The image is written under a staged name (`<to>.hostsnap-restore-<job>`) and
+takes its own name only once whole, so no one sees half an image under it; a restore that
+fails or dies removes the staged image and never touches an image already called `to`.
 
 Verify reads a backup's chain back the same way, writing nothing."""
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import logging
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from agent import steps, validate
+from agent import faults, steps, validate
 from agent.backups import catalog, diff_stream
 from agent.backups.catalog import Backup
-from agent.errors import Damaged, InvalidArgument, Precondition
+from agent.errors import Damaged, InvalidArgument, NotFound, Precondition
 from agent.hypervisor.ports import BackupRepository, ExtentWriter
 from agent.jobs import Job, JobState
 from agent.model import RbdSource
@@ -33,8 +35,9 @@ VERIFY = "backup-verify"
 
 
 class Step(steps.StepName):
-    PLAN = "plan"  # the new image is about to be made (removed again if the job dies)
-    RESTORED = "restored"  # it holds the backup's snapshot, every stream checked
+    PLAN = "plan"  # the staged image is about to be made (removed again if the job dies)
+    RESTORED = "restored"  # it holds the backup's snapshot, every stream checked; it is
+    # about to take its name
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,19 @@ def destination(to: str) -> str | RbdSource:
     )
 
 
+def staged(where: str | RbdSource, job_id: str) -> str | RbdSource:
+    suffix = f".hostsnap-restore-{job_id}"
+    if isinstance(where, str):
+        return where + suffix
+    return dataclasses.replace(where, image=where.image + suffix)
+
+
+def _exists(where: str | RbdSource) -> bool:
+    if isinstance(where, str):
+        return os.path.lexists(where)
+    return False  # an RBD image of that name is refused when the staged one is renamed
+
+
 def restore(
     svc: Services, request: RestoreRequest, on_started: Callable[[str], None] | None = None
 ) -> RestoreResult:
@@ -104,15 +120,26 @@ def restore(
             reason="BACKUP_CHAIN_RESIZED",
         )
 
+    if _exists(where):
+        raise Precondition(f"{request.to} exists already", reason="IMAGE_EXISTS")
+
     def body(job_id: str) -> RestoreResult:
         steps.write(svc.journal, job_id, Step.PLAN, Plan(request.to, tuple(b.id for b in links)))
-        with _creating(svc, where, size) as writer:
+        staging = staged(where, job_id)
+        with _creating(svc, staging, size) as writer:
             for index, backup in enumerate(links):
                 jobrun.checkpoint(svc, job_id, f"applying backup {backup.id}")
                 _apply(repository, backup, writer)
                 svc.journal.set_progress(job_id, (index + 1) / len(links))
+                faults.point(faults.Step.DURING_RESTORE)
         data = sum(b.data_bytes for b in links)
         steps.write(svc.journal, job_id, Step.RESTORED, Restored(size, data))
+        faults.point(faults.Step.BEFORE_RESTORE_PUBLISH)
+        try:
+            _publish(svc, staging, where)
+        except Precondition:
+            _remove(svc, staging)
+            raise
         log.info("job %s: backup %s restored to %s", job_id, request.backup_id, request.to)
         return RestoreResult(job_id, request.backup_id, request.to, size, len(links), data)
 
@@ -193,22 +220,38 @@ def recover(svc: Services, job: Job) -> tuple[JobState, str]:
     plan = steps.read(job, Step.PLAN, Plan)
     if plan is None:
         return JobState.FAILED, "it stopped before making anything"
+    where = destination(plan.to)
+    staging = staged(where, job.id)
     restored = steps.read(job, Step.RESTORED, Restored)
     if restored is not None:
+        try:
+            _publish(svc, staging, where)
+        except Precondition as e:
+            _remove(svc, staging)
+            return JobState.FAILED, f"interrupted before the image took its name, and {e}"
         result = RestoreResult(
-            job.id,
-            job.request["backup_id"],
-            plan.to,
-            restored.size,
-            len(plan.chain),
+            job.id, job.request["backup_id"], plan.to, restored.size, len(plan.chain),
             restored.data_bytes,
-        )
+        )  # fmt: skip
         svc.journal.succeed(job.id, jobrun.to_json(result))
-        return JobState.SUCCEEDED, "the image was restored before the restart"
-    where = destination(plan.to)
-    if isinstance(where, str):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(where)
+        return JobState.SUCCEEDED, "the image was whole before the restart; it has its name"
+    _remove(svc, staging)
+    return JobState.FAILED, f"interrupted; the partly restored image for {plan.to} was removed"
+
+
+def _publish(svc: Services, staging: str | RbdSource, where: str | RbdSource) -> None:
+    if isinstance(staging, str) and isinstance(where, str):
+        images(svc).publish_file(staging, where)
+    elif isinstance(staging, RbdSource) and isinstance(where, RbdSource):
+        try:
+            images(svc).publish_rbd(staging, where)
+        except NotFound:
+            # The staged image is gone only once renamed: published before a restart.
+            log.info("RBD %s: renamed to %s already", staging.spec, where.spec)
+
+
+def _remove(svc: Services, staging: str | RbdSource) -> None:
+    if isinstance(staging, str):
+        images(svc).remove_file(staging)
     else:
-        images(svc).remove_rbd(where)
-    return JobState.FAILED, f"interrupted; the partly restored {plan.to} was removed"
+        images(svc).remove_rbd(staging)

@@ -50,6 +50,8 @@ REQUIRED = (
     "rpm",
     # The man pages are made from the programs' argparse parsers (packaging/man/generate.py).
     "python3-argparse-manpage",
+    # promtool lints the agent's metrics text (tests/unit/test_metrics.py).
+    "prometheus",
     # The controller's store: MariaDB for its multi-controller tests (a private mariadbd each
     # run, tests/mariadb/), and the libraries its DEB runs on, which the store's suite runs on
     # too under Debian's own Python (tests/unit/store/test_store_debian_sqlalchemy.py).

@@ -133,8 +133,11 @@ class AgentProcess:
         return self.process.wait(timeout=90)
 
 
-def start_agent(lab: Lab, directory: Path, fault: str = "") -> AgentProcess:
-    """`fault`: the agent's HOSTSNAP_FAULT (agent/faults.py), none by default."""
+def start_agent(
+    lab: Lab, directory: Path, fault: str = "", state_dir: Path | None = None
+) -> AgentProcess:
+    """`fault`: the agent's HOSTSNAP_FAULT (agent/faults.py), none by default. `state_dir`: a
+    journal of its own (another host's agent), else the lab's."""
     ca = make_ca(directory, "test-ca")
     make_cert(directory, ca, "agent", "IP:127.0.0.1,DNS:localhost")
     make_cert(directory, ca, "ctl-operator", "DNS:ctl-operator")
@@ -147,7 +150,7 @@ def start_agent(lab: Lab, directory: Path, fault: str = "") -> AgentProcess:
     config = directory / "agent.toml"
     config.write_text(
         f"""[agent]
-state_dir = "{lab.agent_state}"
+state_dir = "{state_dir or lab.agent_state}"
 ceph_conf = "{lab.ceph_conf}"
 stop_timeout = 3.0
 backup_targets_dir = "{directory / "backup-targets"}"

@@ -269,9 +269,43 @@ def test_a_wrong_key_a_missing_target_and_a_damaged_pack_each_fail_clearly_chang
     with pytest.raises(Damaged) as damaged:
         restore.restore(svc, restore.RestoreRequest(made.id, TARGET, image))
     assert damaged.value.reason == "BACKUP_DAMAGED"
+    assert not [i for i in rbd_images(lab) if i.startswith(image.split("/")[1])]
+
+    assert rbd_snapshots(lab, source) == snapshots
+
+
+def rbd_images(lab: Lab) -> list[str]:
     listed = subprocess.run(
         ["rbd", "-c", str(lab.ceph_conf), "ls", "rbd"], capture_output=True, text=True, check=True
     )
-    assert image.split("/")[1] not in listed.stdout.split()
+    return listed.stdout.split()
 
-    assert rbd_snapshots(lab, source) == snapshots
+
+@pytest.mark.parametrize("step", ["during-restore", "before-restore-publish"])
+def test_an_agent_killed_mid_restore_leaves_no_half_image(lab: Lab, svc: Services, step: str):
+    taken = take(svc, RBD_DOMAIN)
+    made = backed_up(svc, taken)
+    name = f"killed-{uuid.uuid4().hex[:8]}"
+    key = uuid.uuid4().hex
+    code = (
+        "from agent.operations import restore\n"
+        f"restore.restore(svc, restore.RestoreRequest({made.id!r}, {TARGET!r}, 'rbd/{name}', "
+        f"idempotency_key={key!r}))\n"
+    )
+    try:
+        died = run_agent_process(svc.config, code, step)
+        assert died.returncode == -9, died.stderr
+        assert [i for i in rbd_images(lab) if i.startswith(name)] != []  # staged, not named
+
+        outcomes = recovery.recover(svc)
+
+        (job,) = [o for o in outcomes if svc.journal.get(o.job_id).idempotency_key == key]
+        left = [i for i in rbd_images(lab) if i.startswith(name)]
+        if step == "during-restore":
+            assert job.state == JobState.FAILED and left == []
+        else:
+            assert job.state == JobState.SUCCEEDED and left == [name]
+            as_taken = rbd_spec(lab, f"rbd/{RBD_DOMAIN}@hostsnap-{taken.snapshot_id}")
+            assert identical(lab, as_taken, rbd_spec(lab, f"rbd/{name}"))
+    finally:
+        subprocess.run(["rbd", "-c", str(lab.ceph_conf), "rm", name], capture_output=True)

@@ -1,11 +1,12 @@
 """Backups through a running agent and the `hostsnap` CLI, as an administrator runs them: a
 target added on the host (its key made, its repository initialised), a snapshot backed up
 and listed, restored into a new RBD image identical to it, verified, deleted; refusals with
-their exit codes, and a viewer refused a backup."""
+their exit codes; a viewer refused a backup; a backup restored through a second agent."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import uuid
@@ -108,3 +109,46 @@ def test_refusals_have_their_codes_and_change_nothing(agent: AgentProcess):
     with pytest.raises(grpc.RpcError) as refused:
         viewer.BackupSnapshot(pb.BackupSnapshotRequest(snapshot_id="0" * 32, target="lab"))
     assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_backup_made_through_one_agent_is_restored_through_another(
+    lab: Lab, agent: AgentProcess, tmp_path_factory: pytest.TempPathFactory
+):
+    """The second agent, with its own state directory and its own copy of the target's file
+    and key, stands in for another host that reaches the same secondary storage."""
+    repository = agent.directory / "shared-secondary"
+    added = hostsnap(agent, "backup", "target", "add", "shared", "--repository", str(repository))
+    assert added.returncode == 0, added.stderr
+    created = hostsnap(agent, "--json", "snapshot", "create", RBD_DOMAIN)
+    assert created.returncode == 0, created.stderr
+    snapshot_id = json.loads(created.stdout)["snapshot"]["disks"][0]["snapshot_id"]
+    second = tmp_path_factory.mktemp("second-host")
+    other = start_agent(lab, second, state_dir=second / "state")
+    try:
+        made = hostsnap(agent, "--json", "backup", snapshot_id, "--target", "shared")
+        assert made.returncode == 0, made.stderr
+        backup_id = json.loads(made.stdout)["backup"]["id"]
+        (second / "backup-targets").mkdir()
+        for name in ("shared.toml", "shared.key"):
+            shutil.copy2(agent.directory / "backup-targets" / name, second / "backup-targets")
+
+        listed = hostsnap(other, "--json", "backups", "--target", "shared")
+        assert listed.returncode == 0, listed.stderr
+        assert [b["id"] for b in json.loads(listed.stdout)] == [backup_id]
+        restored_file = second / "restored.qcow2"
+        restored = hostsnap(
+            other, "restore", backup_id, "--target", "shared", "--to", str(restored_file)
+        )
+        assert restored.returncode == 0, restored.stderr
+
+        taken = f"rbd:rbd/{RBD_DOMAIN}@hostsnap-{snapshot_id}:conf={lab.ceph_conf}"
+        compare = subprocess.run(
+            ["qemu-img", "compare", "-U", taken, str(restored_file)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert compare.returncode == 0, compare.stdout + compare.stderr
+    finally:
+        assert other.stop() == 0, (second / "agent.log").read_text()
+        hostsnap(agent, "delete", snapshot_id)

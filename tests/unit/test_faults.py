@@ -26,6 +26,8 @@ RELEASED = (
     "group-snapshot",
     "during-backup-upload",
     "after-backup-upload",
+    "during-restore",
+    "before-restore-publish",
 )
 
 

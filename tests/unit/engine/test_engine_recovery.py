@@ -31,6 +31,7 @@ from agent.operations import (
     delete,
     group,
     image_snapshot,
+    restore,
     revert,
     snapshot,
 )
@@ -353,6 +354,29 @@ def backup_removed(world: World, step: str) -> None:
     assert svc.journal.snapshot(taken.snapshot_id) is not None  # the snapshot stays
 
 
+def restore_killed(world: World, step: str) -> None:
+    """A restore whose agent dies while writing the staged image (removed: FAILED) or once it
+    is whole (it takes its name: SUCCEEDED); a file already called `to` is never touched."""
+    world.qcow2_domain()
+    world.host.write(QCOW2, "vda", 1)
+    svc = world.services()
+    made = backup.backup(svc, backup.BackupRequest(take(svc, QCOW2).snapshot_id, TARGET))
+    to = world.root / "restored.qcow2"
+    request = restore.RestoreRequest(made.backup.id, TARGET, str(to))
+    world.killed_at(step, lambda svc: restore.restore(svc, request))
+
+    svc, outcomes = world.restarted()
+
+    (outcome,) = [o for o in outcomes if svc.journal.get(o.job_id).operation == restore.OPERATION]
+    assert list(world.root.glob("restored.qcow2.hostsnap-restore-*")) == []
+    if step == "during-restore":
+        assert_failed_by_restart(svc, outcome)
+        assert not to.exists()
+    else:
+        assert outcome.state == JobState.SUCCEEDED
+        assert images.reads(str(to), 1)
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -399,6 +423,8 @@ SCENARIOS: dict[str, list[Case]] = {
     "group-snapshot": [Case("qcow2-member", group_member_undone)],
     "during-backup-upload": [Case("qcow2", backup_removed)],
     "after-backup-upload": [Case("qcow2", backup_removed)],
+    "during-restore": [Case("qcow2", restore_killed)],
+    "before-restore-publish": [Case("qcow2", restore_killed)],
 }
 
 

@@ -23,7 +23,7 @@ import pytest
 from agent import faults
 from agent.backups import targets
 from agent.config import AgentConfig
-from agent.hypervisor import nbd_image
+from agent.hypervisor import image_io, nbd_image
 from agent.hypervisor.ports import ExtentReader, ExtentWriter
 from agent.jobs import Journal
 from agent.model import RbdSource
@@ -80,6 +80,15 @@ class EngineImages:
 
     def remove_rbd(self, source: RbdSource) -> None:
         raise AssertionError("the engine tier removes no RBD image (the lab does)")
+
+    def remove_file(self, path: str) -> None:
+        Path(path).unlink(missing_ok=True)
+
+    def publish_file(self, staged: str, final: str) -> None:
+        image_io.publish_file(staged, final)
+
+    def publish_rbd(self, staged: RbdSource, final: RbdSource) -> None:
+        raise AssertionError("the engine tier renames no RBD image (the lab does)")
 
 
 class Killed:
