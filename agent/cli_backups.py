@@ -6,7 +6,7 @@
     hostsnap backup target add NAME --repository DIR|s3:URL [--limit-upload-kib N]
     hostsnap backup target list
     hostsnap backups [DOMAIN] --target NAME
-    hostsnap restore BACKUP --target NAME --to PATH|POOL/IMAGE
+    hostsnap restore BACKUP --target NAME --to PATH|POOL/IMAGE | --in-place
 
 `backup target` works on this host's files (/etc/hostsnap/backup-targets) without the agent."""
 
@@ -74,8 +74,9 @@ def cmd_restore(stub: Any, args: argparse.Namespace) -> int:
     request = pb.RestoreBackupRequest(
         backup_id=args.backup,
         target=args.target,
-        to=args.to,
+        to=args.to or "",
         idempotency_key=args.idempotency_key or "",
+        in_place=args.in_place,
     )
     return wait_for(stub, stub.RestoreBackup(request, timeout=args.timeout), args)
 
@@ -157,9 +158,15 @@ def add_commands(command: Command) -> list[argparse.ArgumentParser]:
         "--with-descendants", action="store_true", help="and the backups that build on it"
     )
     jobs.append(p)
-    p = command("restore", cmd_restore, "rebuild a volume from a backup into a new image")
+    p = command("restore", cmd_restore, "rebuild a volume from a backup, new or in place")
     p.add_argument("backup", help="the backup id")
-    p.add_argument("--to", required=True, help="a new qcow2 file's path, or pool/image (RBD)")
+    onto = p.add_mutually_exclusive_group(required=True)
+    onto.add_argument("--to", help="a new qcow2 file's path, or pool/image (RBD)")
+    onto.add_argument(
+        "--in-place",
+        action="store_true",
+        help="onto the backup's own volume, which must be stopped (what it held is kept)",
+    )
     jobs.append(p)
     for p in jobs:
         p.add_argument("--target", required=True, help="the backup target's name")

@@ -166,6 +166,26 @@ class CephRbd:
         with self._image(source, read_only=True) as image:
             return [str(w.get("addr", "?")) for w in image.watchers_list()]
 
+    def client(self, source: RbdSource) -> str:
+        """This process's client name in the image's cluster ("client.4154"), as image locks
+        name their owner."""
+        cluster = self._cluster(source.config_file or self._default_conf)
+        return f"client.{cluster.get_instance_id()}"
+
+    def break_lock_of(self, source: RbdSource, client: str) -> bool:
+        """Breaks the image's lock if `client` holds it (Ceph blocklists that client); whether
+        it did. Only for a client known dead: an earlier agent process that was killed, whose
+        lock would otherwise stand until its watch times out."""
+        with self._image(source, read_only=True) as image:
+            found = image.list_lockers()  # [] when unlocked
+            broken = False
+            for owner, cookie, _ in found["lockers"] if found else []:
+                if owner == client:
+                    log.warning("RBD %s: breaking the lock of %s (dead)", source.spec, client)
+                    image.break_lock(owner, cookie)
+                    broken = True
+            return broken
+
     def size(self, source: RbdSource) -> int:
         with self._image(source) as image:
             return int(image.size())
@@ -265,6 +285,21 @@ class CephRbd:
                 log.warning("RBD %s: removing the image not fully written", source.spec)
                 rbd.RBD().remove(ioctx, source.image)
                 raise
+
+    @contextmanager
+    def overwriting(self, source: RbdSource, size: int) -> Iterator[RbdImageWriter]:
+        """The existing image resized to `size` and zeroed, then written extent by extent and
+        flushed. What it held before is gone: the caller keeps a snapshot of it."""
+        log.info("RBD %s: overwriting the whole image (%d bytes)", source.spec, size)
+        with self._image(source) as image:
+            try:
+                if image.size() != size:
+                    image.resize(size)
+                image.write_zeroes(0, size)
+                yield RbdImageWriter(image)
+                image.flush()
+            except rbd.Error as e:
+                raise OperationFailed(f"writing {source.spec}: {e}") from e
 
     def rename_image(self, source: RbdSource, to: RbdSource) -> None:
         """Within one pool; IMAGE_EXISTS when `to` exists."""

@@ -30,6 +30,9 @@ class ImageIO:
     def creating_rbd(self, source: RbdSource, size: int) -> AbstractContextManager[ExtentWriter]:
         return self._rbd.creating(source, size)
 
+    def overwriting_rbd(self, source: RbdSource, size: int) -> AbstractContextManager[ExtentWriter]:
+        return self._rbd.overwriting(source, size)
+
     def creating_file(self, path: str, size: int) -> AbstractContextManager[ExtentWriter]:
         return nbd_image.writing_new(path, size)
 

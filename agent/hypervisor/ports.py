@@ -101,6 +101,12 @@ class Rbd(Protocol):
 
     def size(self, source: RbdSource) -> int: ...
 
+    def client(self, source: RbdSource) -> str:
+        """This process's Ceph client name, as image locks name their owner."""
+
+    def break_lock_of(self, source: RbdSource, client: str) -> bool:
+        """Breaks the image's lock if the (dead) `client` holds it; whether it did."""
+
     def create_snapshot(self, source: RbdSource, name: str) -> None: ...
 
     def remove_snapshot(self, source: RbdSource, name: str) -> None: ...
@@ -149,6 +155,9 @@ class Images(Protocol):
     def creating_rbd(
         self, source: RbdSource, size: int
     ) -> AbstractContextManager[ExtentWriter]: ...
+
+    def overwriting_rbd(self, source: RbdSource, size: int) -> AbstractContextManager[ExtentWriter]:
+        """The existing image resized to `size`, zeroed, then written."""
 
     def creating_file(self, path: str, size: int) -> AbstractContextManager[ExtentWriter]: ...
 

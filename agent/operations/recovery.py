@@ -20,6 +20,7 @@ from agent.operations import (
     pause,
     quiesce,
     restore,
+    restore_in_place,
     revert,
     snapshot,
     volumes,
@@ -61,6 +62,7 @@ def recover(svc: Services) -> list[Recovered]:
                 group.OPERATION: group.recover,
                 backup.OPERATION: backup.recover,
                 restore.OPERATION: restore.recover,
+                restore_in_place.OPERATION: restore_in_place.recover,
                 restore.VERIFY: restore.recover_verify,
                 backup_delete.OPERATION: backup_delete.recover,
             }[job.operation]

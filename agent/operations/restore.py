@@ -56,8 +56,9 @@ class Restored:
 class RestoreRequest:
     backup_id: str
     target: str
-    to: str  # "/path/of/new.qcow2" or "pool/new-image"
+    to: str  # "/path/of/new.qcow2" or "pool/new-image"; "" in place
     idempotency_key: str | None = None
+    in_place: bool = False  # onto the backup's own volume (restore_in_place)
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class RestoreResult:
     size: int
     backups_applied: int
     data_bytes: int
+    kept_snapshot_id: str = ""  # in place on RBD: the snapshot of the image as it was
+    replaced_image: str = ""  # in place on a file volume: the active image before
 
 
 @dataclass(frozen=True)
@@ -111,15 +114,8 @@ def restore(
     if isinstance(where, str) and not os.path.isdir(os.path.dirname(where)):
         raise Precondition(f"{os.path.dirname(where)} is not a directory", reason="NO_DIRECTORY")
     _, repository = open_target(svc, request.target)
-    links = catalog.chain(catalog.backups(repository), request.backup_id)
+    links = chain_of(repository, request.backup_id)
     size = links[-1].size
-    if any(b.size != size for b in links):
-        raise Precondition(
-            f"the volume was resized between the backups of {request.backup_id}; restoring "
-            "across a resize is not supported",
-            reason="BACKUP_CHAIN_RESIZED",
-        )
-
     if _exists(where):
         raise Precondition(f"{request.to} exists already", reason="IMAGE_EXISTS")
 
@@ -129,7 +125,7 @@ def restore(
         with _creating(svc, staging, size) as writer:
             for index, backup in enumerate(links):
                 jobrun.checkpoint(svc, job_id, f"applying backup {backup.id}")
-                _apply(repository, backup, writer)
+                apply(repository, backup, writer)
                 svc.journal.set_progress(job_id, (index + 1) / len(links))
                 faults.point(faults.Step.DURING_RESTORE)
         data = sum(b.data_bytes for b in links)
@@ -154,6 +150,18 @@ def restore(
     )
 
 
+def chain_of(repository: BackupRepository, backup_id: str) -> list[Backup]:
+    """The backups a restore of `backup_id` applies, the full one first."""
+    links = catalog.chain(catalog.backups(repository), backup_id)
+    if any(b.size != links[-1].size for b in links):
+        raise Precondition(
+            f"the volume was resized between the backups of {backup_id}; restoring across a "
+            "resize is not supported",
+            reason="BACKUP_CHAIN_RESIZED",
+        )
+    return links
+
+
 def _creating(
     svc: Services, where: str | RbdSource, size: int
 ) -> AbstractContextManager[ExtentWriter]:
@@ -162,7 +170,7 @@ def _creating(
     return images(svc).creating_rbd(where, size)
 
 
-def _apply(repository: BackupRepository, backup: Backup, writer: ExtentWriter | None) -> int:
+def apply(repository: BackupRepository, backup: Backup, writer: ExtentWriter | None) -> int:
     """Reads the backup's stream from the target, writing it through `writer` (None: only
     read); its bytes. Damaged when it is not what was verified."""
     try:
@@ -202,7 +210,7 @@ def verify(
         read = 0
         for index, backup in enumerate(links):
             jobrun.checkpoint(svc, job_id, f"reading backup {backup.id}")
-            read += _apply(repository, backup, None)
+            read += apply(repository, backup, None)
             svc.journal.set_progress(job_id, (index + 1) / len(links))
         return VerifyResult(backup_id, len(links), read)
 

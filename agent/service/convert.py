@@ -257,7 +257,7 @@ def _backup_result(message: pb.Job, operation: str, result: dict[str, Any]) -> b
     """The result of a backup job kind; False for another kind."""
     if operation == "backup":
         message.backup.CopyFrom(backup(result["backup"], result["target"]))
-    elif operation == "restore":
+    elif operation in ("restore", "restore-in-place"):
         message.restore.CopyFrom(
             pb.RestoreResult(
                 backup_id=result["backup_id"],
@@ -265,6 +265,8 @@ def _backup_result(message: pb.Job, operation: str, result: dict[str, Any]) -> b
                 size_bytes=result["size"],
                 backups_applied=result["backups_applied"],
                 data_bytes=result["data_bytes"],
+                kept_snapshot_id=result.get("kept_snapshot_id", ""),
+                replaced_image=result.get("replaced_image", ""),
             )
         )
     elif operation == "backup-verify":

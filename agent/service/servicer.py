@@ -39,6 +39,7 @@ from agent.operations import (
     listing,
     rescue,
     restore,
+    restore_in_place,
     revert,
     snapshot,
     stats,
@@ -342,8 +343,10 @@ class AgentServicer(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             request.target,
             request.to,
             convert.idempotency_key(request.idempotency_key),
+            request.in_place,
         )
-        return await self._started(lambda started: restore.restore(self.svc, wanted, started))
+        run = restore_in_place.restore_in_place if wanted.in_place else restore.restore
+        return await self._started(lambda started: run(self.svc, wanted, started))
 
     @rpc(Role.OPERATOR, audited=True)
     async def VerifyBackup(self, request: pb.VerifyBackupRequest, context: Any) -> pb.Job:

@@ -14,10 +14,12 @@ import dataclasses
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import libvirt
 import pytest
 
 from agent.backups import catalog, targets
@@ -27,13 +29,14 @@ from agent.hypervisor.extents import Extent
 from agent.hypervisor.ports import ExtentReader
 from agent.jobs import JobState
 from agent.model import DiskSnapshot, Quiesce, RbdSource, SnapshotRequest
-from agent.operations import backup, delete, recovery, restore, snapshot
+from agent.operations import backup, delete, recovery, restore, restore_in_place, snapshot
 from agent.operations.services import Services
 from agent.wiring import open_services
+from hostsnap_lab import guest_agent
 from hostsnap_lab.lab import Lab
 from hostsnap_lab.paths import QCOW2_DOMAIN, RBD_DOMAIN
 
-from .support import run_agent_process
+from .support import disk_source, has_marker, run_agent_process, start, stop, write_marker
 
 TARGET = "lab-secondary"
 
@@ -309,3 +312,95 @@ def test_an_agent_killed_mid_restore_leaves_no_half_image(lab: Lab, svc: Service
             assert identical(lab, as_taken, rbd_spec(lab, f"rbd/{name}"))
     finally:
         subprocess.run(["rbd", "-c", str(lab.ceph_conf), "rm", name], capture_output=True)
+
+
+def writer_lines(dom: libvirt.virDomain) -> int:
+    return int(guest_agent.exec_in_guest(dom, ["/bin/sh", "-c", "wc -l < /data/writer.log"]))
+
+
+def writer_line(dom: libvirt.virDomain, number: int) -> str:
+    script = f"sed -n {number}p /data/writer.log"
+    return guest_agent.exec_in_guest(dom, ["/bin/sh", "-c", script]).strip()
+
+
+def in_place(svc: Services, made: catalog.Backup) -> restore.RestoreResult:
+    request = restore.RestoreRequest(made.id, TARGET, "", in_place=True)
+    return restore_in_place.restore_in_place(svc, request)
+
+
+@pytest.mark.parametrize("name", [QCOW2_DOMAIN, RBD_DOMAIN])
+def test_a_guest_restored_in_place_boots_with_its_writers_lines_up_to_the_snapshot(
+    conn: libvirt.virConnect, svc: Services, name: str
+):
+    dom = conn.lookupByName(name)
+    before, after = (f"{when}-backup-{uuid.uuid4().hex[:8]}" for when in ("before", "after"))
+    write_marker(dom, before)
+    counted = writer_lines(dom)
+    written_before = writer_line(dom, counted)
+    made = backed_up(svc, take(svc, name))
+    write_marker(dom, after)
+    deadline = time.monotonic() + 30
+    while writer_lines(dom) < counted + 10:
+        assert time.monotonic() < deadline, "the guest's writer stopped"
+        time.sleep(0.5)
+    last = writer_lines(dom)
+    written_last = writer_line(dom, last)
+    with pytest.raises(Precondition) as running:
+        in_place(svc, made)
+    assert running.value.reason == "DOMAIN_NOT_STOPPED"
+    stop(dom)
+    try:
+        result = in_place(svc, made)
+    finally:
+        start(dom)
+
+    if name == RBD_DOMAIN:
+        TAKEN.append(result.kept_snapshot_id)
+        assert result.to == f"rbd/{RBD_DOMAIN}"
+        assert f"hostsnap-{result.kept_snapshot_id}" in rbd_snapshots_of(svc)
+    else:
+        assert disk_source(dom) == result.to and os.path.exists(result.replaced_image)
+    assert has_marker(dom, before) and not has_marker(dom, after)
+    assert writer_line(dom, counted) == written_before  # the lines up to the snapshot, intact
+    assert writer_line(dom, last) != written_last  # the later ones gone (rewritten since boot)
+
+
+def rbd_snapshots_of(svc: Services) -> set[str]:
+    return {s.name for s in svc.rbd.snapshots(RbdSource("rbd", RBD_DOMAIN))}
+
+
+@pytest.mark.parametrize("step", ["during-restore", "before-restore-publish"])
+def test_an_agent_killed_mid_restore_in_place_leaves_the_rbd_image_before_or_after(
+    conn: libvirt.virConnect, svc: Services, step: str
+):
+    dom = conn.lookupByName(RBD_DOMAIN)
+    made = backed_up(svc, take(svc, RBD_DOMAIN))
+    key = uuid.uuid4().hex
+    after = f"after-backup-{key[:8]}"
+    write_marker(dom, after)
+    code = (
+        "from agent.operations import restore, restore_in_place\n"
+        "restore_in_place.restore_in_place(svc, restore.RestoreRequest("
+        f"{made.id!r}, {TARGET!r}, '', idempotency_key={key!r}, in_place=True))\n"
+    )
+    stop(dom)
+    try:
+        snapshots_before = rbd_snapshots_of(svc)
+        died = run_agent_process(svc.config, code, step)
+        assert died.returncode == -9, died.stderr
+
+        outcomes = recovery.recover(svc)
+    finally:
+        start(dom)
+
+    (job,) = [o for o in outcomes if svc.journal.get(o.job_id).idempotency_key == key]
+    if step == "during-restore":
+        assert job.state == JobState.FAILED, job.detail
+        assert has_marker(dom, after)  # rolled back: as it was before the job
+        assert rbd_snapshots_of(svc) == snapshots_before
+    else:
+        assert job.state == JobState.SUCCEEDED, job.detail
+        assert not has_marker(dom, after)
+        kept = (svc.journal.get(job.job_id).result or {})["kept_snapshot_id"]
+        TAKEN.append(kept)
+        assert rbd_snapshots_of(svc) == snapshots_before | {f"hostsnap-{kept}"}

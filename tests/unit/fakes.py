@@ -106,6 +106,12 @@ class UnusedRbd:
     def size(self, source: RbdSource) -> int:
         raise _unexpected(f"rbd.size({source.spec})")
 
+    def client(self, source: RbdSource) -> str:
+        raise _unexpected(f"rbd.client({source.spec})")
+
+    def break_lock_of(self, source: RbdSource, client: str) -> bool:
+        raise _unexpected(f"rbd.break_lock_of({source.spec}, {client})")
+
     def create_snapshot(self, source: RbdSource, name: str) -> None:
         raise _unexpected(f"rbd.create_snapshot({source.spec}, {name})")
 

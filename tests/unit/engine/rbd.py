@@ -89,6 +89,12 @@ class FakeRbd:
     def size(self, source: RbdSource) -> int:
         return self._image(source).size
 
+    def client(self, source: RbdSource) -> str:
+        return "client.1"
+
+    def break_lock_of(self, source: RbdSource, client: str) -> bool:
+        return False  # the fake's images take no locks
+
     def create_snapshot(self, source: RbdSource, name: str) -> None:
         self._call(f"create_snapshot({source.spec}@{name})")
         image = self._image(source)

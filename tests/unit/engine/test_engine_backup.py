@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from agent.backups import catalog, diff_stream
-from agent.errors import Capacity, Damaged, OperationFailed
+from agent.errors import Capacity, Damaged, OperationFailed, Precondition
 from agent.model import DiskSnapshot, Quiesce, SnapshotRequest
-from agent.operations import backup, delete, restore, snapshot
+from agent.operations import backup, delete, restore, restore_in_place, snapshot
 from agent.operations.services import Services
 from tests.unit.engine import images
 from tests.unit.engine.world import QCOW2, TARGET, World
@@ -149,3 +149,56 @@ def test_a_damaged_backup_is_data_loss_and_its_restore_leaves_no_image(world: Wo
     assert not to.exists()
     with pytest.raises(Damaged):
         restore.verify(svc, TARGET, made.id)
+
+
+def in_place(svc: Services, made: catalog.Backup) -> restore.RestoreResult:
+    request = restore.RestoreRequest(made.id, TARGET, "", in_place=True)
+    return restore_in_place.restore_in_place(svc, request)
+
+
+def test_a_stopped_domain_restored_in_place_runs_on_the_backup_and_keeps_its_old_image(
+    world: World,
+):
+    world.qcow2_domain()
+    svc = world.services()
+    world.host.write(QCOW2, "vda", 1)
+    made = backed_up(svc, take(svc))
+    world.host.write(QCOW2, "vda", 2)  # after the backup's snapshot: gone once restored
+    world.host.stop(QCOW2, 10)
+    before = world.host.source(QCOW2, "vda", inactive=True).removeprefix("file:")
+
+    result = in_place(svc, made)
+
+    assert result.replaced_image == before and result.kept_snapshot_id == ""
+    assert world.host.source(QCOW2, "vda", inactive=True) == f"file:{result.to}"
+    assert Path(before).exists()
+    world.host.start(QCOW2)
+    assert world.host.reads(QCOW2, "vda", 1) and not world.host.reads(QCOW2, "vda", 2)
+
+
+def test_a_running_domain_is_not_restored_in_place_and_nothing_changes(world: World):
+    world.qcow2_domain()
+    svc = world.services()
+    made = backed_up(svc, take(svc))
+    files = sorted(world.pool.iterdir())
+
+    with pytest.raises(Precondition) as refused:
+        in_place(svc, made)
+
+    assert refused.value.reason == "DOMAIN_NOT_STOPPED"
+    assert sorted(world.pool.iterdir()) == files
+
+
+def test_a_damaged_backup_restored_in_place_leaves_the_domain_on_its_image(world: World):
+    world.qcow2_domain()
+    svc = world.services()
+    world.host.write(QCOW2, "vda", 1)
+    made = backed_up(svc, take(svc))
+    world.host.stop(QCOW2, 10)
+    files = sorted(world.pool.iterdir())
+    world.target.damage = True
+
+    with pytest.raises(Damaged):
+        in_place(svc, made)
+
+    assert sorted(world.pool.iterdir()) == files

@@ -32,6 +32,7 @@ from agent.operations import (
     group,
     image_snapshot,
     restore,
+    restore_in_place,
     revert,
     snapshot,
 )
@@ -377,6 +378,32 @@ def restore_killed(world: World, step: str) -> None:
         assert images.reads(str(to), 1)
 
 
+def in_place_restore_killed(world: World, step: str) -> None:
+    """A restore in place whose agent dies while writing the new image (removed, the domain
+    still on its image: FAILED) or once it is whole (the domain is pointed at it: SUCCEEDED)."""
+    world.qcow2_domain()
+    world.host.write(QCOW2, "vda", 1)
+    svc = world.services()
+    made = backup.backup(svc, backup.BackupRequest(take(svc, QCOW2).snapshot_id, TARGET))
+    world.host.write(QCOW2, "vda", 2)
+    world.host.stop(QCOW2, 10)
+    before = storage(world)
+    request = restore.RestoreRequest(made.backup.id, TARGET, "", in_place=True)
+    world.killed_at(step, lambda svc: restore_in_place.restore_in_place(svc, request))
+
+    svc, outcomes = world.restarted()
+
+    outcome = only(outcomes, restore_in_place.OPERATION)
+    if step == "during-restore":
+        assert_failed_by_restart(svc, outcome)
+        assert storage(world) == before
+    else:
+        assert outcome.state == JobState.SUCCEEDED, outcome.detail
+    world.host.start(QCOW2)
+    assert world.host.reads(QCOW2, "vda", 1)
+    assert world.host.reads(QCOW2, "vda", 2) == (step == "during-restore")
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -423,8 +450,14 @@ SCENARIOS: dict[str, list[Case]] = {
     "group-snapshot": [Case("qcow2-member", group_member_undone)],
     "during-backup-upload": [Case("qcow2", backup_removed)],
     "after-backup-upload": [Case("qcow2", backup_removed)],
-    "during-restore": [Case("qcow2", restore_killed)],
-    "before-restore-publish": [Case("qcow2", restore_killed)],
+    "during-restore": [
+        Case("qcow2", restore_killed),
+        Case("qcow2-in-place", in_place_restore_killed),
+    ],
+    "before-restore-publish": [
+        Case("qcow2", restore_killed),
+        Case("qcow2-in-place", in_place_restore_killed),
+    ],
 }
 
 

@@ -78,6 +78,9 @@ class EngineImages:
     def creating_rbd(self, source: RbdSource, size: int) -> AbstractContextManager[ExtentWriter]:
         raise AssertionError("the engine tier writes no RBD image (the lab does)")
 
+    def overwriting_rbd(self, source: RbdSource, size: int) -> AbstractContextManager[ExtentWriter]:
+        raise AssertionError("the engine tier writes no RBD image (the lab does)")
+
     def remove_rbd(self, source: RbdSource) -> None:
         raise AssertionError("the engine tier removes no RBD image (the lab does)")
 
