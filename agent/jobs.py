@@ -318,6 +318,16 @@ class Journal:
             ids = [r[0] for r in self._db.execute(query, (state,) if state else ())]
         return [self.get(i) for i in ids]
 
+    def succeeded_results(self, operation: str) -> list[dict[str, Any]]:
+        """The results of the operation's succeeded jobs, oldest first (one query: read at
+        each metrics scrape)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT result FROM jobs WHERE operation = ? AND state = ? ORDER BY created",
+                (operation, JobState.SUCCEEDED),
+            ).fetchall()
+        return [json.loads(r[0]) for r in rows if r[0]]
+
     # snapshots
 
     def add_snapshot(self, record: SnapshotRecord) -> None:

@@ -1,6 +1,8 @@
-"""The Prometheus text endpoint: disk counters and temperatures read at each scrape, and
-histograms of freeze and job durations. Names and units by Prometheus conventions; rates are
-Prometheus's to compute from the *_total counters."""
+"""The Prometheus text endpoint: disk counters and temperatures read at each scrape, what
+backups and restores moved (from the journal), and histograms of freeze and job durations
+(those of backups and restores: hostsnap_job_duration_seconds{operation="backup"} and so on).
+Names and units by Prometheus conventions; rates are Prometheus's to compute from the *_total
+counters."""
 
 from __future__ import annotations
 
@@ -12,13 +14,16 @@ from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from agent.operations import stats
+from agent.operations import backup_stats, stats
 from agent.operations.services import Services
 
 log = logging.getLogger(__name__)
 
 FREEZE_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-JOB_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0)
+# Up to hours: a full backup or a restore of a large volume.
+JOB_BUCKETS = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, 7200.0, 14400.0
+)  # fmt: skip
 OPERATIONS = (("rd", "read"), ("wr", "write"), ("fl", "flush"))
 
 
@@ -110,6 +115,51 @@ def _disk_families(
     return ops, data, busy
 
 
+class BackupCollector(Collector):
+    """Backups and restores as the journal holds them, read at each scrape."""
+
+    def __init__(self, svc: Services) -> None:
+        self._svc = svc
+
+    def collect(self) -> Iterator[Any]:
+        found = backup_stats.backup_stats(self._svc)
+        count = CounterMetricFamily(
+            "hostsnap_backups", "Backups made and verified, by target", labels=["target"]
+        )
+        moved = CounterMetricFamily(
+            "hostsnap_backup_bytes",
+            "Bytes of backups: read from primary storage, written to the repository engine, "
+            "and stored (what the target took, deduplicated and compressed)",
+            labels=["target", "stage"],
+        )
+        for target, totals in sorted(found.targets.items()):
+            count.add_metric([target], totals.backups)
+            moved.add_metric([target, "read"], totals.read_bytes)
+            moved.add_metric([target, "written"], totals.written_bytes)
+            moved.add_metric([target, "stored"], totals.stored_bytes)
+        last = GaugeMetricFamily(
+            "hostsnap_backup_last_success_timestamp_seconds",
+            "When each volume's last backup was verified on the target",
+            labels=["volume", "target"],
+        )
+        ratio = GaugeMetricFamily(
+            "hostsnap_backup_last_compression_ratio",
+            "Data read over bytes stored for each volume's last backup",
+            labels=["volume", "target"],
+        )
+        for (volume, target), made in sorted(found.last.items()):
+            last.add_metric([volume, target], made.backed_up)
+            if made.stored_bytes:
+                ratio.add_metric([volume, target], made.data_bytes / made.stored_bytes)
+        restores = CounterMetricFamily("hostsnap_restores", "Restores that succeeded")
+        restores.add_metric([], found.restores)
+        restored = CounterMetricFamily(
+            "hostsnap_restore_bytes", "Bytes of data written into restored images"
+        )
+        restored.add_metric([], found.restored_bytes)
+        yield from (count, moved, last, ratio, restores, restored)
+
+
 def serve_metrics(svc: Services, address: str) -> CollectorRegistry:
     """Starts the endpoint (a thread of its own) with `metrics_registry(svc)`."""
     registry = metrics_registry(svc)
@@ -123,6 +173,7 @@ def metrics_registry(svc: Services) -> CollectorRegistry:
     """The host's collector and the duration histograms, hooked into the operations."""
     registry = CollectorRegistry()
     registry.register(HostCollector(svc))
+    registry.register(BackupCollector(svc))
     freeze = Histogram(
         "hostsnap_freeze_duration_seconds",
         "How long guests were frozen for a snapshot",

@@ -1,20 +1,24 @@
 """Backups through a running agent and the `hostsnap` CLI, as an administrator runs them: a
 target added on the host (its key made, its repository initialised), a snapshot backed up
 and listed, restored into a new RBD image identical to it, verified, deleted; refusals with
-their exit codes; a viewer refused a backup; a backup restored through a second agent."""
+their exit codes; a viewer refused a backup; a backup restored through a second agent; the
+backup in the agent's metrics."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import shutil
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from hostsnap.agent.v1 import agent_pb2 as pb
 from hostsnap_lab.lab import Lab
@@ -49,6 +53,21 @@ def hostsnap(agent: AgentProcess, *args: str) -> subprocess.CompletedProcess[str
     )
 
 
+def scrape(agent: AgentProcess) -> dict[str, list[tuple[dict[str, str], float]]]:
+    with urllib.request.urlopen(f"http://{agent.metrics}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    found: dict[str, list[tuple[dict[str, str], float]]] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found.setdefault(sample.name, []).append((sample.labels, sample.value))
+    return found
+
+
+def made_at(made: dict[str, str]) -> float:
+    when = datetime.datetime.fromisoformat(made["backed_up_at"].replace("Z", "+00:00"))
+    return when.timestamp()
+
+
 def test_a_snapshot_backed_up_listed_restored_verified_and_deleted_through_the_cli(
     lab: Lab, agent: AgentProcess
 ):
@@ -69,6 +88,17 @@ def test_a_snapshot_backed_up_listed_restored_verified_and_deleted_through_the_c
 
         listed = hostsnap(agent, "backups", RBD_DOMAIN, "--target", "lab")
         assert listed.returncode == 0 and made["id"] in listed.stdout and "full" in listed.stdout
+        scraped = scrape(agent)
+        last = {
+            labels["volume"]: when
+            for labels, when in scraped["hostsnap_backup_last_success_timestamp_seconds"]
+            if labels["target"] == "lab"
+        }
+        assert last[made["volume"]] == pytest.approx(made_at(made), abs=1e-3)
+        counted = {labels["target"]: n for labels, n in scraped["hostsnap_backups_total"]}
+        assert counted["lab"] >= 1
+        durations = scraped["hostsnap_job_duration_seconds_count"]
+        assert ({"operation": "backup", "result": "succeeded"}, 1.0) in durations
 
         restored = hostsnap(agent, "restore", made["id"], "--target", "lab", "--to", image)
         assert restored.returncode == 0, restored.stderr
