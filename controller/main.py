@@ -15,6 +15,7 @@ from controller.agents import AgentError
 from controller.cli import CommandError, fleet, options, policies
 from controller.cli import groups as group_commands
 from controller.cli import reconcile as reconcile_commands
+from controller.cli import snapshots as snapshot_commands
 from controller.cloudstack import CloudStackError
 from controller.cloudstack.role import CloudStackRoleError, require_root_admin
 from controller.config import ConfigError, load
@@ -41,6 +42,7 @@ def _parser() -> argparse.ArgumentParser:
     policies.add_arguments(commands, common)
     group_commands.add_arguments(commands, common)
     reconcile_commands.add_arguments(commands, common)
+    snapshot_commands.add_arguments(commands, common)
     return parser
 
 
@@ -66,6 +68,7 @@ COMMANDS: dict[str, Command] = {
     "run": policies.run_command,
     "groups": group_commands.groups_command,
     "reconcile": reconcile_commands.reconcile_command,
+    "snapshots": snapshot_commands.snapshots_command,
 }
 
 

@@ -16,9 +16,10 @@ from controller.cloudstack import CloudStackError
 from controller.dispatch import DispatchConfig, Dispatcher, Target
 from controller.parts import Parts
 from controller.runner import PolicyRunner
+from controller.runner.backups import backups_of
 from controller.runner.facts import read_caps, read_facts
 from controller.runner.retention import retention_jobs
-from controller.store import Job, LeaderElection, Lease, RunState, StoreError
+from controller.store import Job, JobKind, LeaderElection, Lease, RunState, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +117,11 @@ class Service:
         self, lease: Lease, job: Job, agent_job: AgentJob, target: Target
     ) -> str | None:
         """CloudStack is told the volumes' new active images (and the snapshot's tags) right
-        away; what fails is the job's note, and left to the reconcile pass."""
+        away; what fails is the job's note, and left to the reconcile pass. A policy's
+        snapshot that is to be backed up gets its backup jobs."""
+        if job.kind is JobKind.BACKUP:
+            return None
+        await backups_of(self.parts.store, job, agent_job, target.host.id)
         applied = await reconcile.apply_snapshot(
             self.parts.store,
             lease,

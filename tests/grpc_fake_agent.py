@@ -56,6 +56,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     refuse_freeze: bool = False  # FreezeForGroup fails FAILED_PRECONDITION, freezing nothing
     thaws: list[str] = field(default_factory=list)  # domains ThawGroup was called for
     deleted: list[str] = field(default_factory=list)  # snapshot ids DeleteSnapshot removed
+    backed_up: list[tuple[str, str]] = field(default_factory=list)  # BackupSnapshot's (id, target)
     thaw_delay: float = 0.0  # ThawGroup answers after this long
     hold_seconds: list[float] = field(default_factory=list)  # of each FreezeForGroup
     list_jobs_error: grpc.StatusCode | None = None  # ListJobs fails with this
@@ -249,6 +250,27 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 domain=request.domain,
                 idempotency_key=request.idempotency_key,
                 delete=pb.DeleteResult(snapshot_id=request.snapshot_id),
+            )
+        return self.jobs[self.by_key[request.idempotency_key]]
+
+    async def BackupSnapshot(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("BackupSnapshot", context)
+        if request.idempotency_key not in self.by_key:
+            self.backed_up.append((request.snapshot_id, request.target))
+            job_id = uuid.uuid4().hex
+            self.by_key[request.idempotency_key] = job_id
+            succeeded = self.outcome == "succeeded"
+            self.jobs[job_id] = pb.Job(
+                id=job_id,
+                operation="backup",
+                state=pb.JOB_STATE_SUCCEEDED if succeeded else pb.JOB_STATE_FAILED,
+                domain=request.domain,
+                idempotency_key=request.idempotency_key,
+                **(
+                    {"backup": pb.Backup(id=f"b-{job_id[:8]}", snapshot_id=request.snapshot_id)}
+                    if succeeded
+                    else {"error": pb.JobError(code="RESOURCE_EXHAUSTED", message="target full")}
+                ),
             )
         return self.jobs[self.by_key[request.idempotency_key]]
 

@@ -14,6 +14,7 @@ equal is forgotten and pruned."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import socket
@@ -31,7 +32,7 @@ from agent.hypervisor.extents import Extent
 from agent.hypervisor.ports import BackupRepository, ExtentReader, Images
 from agent.jobs import Job, JobState, SnapshotRecord
 from agent.model import Volume, VolumeKind
-from agent.operations import jobrun, revert
+from agent.operations import backup_pace, jobrun, revert, stats
 from agent.operations.jobrun import to_json
 from agent.operations.services import Services
 from agent.operations.snapshot import RBD_PREFIX
@@ -125,20 +126,10 @@ def backup(
     target, repository = open_target(svc, request.target)
 
     def body(job_id: str) -> BackupResult:
-        found = catalog.backups(repository)
-        parent, since = (None, None) if request.full else _parent(svc, record, volume, found)
-        with _reading(svc, record, volume, since) as reader:
-            extents = list(reader.extents())
-            data_bytes = sum(e.length for e in extents if not e.zero)
-            _check_room(repository, target.name, data_bytes, len(extents))
-            jobrun.checkpoint(svc, job_id, "the upload")
-            plan = Plan(job_id, target.name, parent.id if parent else "", len(extents), data_bytes)
-            steps.write(svc.journal, job_id, Step.PLAN, plan)
-            try:
-                made = _upload(svc, job_id, repository, record, volume, plan, reader, extents)
-            except BaseException:
-                _remove_partial(repository, job_id)
-                raise
+        record_step = functools.partial(svc.journal.record, job_id)
+        checkpoint = functools.partial(jobrun.checkpoint, svc, job_id, "admission")
+        with svc.admission.admitted(job_id, {stats.pool_of(volume)}, record_step, checkpoint):
+            made = _backed_up(svc, job_id, request, record, volume, target.name, repository)
         return BackupResult(job_id, made, target.name)
 
     spec = jobrun.JobSpec(
@@ -148,6 +139,31 @@ def backup(
         {"snapshot_id": record.id, "target": request.target, "full": request.full},
     )
     return jobrun.run(svc, spec, request.idempotency_key, body, _from_dict, on_started)
+
+
+def _backed_up(
+    svc: Services,
+    job_id: str,
+    request: BackupRequest,
+    record: SnapshotRecord,
+    volume: Volume,
+    target: str,
+    repository: BackupRepository,
+) -> Backup:
+    found = catalog.backups(repository)
+    parent, since = (None, None) if request.full else _parent(svc, record, volume, found)
+    with _reading(svc, record, volume, since) as reader:
+        extents = list(reader.extents())
+        data_bytes = sum(e.length for e in extents if not e.zero)
+        _check_room(repository, target, data_bytes, len(extents))
+        jobrun.checkpoint(svc, job_id, "the upload")
+        plan = Plan(job_id, target, parent.id if parent else "", len(extents), data_bytes)
+        steps.write(svc.journal, job_id, Step.PLAN, plan)
+        try:
+            return _upload(svc, job_id, repository, record, volume, plan, reader, extents)
+        except BaseException:
+            _remove_partial(repository, job_id)
+            raise
 
 
 def _parent(
@@ -210,6 +226,7 @@ def _upload(
     extents: list[Extent],
 ) -> Backup:
     sent = diff_stream.Summary()
+    pace = backup_pace.ReadPace(svc, job_id, {stats.pool_of(volume)})
 
     def produce(sink: IO[bytes]) -> None:
         writer = diff_stream.Writer(sink, diff_stream.Header(None, None, reader.size))
@@ -221,6 +238,7 @@ def _upload(
             for offset in range(extent.offset, extent.offset + extent.length, CHUNK):
                 length = min(CHUNK, extent.offset + extent.length - offset)
                 writer.data(offset, reader.read(offset, length))
+                pace.read(length)
                 done += length
                 faults.point(faults.Step.DURING_BACKUP_UPLOAD)
                 jobrun.checkpoint(svc, job_id, "the rest of the upload")

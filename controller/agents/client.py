@@ -245,6 +245,25 @@ class AgentClient:
         log.info("DeleteSnapshot %s of %s on agent %s", snapshot_id, domain, self.endpoint)
         return AgentJob.from_proto(await self._unary("DeleteSnapshot", request, timeout))
 
+    async def backup_snapshot(
+        self,
+        snapshot_id: str,
+        target: str,
+        *,
+        idempotency_key: str,
+        domain: str = "",
+        timeout: float | None = None,
+    ) -> AgentJob:
+        """Starts backing a snapshot up to the agent's backup target `target` (incremental
+        over the volume's last backup there); BackedUp once the job succeeds: verified."""
+        request = pb.BackupSnapshotRequest(
+            snapshot_id=snapshot_id, target=target, domain=domain, idempotency_key=idempotency_key
+        )
+        log.info(
+            "BackupSnapshot %s of %s to %s on agent %s", snapshot_id, domain, target, self.endpoint
+        )
+        return AgentJob.from_proto(await self._unary("BackupSnapshot", request, timeout))
+
     async def watch_job(self, job_id: str, *, timeout: float) -> AsyncGenerator[AgentJob, None]:
         """The job's updates until it ends, the stream breaks or `timeout` (the whole
         stream's deadline, not bounded by call_timeout) passes."""

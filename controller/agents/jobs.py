@@ -60,6 +60,7 @@ class AgentJob:
     error_reason: str = ""
     error_message: str = ""
     retry_after: float = 0.0
+    backup_id: str = ""  # of a backup job that succeeded
 
     @property
     def error(self) -> str:
@@ -118,4 +119,5 @@ class AgentJob:
             error_reason=str(job.error.reason) if has_error else "",
             error_message=str(job.error.message) if has_error else "",
             retry_after=float(job.error.retry_after_seconds) if has_error else 0.0,
+            backup_id=str(job.backup.id) if job.WhichOneof("result") == "backup" else "",
         )

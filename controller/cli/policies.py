@@ -36,6 +36,12 @@ def add_arguments(commands: Any, common: argparse.ArgumentParser) -> None:
     add.add_argument("--volume", action="append", default=[], help="a volume id")
     add.add_argument("--tag", action="append", default=[], help="key=value on a VM or volume")
     add.add_argument("--account", action="append", default=[], help="an owner's account name")
+    add.add_argument(
+        "--backup", metavar="TARGET", help="back each snapshot up to this agents' backup target"
+    )
+    add.add_argument(
+        "--keep-backups", type=int, metavar="N", help="backups kept per volume (default: all)"
+    )
     add.add_argument("--disabled", action="store_true")
     delete = actions.add_parser("delete", parents=[nested], help="delete a policy")
     delete.add_argument("name")
@@ -63,13 +69,14 @@ def policies_command(parts: Parts, args: argparse.Namespace) -> int:
         print(as_json([_listed(p) for p in stored]))
         return 0
     rows = []
+    backing_up = any(p.backup_target for p in stored)
     for p in stored:
         schedule = p.policy.schedule.describe() if p.policy else f"unusable: {p.problem}"
         selects = " ".join(f"{s.kind}={s.key + '=' if s.key else ''}{s.value}" for s in p.selectors)
-        rows.append(
-            [p.name, schedule, p.max_snaps, p.quiesce, selects, "yes" if p.enabled else "no"]
-        )
-    print(table(["name", "schedule", "maxsnaps", "quiesce", "selects", "enabled"], rows))
+        row = [p.name, schedule, p.max_snaps, p.quiesce, selects, "yes" if p.enabled else "no"]
+        rows.append(row + ([_backups(p)] if backing_up else []))
+    headers = ["name", "schedule", "maxsnaps", "quiesce", "selects", "enabled"]
+    print(table(headers + (["backup"] if backing_up else []), rows))
     return 0
 
 
@@ -175,6 +182,13 @@ def _policy(db: store.Store, name: str) -> store.StoredPolicy:
     return found
 
 
+def _backups(p: store.StoredPolicy) -> str:
+    if not p.backup_target:
+        return "-"
+    kept = "all" if p.keep_backups is None else str(p.keep_backups)
+    return f"{p.backup_target} (keep {kept})"
+
+
 def _listed(p: store.StoredPolicy) -> dict[str, Any]:
     """A policy as `policies --json` prints it: as stored, whether or not it can be planned."""
     schedule: dict[str, Any] = {"timezone": p.timezone}
@@ -192,4 +206,7 @@ def _listed(p: store.StoredPolicy) -> dict[str, Any]:
         "enabled": p.enabled,
         "created_at": p.created_at,
         "updated_at": p.updated_at,
+        # Only when set: the form of the releases before stays as it was.
+        **({"backup_target": p.backup_target} if p.backup_target else {}),
+        **({"keep_backups": p.keep_backups} if p.keep_backups is not None else {}),
     }

@@ -52,6 +52,8 @@ def new_policy(args: argparse.Namespace) -> policies.Policy:
             ),
             quiesce=policies.Quiesce(args.quiesce),
             enabled=not args.disabled,
+            backup_target=args.backup,
+            keep_backups=args.keep_backups,
         )
     except ValueError as e:
         raise CommandError(str(e)) from None

@@ -99,6 +99,19 @@ class Attempt:
                 domain=domain,
                 timeout=self._left(deadline),
             )
+        if job.kind is JobKind.BACKUP:
+            snapshot_id, target = job.params.get("snapshot_id", ""), job.params.get("target", "")
+            if not snapshot_id or not target:
+                raise BadJob(f"job {job.id}: a backup names no snapshot_id or target")
+            if not self._still_leading():
+                return None
+            return await self.client.backup_snapshot(
+                snapshot_id,
+                target,
+                idempotency_key=job.idempotency_key,
+                domain=domain,
+                timeout=self._left(deadline),
+            )
         request = await snapshot_request(job, self.target, self.client, self._left(deadline))
         if not self._still_leading():
             return None

@@ -4,6 +4,7 @@ whether the guest must be frozen (quiesce)."""
 from __future__ import annotations
 
 import enum
+import re
 from dataclasses import dataclass
 
 from controller.policies.caps import RetentionCaps, config_key
@@ -29,6 +30,10 @@ class Quiesce(enum.StrEnum):
             raise PolicyError(f"quiesce {value!r}: required, preferred or none") from None
 
 
+# The agent's rule for a backup target's name (agent/validate.py).
+BACKUP_TARGET = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
 @dataclass(frozen=True)
 class Policy:
     id: str
@@ -38,6 +43,10 @@ class Policy:
     selector: Selector
     quiesce: Quiesce = Quiesce.PREFERRED
     enabled: bool = True
+    # Each snapshot backed up to this target of the agents (hostsnap backup target), its
+    # backups kept `keep_backups` per volume there (None: all), apart from max_snaps.
+    backup_target: str | None = None
+    keep_backups: int | None = None
 
     def __post_init__(self) -> None:
         if not self.id.strip():
@@ -47,6 +56,15 @@ class Policy:
         if self.max_snaps < 1:
             # createSnapshotPolicy: "maxSnaps [..] for volume .. should be greater than 0."
             raise RetentionError(f"policy {self.name}: maxsnaps must be at least 1")
+        if self.backup_target is not None and not BACKUP_TARGET.match(self.backup_target):
+            raise PolicyError(
+                f"policy {self.name}: backup target {self.backup_target!r}: lower-case letters,"
+                " digits, - and _, as `hostsnap backup target add` names them"
+            )
+        if self.keep_backups is not None and (self.backup_target is None or self.keep_backups < 1):
+            raise RetentionError(
+                f"policy {self.name}: keep-backups needs a backup target and must be at least 1"
+            )
 
     def keep(self, caps: RetentionCaps) -> int:
         """How many to keep under CloudStack's caps: min(maxsnaps, cap), as CloudStack's

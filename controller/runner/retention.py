@@ -33,7 +33,11 @@ async def retention_jobs(
     keep = policy.keep(caps)
     made = []
     jobs = await asyncio.to_thread(db.jobs.find, run_id=run.id)
-    snapshotted = {j.vm_id for j in jobs if j.state is store.JobState.SUCCEEDED}
+    snapshotted = {
+        j.vm_id
+        for j in jobs
+        if j.kind is store.JobKind.SNAPSHOT and j.state is store.JobState.SUCCEEDED
+    }
     for vm_id in sorted(v for v in snapshotted if v):
         vm = inventory.vms.get(vm_id)
         host = inventory.hosts.get((vm.host_id if vm else None) or "")

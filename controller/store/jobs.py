@@ -156,11 +156,14 @@ class Jobs:
         run_id: str | None = None,
         host_id: str | None = None,
         limit: int | None = None,
+        kinds: Collection[JobKind] = (),
     ) -> list[Job]:
-        """Jobs oldest first, of the given states (all when empty), run and host."""
+        """Jobs oldest first, of the given states and kinds (all when empty), run and host."""
         where: list[ColumnElement[bool]] = []
         if states:
             where.append(_row.state.in_([s.value for s in states]))
+        if kinds:
+            where.append(_row.kind.in_([k.value for k in kinds]))
         if run_id is not None:
             where.append(_row.run_id == run_id)
         if host_id is not None:

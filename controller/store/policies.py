@@ -59,6 +59,8 @@ class StoredPolicy:
     enabled: bool
     max_snaps: int
     quiesce: str
+    backup_target: str | None
+    keep_backups: int | None
     schedule_kind: str  # interval (CloudStack's form) | cron
     interval_type: str | None  # interval only
     schedule: str  # CloudStack's `schedule` (e.g. "30:02") or the cron expression
@@ -83,6 +85,8 @@ def _columns(policy: Policy) -> dict[str, object]:
         "enabled": policy.enabled,
         "max_snaps": policy.max_snaps,
         "quiesce": policy.quiesce.value,
+        "backup_target": policy.backup_target,
+        "keep_backups": policy.keep_backups,
         "schedule_kind": "cron" if schedule.interval_type is None else "interval",
         "interval_type": None if schedule.interval_type is None else schedule.interval_type.value,
         "schedule": schedule.expression,
@@ -133,6 +137,8 @@ def _policy(row: RowMapping, selectors: Sequence[SelectorRow]) -> Policy:
         selector=selector,
         quiesce=Quiesce.parse(row["quiesce"]),
         enabled=bool(row["enabled"]),
+        backup_target=row["backup_target"],
+        keep_backups=row["keep_backups"],
     )
 
 
@@ -148,6 +154,8 @@ def _stored(row: RowMapping, selectors: Sequence[SelectorRow]) -> StoredPolicy:
         enabled=bool(row["enabled"]),
         max_snaps=int(row["max_snaps"]),
         quiesce=row["quiesce"],
+        backup_target=row["backup_target"],
+        keep_backups=row["keep_backups"],
         schedule_kind=row["schedule_kind"],
         interval_type=row["interval_type"],
         schedule=row["schedule"],

@@ -22,6 +22,7 @@ class JobKind(StrEnum):
     DELETE = "delete"
     CONSOLIDATE = "consolidate"
     FLATTEN = "flatten"
+    BACKUP = "backup"  # a snapshot's, to the agent's backup target (params: snapshot_id, target)
 
 
 class JobState(StrEnum):

@@ -56,6 +56,9 @@ policies = sa.Table(
     sa.Column("max_snaps", sa.Integer, nullable=False),
     sa.Column("quiesce", sa.String(STATE), nullable=False),
     *_times(),
+    # 0002: backups (NULL: none)
+    sa.Column("backup_target", sa.String(64), nullable=True),
+    sa.Column("keep_backups", sa.Integer, nullable=True),
 )
 
 policy_selectors = sa.Table(

@@ -22,6 +22,7 @@ from pathlib import Path
 import libvirt
 import pytest
 
+from agent.admission import AdmissionConfig
 from agent.backups import catalog, targets
 from agent.config import AgentConfig
 from agent.errors import Capacity, Damaged, Precondition
@@ -36,6 +37,7 @@ from hostsnap_lab import guest_agent
 from hostsnap_lab.lab import Lab
 from hostsnap_lab.paths import QCOW2_DOMAIN, RBD_DOMAIN
 
+from .agent_process import hwmon_fixture
 from .support import disk_source, has_marker, run_agent_process, start, stop, write_marker
 
 TARGET = "lab-secondary"
@@ -404,3 +406,27 @@ def test_an_agent_killed_mid_restore_in_place_leaves_the_rbd_image_before_or_aft
         kept = (svc.journal.get(job.job_id).result or {})["kept_snapshot_id"]
         TAKEN.append(kept)
         assert rbd_snapshots_of(svc) == snapshots_before | {f"hostsnap-{kept}"}
+
+
+def test_a_backup_on_a_hot_host_reads_at_the_throttled_speed_each_change_a_step(
+    svc: Services, tmp_path: Path
+):
+    # The sensor reads 47 °C: under the 50 °C ceiling (admitted), over 0.9 of it (throttled).
+    config = dataclasses.replace(svc.config, sysfs_root=hwmon_fixture(tmp_path / "sysfs"))
+    hot = open_services(
+        config, AdmissionConfig(temperature_ceiling=50.0, throttled_bandwidth_mib=32)
+    )
+    try:
+        taken = take(hot, RBD_DOMAIN)
+        started = time.monotonic()
+        done = backup.backup(hot, backup.BackupRequest(taken.snapshot_id, TARGET, full=True))
+        took = time.monotonic() - started
+        job = hot.journal.get(done.job_id)
+    finally:
+        hot.close()
+
+    names = [s.name for s in job.steps]
+    assert "admitted" in names
+    (speed,) = [s.detail for s in job.steps if s.name == "read-speed"]
+    assert speed["mib"] == 32 and "47.0 °C" in speed["reason"]
+    assert took >= (done.backup.data_bytes - backup.CHUNK) / (32 << 20)

@@ -94,6 +94,35 @@ def test_a_policy_added_is_listed_planned_and_run_as_jobs_waiting_for_a_leader(c
     assert status["cloudstack"]["reachable"] is True
 
 
+def test_a_policy_that_backs_up_shows_its_target_and_its_snapshots_their_states(config, capsys):
+    code, _, err = run(
+        config, capsys, "policies", "add", "nightly", "--interval", "DAILY", "--schedule",
+        "30:02", "--maxsnaps", "3", "--vm", "web-1", "--backup", "secondary",
+        "--keep-backups", "14",
+    )  # fmt: skip
+    assert code == 0, err
+    (listed,) = as_json(config, capsys, "policies")
+    assert (listed["backup_target"], listed["keep_backups"]) == ("secondary", 14)
+    assert "secondary (keep 14)" in run(config, capsys, "policies")[1]
+    assert run(config, capsys, "run", "nightly")[0] == 0
+
+    (snapshot,) = as_json(config, capsys, "snapshots")
+
+    assert snapshot["name"].startswith(f"policy-{listed['id']}-")
+    assert (snapshot["state"], snapshot["backup_target"]) == ("Creating", "")
+    code, table, _ = run(config, capsys, "snapshots")
+    assert code == 0 and "Creating" in table and "STATE" in table
+
+
+def test_keep_backups_without_a_backup_target_is_refused(config, capsys):
+    code, _, err = run(
+        config, capsys, "policies", "add", "nightly", "--interval", "DAILY", "--schedule",
+        "30:02", "--maxsnaps", "3", "--vm", "web-1", "--keep-backups", "2",
+    )  # fmt: skip
+    assert code == 2 and "keep-backups needs a backup target" in err
+    assert as_json(config, capsys, "policies") == []
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -1,0 +1,60 @@
+"""A policy's snapshots backed up: once the agent's snapshot job succeeded, one backup job per
+disk snapshot, to the policy's target, on the host that took it (the snapshot is in that
+agent's journal). Created before the snapshot job is recorded SUCCEEDED, in the same run: the
+run ends, and its retention runs, only after its backups, so an incremental backup still finds
+the snapshot it builds on. The key makes a replay after failover the same job."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from controller import store
+from controller.agents import AgentJob
+
+log = logging.getLogger(__name__)
+
+BACKUP_TIMEOUT = 6 * 3600.0  # a first, full backup of a large volume
+
+
+def backup_specs(
+    job: store.Job, agent_job: AgentJob, host_id: str, target: str
+) -> list[store.JobSpec]:
+    return [
+        store.JobSpec(
+            store.JobKind.BACKUP,
+            host_id,
+            vm_id=job.vm_id,
+            volume_id=job.volume_id,
+            params={
+                "snapshot_id": disk.snapshot_id,
+                "target": target,
+                "disk": disk.target,
+                "snapshot_job": job.id,
+            },
+            run_id=job.run_id,
+            idempotency_key=f"hostsnap-backup/{disk.snapshot_id}/{target}",
+            timeout=BACKUP_TIMEOUT,
+        )
+        for disk in agent_job.disks
+        if disk.snapshot_id
+    ]
+
+
+async def backups_of(
+    db: store.Store, job: store.Job, agent_job: AgentJob, host_id: str
+) -> list[store.Job]:
+    """The backup jobs of a policy's snapshot job that succeeded (none when its policy backs
+    nothing up)."""
+    if job.kind is not store.JobKind.SNAPSHOT or job.run_id is None:
+        return []
+    run = await asyncio.to_thread(db.runs.get, job.run_id)
+    policy = await asyncio.to_thread(db.policies.get, run.policy_id)
+    if not policy.backup_target:
+        return []
+    made = [
+        await asyncio.to_thread(db.jobs.create, spec)
+        for spec in backup_specs(job, agent_job, host_id, policy.backup_target)
+    ]
+    log.info("job %s: %d snapshots to back up to %s", job.id, len(made), policy.backup_target)
+    return made
