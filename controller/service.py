@@ -16,6 +16,7 @@ from controller.cloudstack import CloudStackError
 from controller.dispatch import DispatchConfig, Dispatcher, Target
 from controller.parts import Parts
 from controller.runner import PolicyRunner
+from controller.runner.backup_retention import backup_retention_jobs
 from controller.runner.backups import backups_of
 from controller.runner.facts import read_caps, read_facts
 from controller.runner.retention import retention_jobs
@@ -95,6 +96,9 @@ class Service:
                 await retention_jobs(
                     self.parts.store, self.parts.agents, inventory, by_id[run.policy_id], run, caps
                 )
+                await backup_retention_jobs(
+                    self.parts.store, self.parts.agents, inventory, by_id[run.policy_id], run
+                )
 
     async def reconcile_pass(self, lease: Lease) -> reconcile.Report:
         settings = self.parts.settings.reconcile
@@ -121,7 +125,8 @@ class Service:
         snapshot that is to be backed up gets its backup jobs."""
         if job.kind is JobKind.BACKUP:
             return None
-        await backups_of(self.parts.store, job, agent_job, target.host.id)
+        agent = self.parts.agents.client(target.host)
+        await backups_of(self.parts.store, job, agent_job, target.host.id, agent)
         applied = await reconcile.apply_snapshot(
             self.parts.store,
             lease,

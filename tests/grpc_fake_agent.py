@@ -57,6 +57,10 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     thaws: list[str] = field(default_factory=list)  # domains ThawGroup was called for
     deleted: list[str] = field(default_factory=list)  # snapshot ids DeleteSnapshot removed
     backed_up: list[tuple[str, str]] = field(default_factory=list)  # BackupSnapshot's (id, target)
+    # Each target's backups, oldest first; BackupSnapshot adds one (volume "<domain>/vda"),
+    # over the volume's last unless full, and DeleteBackup removes them.
+    backups: dict[str, list[Any]] = field(default_factory=dict)
+    snapshot_names: dict[str, str] = field(default_factory=dict)  # snapshot id: its name
     thaw_delay: float = 0.0  # ThawGroup answers after this long
     hold_seconds: list[float] = field(default_factory=list)  # of each FreezeForGroup
     list_jobs_error: grpc.StatusCode | None = None  # ListJobs fails with this
@@ -260,6 +264,20 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             job_id = uuid.uuid4().hex
             self.by_key[request.idempotency_key] = job_id
             succeeded = self.outcome == "succeeded"
+            made = None
+            if succeeded:
+                volume = f"{request.domain}/vda"
+                on_target = self.backups.setdefault(request.target, [])
+                earlier = [b.id for b in on_target if b.volume == volume]
+                made = pb.Backup(
+                    id=f"b-{job_id[:8]}",
+                    volume=volume,
+                    snapshot_id=request.snapshot_id,
+                    snapshot_name=self.snapshot_names.get(request.snapshot_id, ""),
+                    parent_id="" if request.full or not earlier else earlier[-1],
+                    target=request.target,
+                )
+                on_target.append(made)
             self.jobs[job_id] = pb.Job(
                 id=job_id,
                 operation="backup",
@@ -267,10 +285,38 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
                 domain=request.domain,
                 idempotency_key=request.idempotency_key,
                 **(
-                    {"backup": pb.Backup(id=f"b-{job_id[:8]}", snapshot_id=request.snapshot_id)}
-                    if succeeded
+                    {"backup": made}
+                    if made is not None
                     else {"error": pb.JobError(code="RESOURCE_EXHAUSTED", message="target full")}
                 ),
+            )
+        return self.jobs[self.by_key[request.idempotency_key]]
+
+    async def ListBackups(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("ListBackups", context)
+        found = self.backups.get(request.target, [])
+        chosen = [
+            b for b in found if not request.domain or b.volume.startswith(request.domain + "/")
+        ]
+        return pb.ListBackupsResponse(backups=chosen)
+
+    async def DeleteBackup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("DeleteBackup", context)
+        if request.idempotency_key not in self.by_key:
+            on_target = self.backups.get(request.target, [])
+            going = {request.backup_id}
+            for backup in on_target:  # oldest first: a parent comes before its children
+                if request.with_descendants and backup.parent_id in going:
+                    going.add(backup.id)
+            self.backups[request.target] = [b for b in on_target if b.id not in going]
+            job_id = uuid.uuid4().hex
+            self.by_key[request.idempotency_key] = job_id
+            self.jobs[job_id] = pb.Job(
+                id=job_id,
+                operation="backup-delete",
+                state=pb.JOB_STATE_SUCCEEDED,
+                idempotency_key=request.idempotency_key,
+                backup_delete=pb.BackupDeleteResult(removed_ids=sorted(going)),
             )
         return self.jobs[self.by_key[request.idempotency_key]]
 

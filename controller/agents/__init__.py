@@ -3,6 +3,7 @@ with gRPC failures as typed errors (transient or permanent) and agent jobs as pl
 
 from controller.agents.client import (
     QUIESCE,
+    AgentBackup,
     AgentClient,
     AgentDiskSnapshots,
     AgentSnapshot,
@@ -23,6 +24,7 @@ from controller.agents.pool import AgentPool, endpoint_at_port
 
 __all__ = [
     "QUIESCE",
+    "AgentBackup",
     "AgentBusy",
     "AgentClient",
     "AgentDiskSnapshots",

@@ -66,6 +66,18 @@ class AgentSnapshot:
 
 
 @dataclass(frozen=True)
+class AgentBackup:
+    """A backup on a target as an agent lists it (read from the target)."""
+
+    id: str
+    volume: str  # "domain/disk"
+    snapshot_id: str
+    snapshot_name: str
+    parent_id: str  # "" for a full backup
+    taken_at: datetime | None = None  # when its snapshot was taken
+
+
+@dataclass(frozen=True)
 class AgentDiskSnapshots:
     """A disk of a domain with its active image and snapshots (newest first)."""
 
@@ -252,17 +264,61 @@ class AgentClient:
         *,
         idempotency_key: str,
         domain: str = "",
+        full: bool = False,
         timeout: float | None = None,
     ) -> AgentJob:
         """Starts backing a snapshot up to the agent's backup target `target` (incremental
-        over the volume's last backup there); BackedUp once the job succeeds: verified."""
+        over the volume's last backup there unless `full`); BackedUp once the job succeeds:
+        verified."""
         request = pb.BackupSnapshotRequest(
-            snapshot_id=snapshot_id, target=target, domain=domain, idempotency_key=idempotency_key
+            snapshot_id=snapshot_id,
+            target=target,
+            domain=domain,
+            full=full,
+            idempotency_key=idempotency_key,
         )
         log.info(
             "BackupSnapshot %s of %s to %s on agent %s", snapshot_id, domain, target, self.endpoint
         )
         return AgentJob.from_proto(await self._unary("BackupSnapshot", request, timeout))
+
+    async def list_backups(
+        self, target: str, domain: str = "", *, timeout: float | None = None
+    ) -> list[AgentBackup]:
+        """The target's backups (of `domain`), oldest first."""
+        found = await self._unary(
+            "ListBackups", pb.ListBackupsRequest(target=target, domain=domain), timeout
+        )
+        return [
+            AgentBackup(
+                id=str(b.id),
+                volume=str(b.volume),
+                snapshot_id=str(b.snapshot_id),
+                snapshot_name=str(b.snapshot_name),
+                parent_id=str(b.parent_id),
+                taken_at=_when(b.taken_at) if b.HasField("taken_at") else None,
+            )
+            for b in found.backups
+        ]
+
+    async def delete_backup(
+        self,
+        backup_id: str,
+        target: str,
+        *,
+        idempotency_key: str,
+        with_descendants: bool = False,
+        timeout: float | None = None,
+    ) -> AgentJob:
+        """Starts removing a backup (and, asked, those that build on it) from its target."""
+        request = pb.DeleteBackupRequest(
+            backup_id=backup_id,
+            target=target,
+            with_descendants=with_descendants,
+            idempotency_key=idempotency_key,
+        )
+        log.info("DeleteBackup %s on %s via agent %s", backup_id, target, self.endpoint)
+        return AgentJob.from_proto(await self._unary("DeleteBackup", request, timeout))
 
     async def watch_job(self, job_id: str, *, timeout: float) -> AsyncGenerator[AgentJob, None]:
         """The job's updates until it ends, the stream breaks or `timeout` (the whole

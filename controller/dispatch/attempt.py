@@ -110,6 +110,20 @@ class Attempt:
                 target,
                 idempotency_key=job.idempotency_key,
                 domain=domain,
+                full=job.params.get("full") == "true",
+                timeout=self._left(deadline),
+            )
+        if job.kind is JobKind.BACKUP_DELETE:
+            backup_id, target = job.params.get("backup_id", ""), job.params.get("target", "")
+            if not backup_id or not target:
+                raise BadJob(f"job {job.id}: a backup delete names no backup_id or target")
+            if not self._still_leading():
+                return None
+            return await self.client.delete_backup(
+                backup_id,
+                target,
+                idempotency_key=job.idempotency_key,
+                with_descendants=job.params.get("with_descendants") == "true",
                 timeout=self._left(deadline),
             )
         request = await snapshot_request(job, self.target, self.client, self._left(deadline))

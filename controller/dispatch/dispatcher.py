@@ -27,7 +27,7 @@ from controller.store import Job, JobKind, JobState, Lease, LeaseLost, StaleClai
 
 log = logging.getLogger(__name__)
 
-SUPPORTED = frozenset({JobKind.SNAPSHOT, JobKind.DELETE, JobKind.BACKUP})
+SUPPORTED = frozenset({JobKind.SNAPSHOT, JobKind.DELETE, JobKind.BACKUP, JobKind.BACKUP_DELETE})
 IN_FLIGHT = (JobState.DISPATCHING, JobState.RUNNING)
 
 

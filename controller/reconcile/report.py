@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.agents import AgentSnapshot
+from controller.reconcile.backups import BackupFinding
 
 
 class VolumeStatus(enum.StrEnum):
@@ -80,6 +81,7 @@ class ReconcileReport:
     intents: tuple[IntentRow, ...]
     transitional: tuple[TransitionalSnapshot, ...]
     errors: tuple[str, ...]  # what stopped part of the pass (a list call that failed)
+    backups: tuple[BackupFinding, ...] = ()  # backups against their snapshots (backups.py)
 
     @property
     def fixed(self) -> tuple[VolumeRow, ...]:
@@ -98,6 +100,7 @@ class ReconcileReport:
             all(v.status in settled for v in self.volumes)
             and not self.transitional
             and not self.errors
+            and not any(b.problem for b in self.backups)
             and all(i.action in ("applied", "abandoned") for i in self.intents)
         )
 
@@ -119,6 +122,11 @@ class ReconcileReport:
             f"{t.age_seconds:.0f}s: {t.agent_note}"
             for t in self.transitional
         ]
+        lines += [
+            f"volume {b.volume} ({b.vm_name}): snapshot {b.snapshot_id}: {b.detail}"
+            for b in self.backups
+            if b.problem
+        ]
         return lines + list(self.errors)
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +140,7 @@ class ReconcileReport:
                 "fixed": [v.volume_id for v in self.fixed],
                 "intents": [asdict(i) for i in self.intents],
                 "transitional_snapshots": [asdict(t) for t in self.transitional],
+                "backups": [asdict(b) | {"problem": b.problem} for b in self.backups],
                 "errors": list(self.errors),
             }
         )

@@ -20,6 +20,7 @@ from controller.agents import AgentError, AgentPool
 from controller.cloudstack import CloudStackClient, CloudStackError
 from controller.cloudstack.projects import list_everyone
 from controller.inventory import InventorySnapshot
+from controller.reconcile.backups import backup_findings
 from controller.reconcile.intents import settle_intents
 from controller.reconcile.lease import lease_check
 from controller.reconcile.recheck import recheck
@@ -100,13 +101,15 @@ async def reconcile(
         )
     )  # fmt: skip
     transitional, errors = await _transitional(cloudstack, inventory, agents, by_id, now(), cfg)
+    backups, backup_errors = await backup_findings(store, inventory, agents, cfg.agent_timeout)
     report = ReconcileReport(
         started_at=started,
         fix=fix,
         volumes=tuple(rows),
         intents=tuple(intent_rows),
         transitional=tuple(transitional),
-        errors=tuple(errors),
+        errors=tuple(errors + backup_errors),
+        backups=tuple(backups),
     )
     log.info(
         "reconcile pass (fix %s): %s; %d intents looked at, %d snapshots stuck, %d errors",

@@ -10,7 +10,9 @@ import asyncio
 import logging
 
 from controller import store
-from controller.agents import AgentJob
+from controller.agents import AgentClient, AgentError, AgentJob
+from controller.policies import Policy
+from controller.runner.backup_retention import needs_full
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +20,9 @@ BACKUP_TIMEOUT = 6 * 3600.0  # a first, full backup of a large volume
 
 
 def backup_specs(
-    job: store.Job, agent_job: AgentJob, host_id: str, target: str
+    job: store.Job, agent_job: AgentJob, host_id: str, target: str, full: frozenset[str]
 ) -> list[store.JobSpec]:
+    """`full`: the disks whose backup starts a new chain."""
     return [
         store.JobSpec(
             store.JobKind.BACKUP,
@@ -31,6 +34,7 @@ def backup_specs(
                 "target": target,
                 "disk": disk.target,
                 "snapshot_job": job.id,
+                "full": "true" if disk.target in full else "false",
             },
             run_id=job.run_id,
             idempotency_key=f"hostsnap-backup/{disk.snapshot_id}/{target}",
@@ -42,19 +46,41 @@ def backup_specs(
 
 
 async def backups_of(
-    db: store.Store, job: store.Job, agent_job: AgentJob, host_id: str
+    db: store.Store, job: store.Job, agent_job: AgentJob, host_id: str, agent: AgentClient
 ) -> list[store.Job]:
     """The backup jobs of a policy's snapshot job that succeeded (none when its policy backs
-    nothing up)."""
+    nothing up). `agent` lists the target's backups when the policy keeps only some."""
     if job.kind is not store.JobKind.SNAPSHOT or job.run_id is None:
         return []
     run = await asyncio.to_thread(db.runs.get, job.run_id)
-    policy = await asyncio.to_thread(db.policies.get, run.policy_id)
-    if not policy.backup_target:
+    policy = (await asyncio.to_thread(db.policies.get, run.policy_id)).policy
+    if policy is None or policy.backup_target is None:
         return []
+    full = await _full_disks(agent, agent_job, policy)
     made = [
         await asyncio.to_thread(db.jobs.create, spec)
-        for spec in backup_specs(job, agent_job, host_id, policy.backup_target)
+        for spec in backup_specs(job, agent_job, host_id, policy.backup_target, full)
     ]
     log.info("job %s: %d snapshots to back up to %s", job.id, len(made), policy.backup_target)
     return made
+
+
+async def _full_disks(agent: AgentClient, agent_job: AgentJob, policy: Policy) -> frozenset[str]:
+    """The disks whose chain of backups is as long as the policy keeps (never, unasked)."""
+    if policy.keep_backups is None or policy.backup_target is None:
+        return frozenset()
+    try:
+        listed = await agent.list_backups(policy.backup_target, agent_job.domain)
+    except AgentError as e:
+        log.warning(
+            "backups of %s on %s not listed: incremental: %s", agent_job.domain, policy.name, e
+        )
+        return frozenset()
+    return frozenset(
+        disk.target
+        for disk in agent_job.disks
+        if needs_full(
+            [b for b in listed if b.volume == f"{agent_job.domain}/{disk.target}"],
+            policy.keep_backups,
+        )
+    )

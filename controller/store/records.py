@@ -23,6 +23,7 @@ class JobKind(StrEnum):
     CONSOLIDATE = "consolidate"
     FLATTEN = "flatten"
     BACKUP = "backup"  # a snapshot's, to the agent's backup target (params: snapshot_id, target)
+    BACKUP_DELETE = "backup-delete"  # params: backup_id, target (and the backups over it)
 
 
 class JobState(StrEnum):

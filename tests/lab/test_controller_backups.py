@@ -1,10 +1,13 @@
 """A policy that backs up, end to end: `hostsnap-controller serve` against the real agent; a
-policy with `--backup` snapshots both lab guests and has each snapshot backed up to the
-agent's target (a restic repository in a directory), the second run's backups incremental
-over the first's; `hostsnap-controller snapshots` shows them BackedUp."""
+policy with `--backup` and `--keep-backups 2` snapshots both lab guests and has each
+snapshot backed up to the agent's target (a restic repository in a directory): full, then
+incremental, then full again once the chain is as long as kept, and the old chain deleted
+by retention; `hostsnap-controller snapshots` shows them BackedUp and the reconcile pass
+finds no snapshot missing its backup."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,7 +40,12 @@ def agent(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AgentP
     assert process.stop() == 0, (process.directory / "agent.log").read_text()
 
 
-def test_a_policy_with_backup_makes_each_snapshot_backed_up_incrementally(
+def backups_of(stub, domain: str) -> list[pb.Backup]:  # type: ignore[no-untyped-def]
+    request = pb.ListBackupsRequest(target="lab", domain=domain)
+    return list(stub.ListBackups(request, timeout=120).backups)
+
+
+def test_a_policy_with_backup_backs_each_snapshot_up_incrementally_and_keeps_two_per_volume(
     agent: AgentProcess, lab: Lab, tmp_path: Path
 ):
     repository = agent.directory / "secondary"
@@ -52,26 +60,36 @@ def test_a_policy_with_backup_makes_each_snapshot_backed_up_incrementally(
             made = controller(
                 config, "policies", "add", "lab-backed-up", "--interval", "DAILY",
                 "--schedule", "00:04", "--maxsnaps", "2", "--vm", qcow2_vm.id,
-                "--vm", rbd_vm.id, "--backup", "lab",
+                "--vm", rbd_vm.id, "--backup", "lab", "--keep-backups", "2",
             )  # fmt: skip
             assert made.returncode == 0, made.stderr
+            chains: dict[str, list[list[str]]] = {QCOW2_DOMAIN: [], RBD_DOMAIN: []}
 
-            runs = [controller_json(config, "run", "lab-backed-up", "--wait") for _ in range(2)]
-
-            for run in runs:
+            for _ in range(4):
+                run = controller_json(config, "run", "lab-backed-up", "--wait")
                 assert run["state"] == "succeeded", run
                 kinds = sorted(j["kind"] for j in run["jobs"])
                 assert kinds == ["backup", "backup", "snapshot", "snapshot"], kinds
+                for domain, seen in chains.items():
+                    seen.append([b.parent_id for b in backups_of(stub, domain)])
+
             listed = controller_json(config, "snapshots")
-            assert [s["state"] for s in listed] == ["BackedUp"] * 4, listed
-            assert {s["backup_target"] for s in listed} == {"lab"}
-            for domain in (QCOW2_DOMAIN, RBD_DOMAIN):
-                found = stub.ListBackups(
-                    pb.ListBackupsRequest(target="lab", domain=domain), timeout=120
-                ).backups
-                assert [b.snapshot_name.startswith(POLICY_PREFIX) for b in found] == [True] * 2
-                first, second = found
-                assert (first.parent_id, second.parent_id) == ("", first.id), domain
+            assert [s["state"] for s in listed] == ["BackedUp"] * 8, listed
+            for domain, seen in chains.items():
+                # Full, incremental, full again (the chain was 2 long), incremental; once the
+                # last run ended, the first chain went.
+                assert [len(parents) for parents in seen[:3]] == [1, 2, 3], (domain, seen)
+                assert seen[2][2] == "" and seen[1][1] != "", (domain, seen)
+            deadline = time.monotonic() + 120
+            while any(len(backups_of(stub, d)) > 2 for d in chains):
+                assert time.monotonic() < deadline, {d: backups_of(stub, d) for d in chains}
+                time.sleep(1)
+            for domain in chains:
+                full, incremental = backups_of(stub, domain)
+                assert (full.parent_id, incremental.parent_id) == ("", full.id), domain
+                assert full.snapshot_name.startswith(POLICY_PREFIX)
+            report = controller_json(config, "reconcile")
+            assert [b for b in report["backups"] if b["problem"]] == [], report["backups"]
         finally:
             stop(serving)
             delete_snapshots_named(agent, (QCOW2_DOMAIN, RBD_DOMAIN), POLICY_PREFIX)

@@ -8,7 +8,7 @@ import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
-from controller.agents import AgentPool
+from controller.agents import AgentClient, AgentPool
 from controller.dispatch import DispatchConfig, Dispatcher, Outcome
 from controller.inventory import Host, InventorySnapshot, StoragePool, VirtualMachine, Volume, Zone
 from controller.store import Job, JobKind, JobSpec, Lease, Store
@@ -120,6 +120,10 @@ class DispatchZone:
     def job(self, vm: str, **options: object) -> Job:
         host = self.inventory.vms[vm].host_id or "kvm-1"
         return self.store.jobs.create(JobSpec(JobKind.SNAPSHOT, host, vm_id=vm, **options))  # type: ignore[arg-type]
+
+    def client(self, host: str) -> AgentClient:
+        assert self.pool is not None
+        return self.pool.client(self.inventory.hosts[host])
 
     async def once(self) -> list[Outcome]:
         assert self.dispatcher is not None

@@ -17,6 +17,7 @@ from controller.dispatch import Result
 from controller.runner.backups import backups_of
 from controller.runner.snapshot_states import SnapshotState, snapshot_states
 from controller.store import JobKind, JobState
+from hostsnap.agent.v1 import agent_pb2 as pb
 from tests.unit.dispatch_support import FAST, DispatchZone
 
 
@@ -72,8 +73,9 @@ def test_a_snapshot_of_a_backing_up_policy_is_backed_up_once_and_becomes_backed_
                 SnapshotState.CREATED_ON_PRIMARY
             ]
 
-            made = await backups_of(db, taken, agent_job("s1", "s2"), "kvm-1")
-            again = await backups_of(db, taken, agent_job("s1", "s2"), "kvm-1")  # a replay
+            agent = zone.client("kvm-1")
+            made = await backups_of(db, taken, agent_job("s1", "s2"), "kvm-1", agent)
+            again = await backups_of(db, taken, agent_job("s1", "s2"), "kvm-1", agent)  # replay
 
             assert [j.id for j in again] == [j.id for j in made] and len(made) == 2
             assert {(j.kind, j.run_id, j.params["target"]) for j in made} == {
@@ -101,8 +103,9 @@ def test_a_policy_without_a_target_or_a_job_of_no_policy_makes_no_backup(tmp_pat
             run = db.runs.open(stored.id, stored.created_at)
             in_run = zone.job("web-1", run_id=run.id)
             manual = zone.job("web-1")
-            assert await backups_of(db, in_run, agent_job("s1"), "kvm-1") == []
-            assert await backups_of(db, manual, agent_job("s2"), "kvm-1") == []
+            agent = zone.client("kvm-1")
+            assert await backups_of(db, in_run, agent_job("s1"), "kvm-1", agent) == []
+            assert await backups_of(db, manual, agent_job("s2"), "kvm-1", agent) == []
 
     asyncio.run(test())
 
@@ -139,3 +142,25 @@ def test_the_state_of_a_snapshot_follows_its_jobs(
     (found,) = snapshot_states(jobs)
     assert found.state is expected
     assert ("RESOURCE_EXHAUSTED" in found.error) == (JobState.FAILED in [snapshot, *backups])
+
+
+def test_a_backup_starts_a_new_chain_once_the_volumes_is_as_long_as_kept(tmp_path: Path):
+    async def test() -> None:
+        async with DispatchZone(tmp_path, ("kvm-1",), FAST) as zone:
+            zone.inventory.add_vm("web-1", "kvm-1")
+            db = zone.store
+            stored = db.policies.create(policy(backup_target="secondary", keep_backups=2))
+            run = db.runs.open(stored.id, stored.created_at)
+            taken = zone.job("web-1", run_id=run.id)
+            zone.agents["kvm-1"].backups["secondary"] = [
+                pb.Backup(id="f1", volume="i-web-1/vda"),
+                pb.Backup(id="i1", volume="i-web-1/vda", parent_id="f1"),
+                pb.Backup(id="o1", volume="i-web-1/vdb"),
+            ]
+            made = await backups_of(db, taken, agent_job("s1", "s2"), "kvm-1", zone.client("kvm-1"))
+            assert {j.params["disk"]: j.params["full"] for j in made} == {
+                "vda": "true",
+                "vdb": "false",
+            }
+
+    asyncio.run(test())
