@@ -69,12 +69,13 @@ COMMANDS: dict[str, Command] = {
     "groups": group_commands.groups_command,
     "reconcile": reconcile_commands.reconcile_command,
     "snapshots": snapshot_commands.snapshots_command,
+    "restore": snapshot_commands.restore_command,
 }
 
 
 # Commands that act on what only a root admin's key is shown (`status` reports CloudStack
 # unreachable instead, `policies` does not ask it).
-ROOT_ADMIN_COMMANDS = frozenset({"serve", "hosts", "plan", "run", "groups", "reconcile"})
+ROOT_ADMIN_COMMANDS = frozenset({"serve", "hosts", "plan", "run", "groups", "reconcile", "restore"})
 
 
 async def _run(command: Command, args: argparse.Namespace) -> int:

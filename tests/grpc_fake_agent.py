@@ -61,6 +61,7 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
     # over the volume's last unless full, and DeleteBackup removes them.
     backups: dict[str, list[Any]] = field(default_factory=dict)
     snapshot_names: dict[str, str] = field(default_factory=dict)  # snapshot id: its name
+    restored: list[tuple[str, str]] = field(default_factory=list)  # RestoreBackup's (id, to)
     thaw_delay: float = 0.0  # ThawGroup answers after this long
     hold_seconds: list[float] = field(default_factory=list)  # of each FreezeForGroup
     list_jobs_error: grpc.StatusCode | None = None  # ListJobs fails with this
@@ -299,6 +300,21 @@ class FakeAgent(agent_pb2_grpc.AgentServiceServicer):  # type: ignore[misc]
             b for b in found if not request.domain or b.volume.startswith(request.domain + "/")
         ]
         return pb.ListBackupsResponse(backups=chosen)
+
+    async def RestoreBackup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await self._gate("RestoreBackup", context)
+        if request.idempotency_key not in self.by_key:
+            self.restored.append((request.backup_id, request.to or "in place"))
+            job_id = uuid.uuid4().hex
+            self.by_key[request.idempotency_key] = job_id
+            self.jobs[job_id] = pb.Job(
+                id=job_id,
+                operation="restore-in-place" if request.in_place else "restore",
+                state=pb.JOB_STATE_SUCCEEDED,
+                idempotency_key=request.idempotency_key,
+                restore=pb.RestoreResult(backup_id=request.backup_id, to=request.to or "rbd/x"),
+            )
+        return self.jobs[self.by_key[request.idempotency_key]]
 
     async def DeleteBackup(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         await self._gate("DeleteBackup", context)

@@ -301,6 +301,31 @@ class AgentClient:
             for b in found.backups
         ]
 
+    async def restore_backup(
+        self,
+        backup_id: str,
+        target: str,
+        *,
+        idempotency_key: str,
+        to: str = "",
+        in_place: bool = False,
+        timeout: float | None = None,
+    ) -> AgentJob:
+        """Starts rebuilding a volume from a backup: into the new image `to` ("/path" or
+        "pool/image"), or in place onto the backup's own stopped volume."""
+        request = pb.RestoreBackupRequest(
+            backup_id=backup_id,
+            target=target,
+            to=to,
+            in_place=in_place,
+            idempotency_key=idempotency_key,
+        )
+        log.info(
+            "RestoreBackup %s from %s to %s via agent %s",
+            backup_id, target, to or "its volume", self.endpoint,
+        )  # fmt: skip
+        return AgentJob.from_proto(await self._unary("RestoreBackup", request, timeout))
+
     async def delete_backup(
         self,
         backup_id: str,

@@ -61,6 +61,7 @@ class AgentJob:
     error_message: str = ""
     retry_after: float = 0.0
     backup_id: str = ""  # of a backup job that succeeded
+    restored_to: str = ""  # of a restore job that succeeded: the image written
 
     @property
     def error(self) -> str:
@@ -120,4 +121,5 @@ class AgentJob:
             error_message=str(job.error.message) if has_error else "",
             retry_after=float(job.error.retry_after_seconds) if has_error else 0.0,
             backup_id=str(job.backup.id) if job.WhichOneof("result") == "backup" else "",
+            restored_to=str(job.restore.to) if job.WhichOneof("result") == "restore" else "",
         )

@@ -2,11 +2,13 @@
 policy with `--backup` and `--keep-backups 2` snapshots both lab guests and has each
 snapshot backed up to the agent's target (a restic repository in a directory): full, then
 incremental, then full again once the chain is as long as kept, and the old chain deleted
-by retention; `hostsnap-controller snapshots` shows them BackedUp and the reconcile pass
-finds no snapshot missing its backup."""
+by retention; `hostsnap-controller snapshots` shows them BackedUp, the reconcile pass finds
+no snapshot missing its backup, and `hostsnap-controller restore` rebuilds the newest into a
+new RBD image identical to its snapshot."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,6 +92,35 @@ def test_a_policy_with_backup_backs_each_snapshot_up_incrementally_and_keeps_two
                 assert full.snapshot_name.startswith(POLICY_PREFIX)
             report = controller_json(config, "reconcile")
             assert [b for b in report["backups"] if b["problem"]] == [], report["backups"]
+            newest = backups_of(stub, RBD_DOMAIN)[-1]
+            image = f"rbd/ctl-restored-{newest.id[:8]}"
+            restored = controller_json(
+                config, "restore", newest.id, "--target", "lab", "--to", image
+            )
+            assert restored["job"]["state"] == "succeeded", restored
+            snapshot = f"rbd/{RBD_DOMAIN}@hostsnap-{newest.snapshot_id}"
+            assert identical(lab, snapshot, image)
         finally:
             stop(serving)
             delete_snapshots_named(agent, (QCOW2_DOMAIN, RBD_DOMAIN), POLICY_PREFIX)
+            for image in rbd_images(lab):
+                if image.startswith("ctl-restored-"):
+                    subprocess.run(["rbd", "-c", str(lab.ceph_conf), "rm", image], check=False)
+
+
+def identical(lab: Lab, snapshot: str, image: str) -> bool:
+    conf = f":conf={lab.ceph_conf}"
+    compared = subprocess.run(
+        ["qemu-img", "compare", "-U", f"rbd:{snapshot}{conf}", f"rbd:{image}{conf}"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    return compared.returncode == 0
+
+
+def rbd_images(lab: Lab) -> list[str]:
+    listed = subprocess.run(
+        ["rbd", "-c", str(lab.ceph_conf), "ls", "rbd"], capture_output=True, text=True, check=True
+    )
+    return listed.stdout.split()
