@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS layers (
     target TEXT NOT NULL,
     active INTEGER NOT NULL
 );
+-- The metrics read the succeeded jobs of one operation at each scrape.
+CREATE INDEX IF NOT EXISTS jobs_by_operation ON jobs (operation, state);
 """
 
 # Failures after which the same idempotency key starts a new job (nothing had changed, or it

@@ -123,10 +123,8 @@ class Service:
         """CloudStack is told the volumes' new active images (and the snapshot's tags) right
         away; what fails is the job's note, and left to the reconcile pass. A policy's
         snapshot that is to be backed up gets its backup jobs."""
-        if job.kind is JobKind.BACKUP:
-            return None
-        agent = self.parts.agents.client(target.host)
-        await backups_of(self.parts.store, job, agent_job, target.host.id, agent)
+        if job.kind in (JobKind.BACKUP, JobKind.BACKUP_DELETE):
+            return None  # nothing of CloudStack's changes
         applied = await reconcile.apply_snapshot(
             self.parts.store,
             lease,
@@ -136,6 +134,12 @@ class Service:
             agent_job,
             leader=self.election.leader,
         )
+        notes = []
         if applied.errors:
-            return "succeeded, but CloudStack was not told: " + "; ".join(applied.errors)
-        return None
+            notes.append("CloudStack was not told: " + "; ".join(applied.errors))
+        try:
+            agent = self.parts.agents.client(target.host)
+            await backups_of(self.parts.store, job, agent_job, target.host.id, agent)
+        except StoreError as e:
+            notes.append(f"its backups were not queued: {e}")
+        return "succeeded, but " + "; ".join(notes) if notes else None

@@ -288,14 +288,26 @@ class CephRbd:
 
     @contextmanager
     def overwriting(self, source: RbdSource, size: int) -> Iterator[RbdImageWriter]:
-        """The existing image resized to `size` and zeroed, then written extent by extent and
-        flushed. What it held before is gone: the caller keeps a snapshot of it."""
-        log.info("RBD %s: overwriting the whole image (%d bytes)", source.spec, size)
+        """The existing image zeroed (grown to `size` if smaller, never shrunk: the guest
+        keeps the disk size it has), then written extent by extent and flushed, under its
+        exclusive lock held throughout: librbd hands an automatic lock to whoever asks, a
+        lock taken explicitly it does not, so no QEMU started meanwhile opens the image half
+        written. What it held before is gone: the caller keeps a snapshot of it."""
+        log.info("RBD %s: overwriting the whole image", source.spec)
+        me = self._cluster(source.config_file or self._default_conf).get_instance_id()
         with self._image(source) as image:
             try:
-                if image.size() != size:
+                image.lock_acquire(rbd.RBD_LOCK_MODE_EXCLUSIVE)
+                others = [w for w in image.watchers_list() if w.get("id") != me]
+                if others:
+                    raise Precondition(
+                        f"RBD image {source.spec} was opened by {others[0].get('addr', '?')} "
+                        "meanwhile; it was not changed",
+                        reason="IMAGE_BUSY",
+                    )
+                if image.size() < size:
                     image.resize(size)
-                image.write_zeroes(0, size)
+                image.write_zeroes(0, image.size())
                 yield RbdImageWriter(image)
                 image.flush()
             except rbd.Error as e:

@@ -87,15 +87,19 @@ def mirror_ready(xml: str, target: str) -> bool:
     return mirror is not None and mirror.get("ready") == "yes"
 
 
-def with_disk_source(xml: str, target: str, path: str) -> str:
+def with_disk_source(xml: str, target: str, path: str, driver_type: str | None = None) -> str:
     """The domain XML with one file disk pointed at a new active image (its stale
-    backingStore description dropped, so libvirt reads the chain from the image itself)."""
+    backingStore description dropped, so libvirt reads the chain from the image itself),
+    and the image's format set when given."""
     root = ET.fromstring(xml)
     disk = _disk(root, target)
     source = disk.find("source")
     if source is None or disk.get("type") != "file":
         raise NotFound(f"disk {target!r} is not a file disk")
     source.set("file", path)
+    driver = disk.find("driver")
+    if driver_type is not None and driver is not None:
+        driver.set("type", driver_type)
     for stale in disk.findall("backingStore"):
         disk.remove(stale)
     return ET.tostring(root, encoding="unicode")

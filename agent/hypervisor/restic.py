@@ -80,8 +80,10 @@ class ResticRepository:
         # go on to store the stream as it was cut (stdin closed looks like its end).
         return [*DIE_WITH_PARENT, "restic", *self._cache, *args]
 
-    def _run(self, *args: str, retry_locked: bool = False) -> str:
-        delays = iter(LOCK_RETRIES if retry_locked else ())
+    def _run(self, *args: str) -> str:
+        """A metadata command, again while the repository is locked (restic 0.14 has no
+        --retry-lock): a prune elsewhere holds it exclusively for a while."""
+        delays = iter(LOCK_RETRIES if args[0] != "unlock" else ())
         while True:
             try:
                 done = subprocess.run(
@@ -220,10 +222,10 @@ class ResticRepository:
 
     def forget(self, snapshot_ids: Sequence[str], prune: bool = True) -> None:
         if snapshot_ids:
-            self._run("forget", *(["--prune"] if prune else []), *snapshot_ids, retry_locked=True)
+            self._run("forget", *(["--prune"] if prune else []), *snapshot_ids)
 
     def prune(self) -> None:
-        self._run("prune", retry_locked=True)
+        self._run("prune")
 
     def unlock(self) -> None:
         """Removes the stale locks (of restic processes that died on this host, or older than
@@ -264,6 +266,12 @@ def _failure(what: str, stderr: str) -> HostsnapError:
         return Precondition(
             f"{what}: the target's key does not open its repository ({reason})",
             reason="TARGET_KEY_WRONG",
+        )
+    if LOCKED in stderr:
+        return Unavailable(
+            f"{what}: the repository is locked by another operation on it (a prune, a check); "
+            f"retry later ({reason})",
+            reason="TARGET_LOCKED",
         )
     if any(sign in stderr for sign in FULL):
         return Capacity(

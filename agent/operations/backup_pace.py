@@ -38,8 +38,12 @@ class ReadPace:
         self._adjust()
         if not self._mib:
             return
+        rate = self._mib << 20
+        now = self._svc.monotonic()
+        # No credit banked beyond a second: a stall (restic busy) is not made up by a burst.
+        self._since = max(self._since, now - self._read / rate - 1.0)
         self._read += length
-        early = self._since + self._read / (self._mib << 20) - self._svc.monotonic()
+        early = self._since + self._read / rate - now
         if early > 0:
             self._svc.sleep(early)
 

@@ -4,10 +4,14 @@ from the journal, so an agent restart loses none of it."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent.operations import backup, restore, restore_in_place
 from agent.operations.services import Services
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,19 +40,24 @@ class BackupStats:
 def backup_stats(svc: Services) -> BackupStats:
     found = BackupStats()
     for result in svc.journal.succeeded_results(backup.OPERATION):
-        made, target = result["backup"], result["target"]
-        totals = found.targets.setdefault(target, TargetTotals())
-        totals.backups += 1
-        totals.read_bytes += made["data_bytes"]
-        totals.written_bytes += made["stream_bytes"]
-        totals.stored_bytes += made["stored_bytes"]
-        key = (made["volume"], target)
-        if key not in found.last or found.last[key].backed_up <= made["backed_up"]:
-            found.last[key] = LastBackup(
-                made["backed_up"], made["data_bytes"], made["stored_bytes"]
-            )
+        try:
+            _add_backup(found, result["backup"], result["target"])
+        except (KeyError, TypeError, ValueError):
+            log.warning("metrics: a backup job's result is not one this release reads")
     for operation in (restore.OPERATION, restore_in_place.OPERATION):
         for result in svc.journal.succeeded_results(operation):
             found.restores += 1
-            found.restored_bytes += result["data_bytes"]
+            found.restored_bytes += int(result.get("data_bytes", 0))
     return found
+
+
+def _add_backup(found: BackupStats, made: dict[str, Any], target: str) -> None:
+    last = LastBackup(float(made["backed_up"]), int(made["data_bytes"]), int(made["stored_bytes"]))
+    totals = found.targets.setdefault(str(target), TargetTotals())
+    totals.backups += 1
+    totals.read_bytes += last.data_bytes
+    totals.written_bytes += int(made["stream_bytes"])
+    totals.stored_bytes += last.stored_bytes
+    key = (str(made["volume"]), str(target))
+    if key not in found.last or found.last[key].backed_up <= last.backed_up:
+        found.last[key] = last

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from agent import faults, steps, validate
 from agent.backups import catalog, diff_stream
 from agent.backups.catalog import Backup
-from agent.errors import Damaged, InvalidArgument, NotFound, Precondition
+from agent.errors import Damaged, HostsnapError, InvalidArgument, NotFound, Precondition
 from agent.hypervisor.ports import BackupRepository, ExtentWriter
 from agent.jobs import Job, JobState
 from agent.model import RbdSource
@@ -116,10 +116,12 @@ def restore(
     _, repository = open_target(svc, request.target)
     links = chain_of(repository, request.backup_id)
     size = links[-1].size
-    if _exists(where):
-        raise Precondition(f"{request.to} exists already", reason="IMAGE_EXISTS")
 
     def body(job_id: str) -> RestoreResult:
+        # Here, not before the job: the same idempotency key again returns the job that
+        # made the image, not a refusal because it now exists.
+        if _exists(where):
+            raise Precondition(f"{request.to} exists already", reason="IMAGE_EXISTS")
         steps.write(svc.journal, job_id, Step.PLAN, Plan(request.to, tuple(b.id for b in links)))
         staging = staged(where, job_id)
         with _creating(svc, staging, size) as writer:
@@ -133,7 +135,7 @@ def restore(
         faults.point(faults.Step.BEFORE_RESTORE_PUBLISH)
         try:
             _publish(svc, staging, where)
-        except Precondition:
+        except HostsnapError:
             _remove(svc, staging)
             raise
         log.info("job %s: backup %s restored to %s", job_id, request.backup_id, request.to)
@@ -254,7 +256,9 @@ def _publish(svc: Services, staging: str | RbdSource, where: str | RbdSource) ->
         try:
             images(svc).publish_rbd(staging, where)
         except NotFound:
-            # The staged image is gone only once renamed: published before a restart.
+            # The staged image is gone once renamed (published before a restart): then the
+            # image is there under its name (else NotFound, the restore did not happen).
+            svc.rbd.size(where)
             log.info("RBD %s: renamed to %s already", staging.spec, where.spec)
 
 

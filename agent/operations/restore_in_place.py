@@ -15,6 +15,7 @@ not defined here (CloudStack undefines stopped VMs) is restored into the backup'
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -23,9 +24,9 @@ from dataclasses import dataclass
 from agent import faults, steps, validate
 from agent.backups.catalog import Backup
 from agent.errors import HostsnapError, InvalidArgument, NotFound, OperationFailed, Precondition
-from agent.hypervisor import domain_xml
+from agent.hypervisor import domain_xml, qemu_img
 from agent.jobs import Job, JobState, SnapshotRecord
-from agent.model import Consistency, DomainState, RbdSource, Volume, VolumeKind
+from agent.model import Consistency, RbdSource, Volume, VolumeKind
 from agent.operations import jobrun, revert, volumes
 from agent.operations.backup import images, open_target
 from agent.operations.image_snapshot import image_source, image_volume
@@ -54,6 +55,7 @@ class Plan:
     previous: str  # file: the active image before; RBD: the id of the snapshot that keeps it
     chain: tuple[str, ...]
     client: str = ""  # RBD: the Ceph client that writes the image (its lock's owner)
+    config_file: str = ""  # RBD: the image's cluster, as the domain's disk names it
 
 
 @dataclass(frozen=True)
@@ -86,18 +88,21 @@ def restore_in_place(
             new = volumes.overlay_path(volume.path, uuid.uuid4().hex)
             plan = Plan(VolumeKind.FILE, volume.domain, volume.target, new, volume.path, ids)
             steps.write(svc.journal, job_id, Step.PLAN, plan)
-            writing = images(svc).creating_file(new, wanted.size)
+            # Never smaller than the disk is now: the guest keeps the disk size it has.
+            size = max(wanted.size, qemu_img.chain(volume.path)[0].virtual_size)
+            writing = images(svc).creating_file(new, size)
         else:
-            assert volume.rbd is not None
+            source = volume.rbd
+            assert source is not None
             sid = uuid.uuid4().hex
-            client = svc.rbd.client(volume.rbd)
             plan = Plan(
-                VolumeKind.RBD, volume.domain, volume.target, volume.rbd.spec, sid, ids, client
-            )
+                VolumeKind.RBD, volume.domain, volume.target, source.spec, sid, ids,
+                svc.rbd.client(source), source.config_file or "",
+            )  # fmt: skip
             steps.write(svc.journal, job_id, Step.PLAN, plan)
-            _keep(svc, job_id, volume, volume.rbd, sid, wanted)
+            _keep(svc, job_id, volume, source, sid, wanted)
             steps.write(svc.journal, job_id, Step.KEPT)
-            writing = images(svc).overwriting_rbd(volume.rbd, wanted.size)
+            writing = images(svc).overwriting_rbd(source, wanted.size)
         try:
             with writing as writer:
                 for index, backup in enumerate(links):
@@ -106,7 +111,7 @@ def restore_in_place(
                     svc.journal.set_progress(job_id, (index + 1) / len(links))
                     faults.point(faults.Step.DURING_RESTORE)
         except BaseException as e:
-            _undo_after(svc, plan, volume, e)
+            _undo_after(svc, plan, e)
             raise
         data = sum(b.data_bytes for b in links)
         steps.write(svc.journal, job_id, Step.RESTORED, Restored(wanted.size, data))
@@ -132,11 +137,11 @@ def _volume(svc: Services, backup: Backup) -> Volume:
     domain, _, target = backup.volume.partition("/")
     if domain and svc.host.exists(domain):
         volume = volumes.select(volumes.domain_volumes(svc, domain), (target,))[0]
-        if volume.kind != backup.kind:
+        if not _same_volume(volume, backup):
             raise Precondition(
-                f"disk {volume.key} is a {volume.kind} disk now, the backup is of a {backup.kind}"
-                " one; restore it to a new image (--to)",
-                reason="VOLUME_KIND_CHANGED",
+                f"disk {volume.key} is {volume.location} now, not the volume backup {backup.id}"
+                f" is of ({backup.image}); restore it to a new image (--to)",
+                reason="VOLUME_CHANGED",
             )
         return volume
     if backup.kind == VolumeKind.RBD:
@@ -146,6 +151,21 @@ def _volume(svc: Services, backup: Backup) -> Volume:
         "file volume to a new image (--to)",
         reason="DOMAIN_NOT_FOUND",
     )
+
+
+def _same_volume(volume: Volume, backup: Backup) -> bool:
+    """Whether the disk is still the volume backed up: the same RBD image, or a file of the
+    same volume (its layers all carry the volume's original file name)."""
+    if volume.kind != backup.kind:
+        return False
+    if volume.rbd is not None:
+        return volume.rbd.spec == backup.image
+    assert volume.path is not None
+    return _original_name(volume.path) == _original_name(backup.image)
+
+
+def _original_name(path: str) -> str:
+    return volumes.OVERLAY_SUFFIX.sub("", path)
 
 
 def _ensure_unused(svc: Services, volume: Volume) -> None:
@@ -185,33 +205,42 @@ def _keep(
 
 
 def _switch(svc: Services, plan: Plan) -> None:
-    """The domain's disk pointed at the restored image."""
-    xml = svc.host.xml(plan.domain, inactive=True)
-    svc.host.define(domain_xml.with_disk_source(xml, plan.target, plan.image))
+    """The domain's disk pointed at the restored image (a qcow2 file, whatever the disk's
+    format was), and the layer map told."""
+    if volumes.current_active(svc, plan.domain, plan.target) != plan.image:
+        xml = svc.host.xml(plan.domain, inactive=True)
+        svc.host.define(domain_xml.with_disk_source(xml, plan.target, plan.image, "qcow2"))
     svc.journal.set_active_layer(plan.domain, plan.target, plan.image, [plan.previous])
     svc.publish_layers()
 
 
-def _undo_after(svc: Services, plan: Plan, volume: Volume, error: BaseException) -> None:
+def _undo_after(svc: Services, plan: Plan, error: BaseException) -> None:
     try:
-        _undo(svc, plan, volume.rbd)
+        _undo(svc, plan, written=True)
     except HostsnapError as e:
         raise OperationFailed(
-            f"the restore failed ({error}), and putting {volume.key} back failed too ({e}); "
+            f"the restore failed ({error}), and putting {plan.target} back failed too ({e}); "
             f"revert it to snapshot {plan.previous}"
         ) from e
 
 
-def _undo(svc: Services, plan: Plan, source: RbdSource | None) -> None:
+def _rbd_source(plan: Plan) -> RbdSource:
+    """The image as the plan recorded it (the domain may be gone or redefined since)."""
+    return dataclasses.replace(image_source(plan.image), config_file=plan.config_file or None)
+
+
+def _undo(svc: Services, plan: Plan, written: bool) -> None:
     """The volume as it was before the job: the new file removed, or the image rolled back
-    to the snapshot that kept it (and that snapshot removed)."""
-    if source is None:
+    to the snapshot that kept it (when it may have been written), that snapshot removed."""
+    if plan.kind == VolumeKind.FILE:
         images(svc).remove_file(plan.image)  # never the domain's: it switches once whole
         return
+    source = _rbd_source(plan)
     name = f"{RBD_PREFIX}{plan.previous}"
     if name not in {s.name for s in svc.rbd.snapshots(source)}:
         return  # it stopped before the snapshot: the image was never touched
-    svc.rbd.rollback(source, name)
+    if written:
+        svc.rbd.rollback(source, name)
     svc.rbd.remove_snapshot(source, name)
     svc.journal.mark_snapshot_deleted(plan.previous)
 
@@ -234,31 +263,25 @@ def recover(svc: Services, job: Job) -> tuple[JobState, str]:
     plan = steps.read(job, Step.PLAN, Plan)
     if plan is None:
         return JobState.FAILED, "it stopped before changing anything"
-    source = None
     if plan.kind == VolumeKind.RBD:
-        source = (
-            volumes.rbd_source(svc, plan.domain, plan.target)
-            if plan.domain
-            else image_source(plan.image)
-        )
         # The killed agent's lock on the image would stand until its watch times out.
-        svc.rbd.break_lock_of(source, plan.client)
+        svc.rbd.break_lock_of(_rbd_source(plan), plan.client)
     restored = steps.read(job, Step.RESTORED, Restored)
     if restored is not None:
-        if plan.kind == VolumeKind.FILE and (
-            volumes.current_active(svc, plan.domain, plan.target) != plan.image
-        ):
-            revert.ensure_stopped(svc, plan.domain)
+        if plan.kind == VolumeKind.FILE:
+            if volumes.current_active(svc, plan.domain, plan.target) != plan.image:
+                revert.ensure_stopped(svc, plan.domain)
             _switch(svc, plan)
         result = _result(job.id, job.request["backup_id"], plan, restored)
         svc.journal.succeed(job.id, jobrun.to_json(result))
         return JobState.SUCCEEDED, "the restored content was whole before the restart"
-    # Never roll back under a running guest: it runs on a half restored image.
-    running = plan.domain and svc.host.state(plan.domain)[0] != DomainState.SHUTOFF
-    if source is not None and running:
-        raise Precondition(
-            f"domain {plan.domain} runs on a half restored RBD image; stop it and revert to "
-            f"snapshot {plan.previous}"
-        )
-    _undo(svc, plan, source)
+    if plan.kind == VolumeKind.RBD:
+        # Never roll back under a guest: one started since runs on a half restored image.
+        watchers = svc.rbd.watchers(_rbd_source(plan))
+        if watchers:
+            raise Precondition(
+                f"RBD image {plan.image} is half restored and open by {', '.join(watchers)}; "
+                f"stop what uses it and revert it to snapshot {plan.previous}"
+            )
+    _undo(svc, plan, written=steps.reached(job, Step.KEPT))
     return JobState.FAILED, "interrupted; the volume is as it was before the restore"

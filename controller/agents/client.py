@@ -75,6 +75,7 @@ class AgentBackup:
     snapshot_name: str
     parent_id: str  # "" for a full backup
     taken_at: datetime | None = None  # when its snapshot was taken
+    kind: str = ""  # "file" or "rbd"
 
 
 @dataclass(frozen=True)
@@ -297,6 +298,7 @@ class AgentClient:
                 snapshot_name=str(b.snapshot_name),
                 parent_id=str(b.parent_id),
                 taken_at=_when(b.taken_at) if b.HasField("taken_at") else None,
+                kind=VOLUME_KINDS.get(int(b.kind), ""),
             )
             for b in found.backups
         ]

@@ -22,7 +22,7 @@ from controller.dispatch.fresh import FreshInventory, InventorySource
 from controller.dispatch.health import AgentHealth
 from controller.dispatch.limits import Limits
 from controller.dispatch.outcome import Outcome, Result
-from controller.dispatch.preflight import Skip, Target, check
+from controller.dispatch.preflight import ON_ITS_HOST, Skip, Target, check
 from controller.store import Job, JobKind, JobState, Lease, LeaseLost, StaleClaim, Store, StoreError
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,14 @@ class Dispatcher:
             found = await self._preflight(job)
             if isinstance(found, Skip):
                 return await self._skip(lease, job, found.reason)
-            async with self.limits.hold(found.host.id, found.pool_ids):
+            # A backup changes nothing on primary storage: it takes no host's mutating turn
+            # (a full backup may run for hours); the agent's admission paces its reads.
+            held = (
+                contextlib.AsyncExitStack()
+                if job.kind in ON_ITS_HOST
+                else self.limits.hold(found.host.id, found.pool_ids)
+            )
+            async with held:
                 # Right before acting: CloudStack's state now, not when the job was queued.
                 now = await self._preflight(job)
                 if isinstance(now, Target) and now.host.id != found.host.id:

@@ -12,10 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from controller.inventory import Host, InventorySnapshot, StoragePool, VirtualMachine, Volume
-from controller.store import Job
+from controller.store import Job, JobKind
 
 # VirtualMachine.State values a snapshot may be taken in.
 RUNNING_STATES = frozenset({"Running"})
+# Sent to the host the job names whatever the VM does now: a backup reads a snapshot in that
+# agent's journal (the VM may have migrated since), and changes nothing on primary storage.
+ON_ITS_HOST = frozenset({JobKind.BACKUP, JobKind.BACKUP_DELETE})
 STOPPED_STATES = frozenset({"Stopped"})
 
 
@@ -48,6 +51,11 @@ def check(job: Job, inventory: InventorySnapshot, healthy: Callable[[str], bool]
     volumes = _volumes(job, vm, inventory)
     if isinstance(volumes, Skip):
         return volumes
+    if job.kind in ON_ITS_HOST:
+        host = inventory.hosts.get(job.host_id)
+        if host is None:
+            return Skip(f"host {job.host_id} of job {job.id} is not in the inventory")
+        return Target(host, vm, volumes) if host.usable else _unusable(host)
     busy = [v for v in volumes if v.busy]
     if busy:
         named = ", ".join(f"{v.name or v.id} is {v.state}" for v in busy)

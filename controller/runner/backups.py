@@ -17,6 +17,7 @@ from controller.runner.backup_retention import needs_full
 log = logging.getLogger(__name__)
 
 BACKUP_TIMEOUT = 6 * 3600.0  # a first, full backup of a large volume
+BACKUP = store.JobKind.BACKUP
 
 
 def backup_specs(
@@ -56,11 +57,21 @@ async def backups_of(
     policy = (await asyncio.to_thread(db.policies.get, run.policy_id)).policy
     if policy is None or policy.backup_target is None:
         return []
-    full = await _full_disks(agent, agent_job, policy)
-    made = [
-        await asyncio.to_thread(db.jobs.create, spec)
-        for spec in backup_specs(job, agent_job, host_id, policy.backup_target, full)
-    ]
+    # A replay (a successor adopted the snapshot job) keeps what was made: `full` is decided
+    # once, for the disks that have no backup job yet.
+    existing = {
+        j.params.get("disk", ""): j
+        for j in await asyncio.to_thread(db.jobs.find, run_id=job.run_id, kinds=(BACKUP,))
+        if j.params.get("snapshot_job") == job.id
+    }
+    missing = [d for d in agent_job.disks if d.target not in existing]
+    full = await _full_disks(agent, agent_job, policy) if missing else frozenset()
+    made: list[store.Job] = []
+    for spec in backup_specs(job, agent_job, host_id, policy.backup_target, full):
+        found = existing.get(spec.params["disk"])
+        if found is None:
+            found = await asyncio.to_thread(db.jobs.create, spec)
+        made.append(found)
     log.info("job %s: %d snapshots to back up to %s", job.id, len(made), policy.backup_target)
     return made
 

@@ -1,8 +1,9 @@
 """A volume restored from a backup through an agent that reaches the backup's target: the
-first Up and Enabled host (by name) whose agent lists the backup. In place
-only when CloudStack shows the VM Stopped and the volume not busy: CloudStack must not
-start it on a volume being rewritten (the agent refuses a domain that runs, or an RBD image
-some client has open, as well)."""
+first Up and Enabled host (by name) whose agent lists the backup. In place only for an RBD
+volume (a file volume's new active image would not be CloudStack's path), and only while
+CloudStack shows the VM Stopped and its volumes not busy: CloudStack must not start it on a
+volume being rewritten (the agent also refuses a domain that runs, or an RBD image some
+client has open, and holds the image's lock while it writes)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from controller.agents import AgentError, AgentJob, AgentPool
+from controller.agents import AgentBackup, AgentError, AgentJob, AgentPool
 from controller.dispatch.follow import follow
 from controller.dispatch.preflight import STOPPED_STATES
 from controller.inventory import Host, InventorySnapshot, VirtualMachine
@@ -40,10 +41,14 @@ async def restore(
     in_place: bool = False,
     timeout: float = 3600.0,
 ) -> Restored:
-    host, volume = await _host_with(inventory, agents, backup_id, target)
-    vm = _vm_of(inventory, volume)
+    host, backup = await _host_with(inventory, agents, backup_id, target)
     if in_place:
-        _check_stopped(inventory, vm, volume)
+        if backup.kind != "rbd":
+            raise RestoreRefused(
+                f"backup {backup_id} is of a file volume: in place, its new active image would"
+                " not be CloudStack's path; restore it to a new image (--to) instead"
+            )
+        _check_stopped(inventory, _vm_of(inventory, backup.volume), backup.volume)
     agent = agents.client(host)
     started = await agent.restore_backup(
         backup_id, target, idempotency_key=uuid.uuid4().hex, to=to, in_place=in_place
@@ -62,8 +67,8 @@ async def restore(
 
 async def _host_with(
     inventory: InventorySnapshot, agents: AgentPool, backup_id: str, target: str
-) -> tuple[Host, str]:
-    """The host to restore through, and the backup's volume ("domain/disk")."""
+) -> tuple[Host, AgentBackup]:
+    """The host to restore through, and the backup as its agent lists it."""
     tried = []
     for host in sorted((h for h in inventory.hosts.values() if h.usable), key=lambda h: h.name):
         try:
@@ -73,7 +78,7 @@ async def _host_with(
             continue
         for backup in listed:
             if backup.id == backup_id:
-                return host, backup.volume
+                return host, backup
         tried.append(f"{host.name}: not on {target}")
     raise RestoreRefused(
         f"no Up and Enabled host's agent lists backup {backup_id} on target {target}: "

@@ -26,6 +26,7 @@ from agent.admission import AdmissionConfig
 from agent.backups import catalog, targets
 from agent.config import AgentConfig
 from agent.errors import Capacity, Damaged, Precondition
+from agent.hypervisor import domain_xml
 from agent.hypervisor.extents import Extent
 from agent.hypervisor.ports import ExtentReader
 from agent.jobs import JobState
@@ -362,9 +363,28 @@ def test_a_guest_restored_in_place_boots_with_its_writers_lines_up_to_the_snapsh
         assert f"hostsnap-{result.kept_snapshot_id}" in rbd_snapshots_of(svc)
     else:
         assert disk_source(dom) == result.to and os.path.exists(result.replaced_image)
-    assert has_marker(dom, before) and not has_marker(dom, after)
-    assert writer_line(dom, counted) == written_before  # the lines up to the snapshot, intact
-    assert writer_line(dom, last) != written_last  # the later ones gone (rewritten since boot)
+    try:
+        assert has_marker(dom, before) and not has_marker(dom, after)
+        assert writer_line(dom, counted) == written_before  # the lines up to the snapshot
+        assert writer_line(dom, last) != written_last  # the later ones gone (since rewritten)
+    finally:
+        if name == QCOW2_DOMAIN:
+            back_on_its_chain(svc, dom, result)
+
+
+def back_on_its_chain(svc: Services, dom: libvirt.virDomain, result: restore.RestoreResult) -> None:
+    """The qcow2 guest on the chain it had (the tests after this one expect its base), the
+    standalone image the restore made removed."""
+    stop(dom)
+    try:
+        xml = svc.host.xml(QCOW2_DOMAIN, inactive=True)
+        svc.host.define(domain_xml.with_disk_source(xml, "vda", result.replaced_image))
+        svc.journal.set_active_layer(QCOW2_DOMAIN, "vda", result.replaced_image, [])
+        svc.journal.forget_layer(result.to)
+        svc.publish_layers()
+        os.unlink(result.to)
+    finally:
+        start(dom)
 
 
 def rbd_snapshots_of(svc: Services) -> set[str]:

@@ -19,7 +19,10 @@ def test_a_restore_goes_through_a_host_whose_agent_reaches_the_backup(tmp_path: 
     async def test() -> None:
         async with DispatchZone(tmp_path, ("kvm-1", "kvm-2"), FAST) as zone:
             zone.inventory.add_vm("web-1", "kvm-1")
-            zone.agents["kvm-2"].backups["nfs"] = [pb.Backup(id="b1", volume="i-web-1/vda")]
+            zone.agents["kvm-2"].backups["nfs"] = [
+                pb.Backup(id="f1", volume="i-web-1/vdb", kind=pb.VOLUME_KIND_FILE),
+                pb.Backup(id="b1", volume="i-web-1/vda", kind=pb.VOLUME_KIND_RBD),
+            ]
             assert zone.pool is not None
             inventory = await zone.inventory.refresh()
 
@@ -30,6 +33,8 @@ def test_a_restore_goes_through_a_host_whose_agent_reaches_the_backup(tmp_path: 
             assert zone.agents["kvm-2"].restored == [("b1", "rbd/new")]
             with pytest.raises(RestoreRefused, match="web-1 is Running in CloudStack"):
                 await restore(inventory, zone.pool, "b1", "nfs", in_place=True)
+            with pytest.raises(RestoreRefused, match="is of a file volume"):
+                await restore(inventory, zone.pool, "f1", "nfs", in_place=True)
             with pytest.raises(RestoreRefused, match="lists backup b2"):
                 await restore(inventory, zone.pool, "b2", "nfs", to="rbd/new")
             zone.inventory.set_vm("web-1", state="Stopped")

@@ -4,12 +4,15 @@ failed is never stored."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import IO
 
 import pytest
 
-from agent.errors import Damaged, Precondition
+from agent.errors import Damaged, Precondition, Unavailable
+from agent.hypervisor import restic
 from agent.hypervisor.restic import ResticRepository
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -88,3 +91,32 @@ def test_a_producer_that_fails_stores_nothing(repository: ResticRepository):
         repository.backup("/f", ["failed"], "host", half_then_fail)
 
     assert not repository.snapshots(["failed"])
+
+
+def test_a_repository_locked_by_a_live_restic_is_waited_for_then_unavailable_its_lock_kept(
+    repository: ResticRepository, repository_dir: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(restic, "LOCK_RETRIES", (0.2, 0.2))
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow(sink: IO[bytes]) -> None:
+        sink.write(PAYLOAD)
+        started.set()
+        release.wait(60)
+
+    other = opened(repository_dir)  # another agent's backup, holding its lock meanwhile
+    uploading = threading.Thread(target=lambda: other.backup("/slow", ["t"], "host", slow))
+    uploading.start()
+    try:
+        assert started.wait(30)
+        time.sleep(1)  # restic takes its lock before it reads its input
+
+        with pytest.raises(Unavailable) as locked:
+            repository.prune()  # needs the repository to itself
+
+        assert locked.value.reason == "TARGET_LOCKED"
+    finally:
+        release.set()
+        uploading.join(60)
+    assert any("/slow" in s.paths for s in repository.snapshots())  # its lock was not broken
