@@ -91,7 +91,10 @@ async def backup_retention_jobs(
                     params={"backup_id": root.id, "target": target, "with_descendants": "true"},
                     idempotency_key=f"hostsnap-backup-retention/{root.id}",
                 )
-                made.append(await asyncio.to_thread(db.jobs.create, spec))
+                try:
+                    made.append(await asyncio.to_thread(db.jobs.create, spec))
+                except store.Conflict as e:  # made before, for another host (the VM moved)
+                    log.info("backup retention of policy %s: %s", policy.name, e)
     if made:
         log.info(
             "policy %s keeps %d backups per volume: %d to delete", policy.name, keep, len(made)
