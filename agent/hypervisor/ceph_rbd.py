@@ -241,9 +241,9 @@ class CephRbd:
         output = b""
         while chunk := os.read(proc.stderr.fileno(), 4096):
             output += chunk
-            percents = re.findall(rb"(\d+)% complete", chunk)
-            if progress is not None and percents:
-                progress(int(percents[-1]) / 100)
+            if progress is not None:  # each one: a fast rollback prints several per read
+                for percent in re.findall(rb"(\d+)% complete", chunk):
+                    progress(int(percent) / 100)
         if proc.wait() != 0:
             message = output.decode(errors="replace").strip().splitlines()
             raise OperationFailed(
