@@ -113,13 +113,13 @@ def restore_in_place(
         except BaseException as e:
             _undo_after(svc, plan, e)
             raise
-        data = sum(b.data_bytes for b in links)
-        steps.write(svc.journal, job_id, Step.RESTORED, Restored(wanted.size, data))
+        restored = Restored(wanted.size, sum(b.data_bytes for b in links))
+        steps.write(svc.journal, job_id, Step.RESTORED, restored)
         faults.point(faults.Step.BEFORE_RESTORE_PUBLISH)
         if plan.kind == VolumeKind.FILE:
             _switch(svc, plan)
         log.info("job %s: backup %s restored in place on %s", job_id, wanted.id, volume.key)
-        return _result(job_id, request.backup_id, plan, Restored(wanted.size, data))
+        return _result(job_id, request.backup_id, plan, restored)
 
     spec = jobrun.JobSpec(
         OPERATION,

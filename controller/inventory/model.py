@@ -233,6 +233,12 @@ class InventorySnapshot:
         pool = self.pools.get(volume.pool_id or "")
         return pool is not None and pool.is_file
 
+    def placed(self, vm_id: str) -> tuple[VirtualMachine, Host] | None:
+        """The VM and the host it is on, when CloudStack knows both."""
+        vm = self.vms.get(vm_id)
+        host = self.hosts.get((vm.host_id if vm else None) or "")
+        return None if vm is None or host is None else (vm, host)
+
     def vm_by_instance_name(self, instance_name: str) -> VirtualMachine | None:
         return next((vm for vm in self.vms.values() if vm.instance_name == instance_name), None)
 

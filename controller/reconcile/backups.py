@@ -51,10 +51,10 @@ async def backup_findings(
     findings: list[BackupFinding] = []
     errors: list[str] = []
     for vm_id, target in pairs:
-        vm = inventory.vms.get(vm_id or "")
-        host = inventory.hosts.get((vm.host_id if vm else None) or "")
-        if vm is None or host is None:
+        placed = inventory.placed(vm_id)
+        if placed is None:
             continue  # not running anywhere: its agent cannot list its snapshots
+        vm, host = placed
         agent = agents.client(host)
         try:
             backups = await agent.list_backups(target, vm.instance_name, timeout=timeout)

@@ -69,11 +69,11 @@ async def backup_retention_jobs(
     backed_up = {j.vm_id for j in jobs if j.state is store.JobState.SUCCEEDED and j.vm_id}
     made = []
     for vm_id in sorted(backed_up):
-        vm = inventory.vms.get(vm_id)
-        host = inventory.hosts.get((vm.host_id if vm else None) or "")
-        if vm is None or host is None:
+        placed = inventory.placed(vm_id)
+        if placed is None:
             log.info("backup retention of %s: VM %s is on no host now; later", policy.name, vm_id)
             continue
+        vm, host = placed
         try:
             listed = await agents.client(host).list_backups(target, vm.instance_name)
         except AgentError as e:

@@ -48,7 +48,8 @@ async def restore(
                 f"backup {backup_id} is of a file volume: in place, its new active image would"
                 " not be CloudStack's path; restore it to a new image (--to) instead"
             )
-        _check_stopped(inventory, _vm_of(inventory, backup.volume), backup.volume)
+        vm = inventory.vm_by_instance_name(backup.volume.partition("/")[0])
+        _check_stopped(inventory, vm, backup.volume)
     agent = agents.client(host)
     started = await agent.restore_backup(
         backup_id, target, idempotency_key=uuid.uuid4().hex, to=to, in_place=in_place
@@ -84,12 +85,6 @@ async def _host_with(
         f"no Up and Enabled host's agent lists backup {backup_id} on target {target}: "
         + ("; ".join(tried) or "no such host")
     )
-
-
-def _vm_of(inventory: InventorySnapshot, volume: str) -> VirtualMachine | None:
-    domain = volume.partition("/")[0]
-    found = [vm for vm in inventory.vms.values() if vm.instance_name == domain]
-    return found[0] if len(found) == 1 else None
 
 
 def _check_stopped(inventory: InventorySnapshot, vm: VirtualMachine | None, volume: str) -> None:

@@ -39,11 +39,11 @@ async def retention_jobs(
         if j.kind is store.JobKind.SNAPSHOT and j.state is store.JobState.SUCCEEDED
     }
     for vm_id in sorted(v for v in snapshotted if v):
-        vm = inventory.vms.get(vm_id)
-        host = inventory.hosts.get((vm.host_id if vm else None) or "")
-        if vm is None or host is None:
+        placed = inventory.placed(vm_id)
+        if placed is None:
             log.info("retention of policy %s: VM %s is on no host now; later", policy.name, vm_id)
             continue
+        vm, host = placed
         try:
             listed = await agents.client(host).list_snapshots(vm.instance_name)
         except AgentError as e:
