@@ -41,6 +41,12 @@ def client_version() -> str:
     return f"librados {api.major}.{api.minor}.{api.extra}"
 
 
+def printed_percentages(output: bytes) -> list[int]:
+    """The percentages the rbd CLI has printed so far. Looked for in all of its output, not
+    per read: its stderr is unbuffered, so "25" and "% complete" can arrive in two reads."""
+    return [int(p) for p in re.findall(rb"(\d+)% complete", output)]
+
+
 class CephRbd:
     """Keeps one cluster connection per Ceph config, so a call made while a guest is frozen
     does not pay for connecting."""
@@ -239,11 +245,14 @@ class CephRbd:
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         assert proc.stderr is not None
         output = b""
+        reported = 0
         while chunk := os.read(proc.stderr.fileno(), 4096):
             output += chunk
-            if progress is not None:  # each one: a fast rollback prints several per read
-                for percent in re.findall(rb"(\d+)% complete", chunk):
-                    progress(int(percent) / 100)
+            if progress is not None:
+                percents = printed_percentages(output)
+                for percent in percents[reported:]:
+                    progress(percent / 100)
+                reported = len(percents)
         if proc.wait() != 0:
             message = output.decode(errors="replace").strip().splitlines()
             raise OperationFailed(
