@@ -141,8 +141,11 @@ def run_with_progress(
     proc = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     deadline = time.monotonic() + timeout
+    unread = b""  # a line cut by the end of a read is completed by the next one
     while chunk := os.read(proc.stdout.fileno(), 4096):
-        percents = re.findall(rb"\((\d+(?:\.\d+)?)/100%\)", chunk)
+        lines = (unread + chunk).split(b"\r")
+        unread = lines.pop()
+        percents = re.findall(rb"\((\d+(?:\.\d+)?)/100%\)", b"\r".join(lines))
         if progress is not None and percents:
             progress(float(percents[-1]) / 100)
         if time.monotonic() > deadline:

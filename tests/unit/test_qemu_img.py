@@ -53,3 +53,13 @@ def test_a_missing_image_is_not_found_and_a_missing_layer_a_broken_chain(tmp_pat
     with pytest.raises(Precondition) as broken:
         qemu_img.chain(str(top))
     assert broken.value.reason == "CHAIN_BROKEN"
+
+
+def test_an_offline_commit_reports_its_progress_in_order_to_the_end(tmp_path: Path):
+    base, top = tmp_path / "base.qcow2", tmp_path / "top.qcow2"
+    qemu_img_cli("create", "-q", "-f", "qcow2", str(base), "64M")
+    qemu_img_cli("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(top))
+    subprocess.run(["qemu-io", "-c", "write -P 7 0 48M", str(top)], check=True, capture_output=True)
+    seen: list[float] = []
+    qemu_img.commit(str(top), progress=seen.append)
+    assert seen and seen == sorted(seen) and seen[-1] == 1.0
