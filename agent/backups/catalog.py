@@ -49,7 +49,7 @@ class Backup:
     data_bytes: int  # the data the stream holds (its extents' bytes)
     stored_bytes: int  # new data the target took (deduplicated; compressed from restic 0.17)
     taken: float  # when the snapshot was taken (Unix time)
-    backed_up: float  # when the backup was verified
+    backed_up: float  # when its stream was on the target (the marker follows its read-back)
     host: str  # the host that made it
     stream: str  # restic snapshot id of the stream
     marker: str = ""  # restic snapshot id of the marker (once listed)

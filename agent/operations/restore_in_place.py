@@ -19,6 +19,7 @@ import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 
 from agent import faults, steps, validate
@@ -30,7 +31,7 @@ from agent.model import Consistency, RbdSource, Volume, VolumeKind
 from agent.operations import jobrun, revert, volumes
 from agent.operations.backup import images, open_target
 from agent.operations.image_snapshot import image_source, image_volume
-from agent.operations.restore import RestoreRequest, RestoreResult, apply, chain_of
+from agent.operations.restore import RestoreRequest, RestoreResult, applied, chain_of
 from agent.operations.services import Services
 from agent.operations.snapshot import RBD_PREFIX
 
@@ -104,12 +105,12 @@ def restore_in_place(
             steps.write(svc.journal, job_id, Step.KEPT)
             writing = images(svc).overwriting_rbd(source, wanted.size)
         try:
-            with writing as writer:
-                for index, backup in enumerate(links):
-                    jobrun.checkpoint(svc, job_id, f"applying backup {backup.id}")
-                    apply(repository, backup, writer)
+            jobrun.checkpoint(svc, job_id, "applying the backups")
+            with writing as writer, closing(applied(repository, links, writer)) as backups:
+                for index, backup in enumerate(backups):
                     svc.journal.set_progress(job_id, (index + 1) / len(links))
                     faults.point(faults.Step.DURING_RESTORE)
+                    jobrun.checkpoint(svc, job_id, f"applying the backups after {backup.id}")
         except BaseException as e:
             _undo_after(svc, plan, e)
             raise

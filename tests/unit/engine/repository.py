@@ -32,6 +32,9 @@ class FakeRepository:
     def exists(self) -> bool:
         return True
 
+    def present(self) -> bool:
+        return True
+
     def free_bytes(self) -> int | None:
         return self.free
 

@@ -115,7 +115,8 @@ def test_a_target_without_room_is_refused_before_anything_is_sent(world: World):
 
     assert refused.value.reason == "INSUFFICIENT_CAPACITY"
     assert "Insufficient Capacity" in str(refused.value)
-    assert not any(c.startswith("backup") for c in world.target.calls)
+    assert not world.target.stored  # the stream's restic had started: killed before it stored
+    assert world.target.calls[-1] == "unlock"  # and the lock it took removed
 
 
 def test_a_restore_into_an_existing_file_is_refused_and_the_file_kept(world: World):
